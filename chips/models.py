@@ -1,0 +1,403 @@
+"""The chip and its lifecycle (DESIGN §2).
+
+Nothing writes `Chip.status` but the transition methods below, and nothing calls those but
+`chips.services.chip_transition`, which wraps them in a transaction with their history row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django_fsm import ConcurrentTransitionMixin, FSMField, transition
+
+from chips import policy
+
+# Transitions an operator may run (admin buttons, bulk actions, API). The others are driven by the
+# system's own tasks and webhooks and stay hidden from people.
+RUN_PERMISSION = "chips.run_chip_transitions"
+OPERATOR = {"admin": True}
+INTERNAL = {"admin": False}
+
+
+class TrustLevel(models.TextChoices):
+    HIGH = "high", _("High")
+    MEDIUM = "medium", _("Medium")
+    LOW = "low", _("Low")
+    CRITICAL = "critical", _("Critical")
+
+    @classmethod
+    def for_score(cls, score: int) -> TrustLevel:
+        if score >= 80:
+            return cls.HIGH
+        if score >= 60:
+            return cls.MEDIUM
+        if score >= 40:
+            return cls.LOW
+        return cls.CRITICAL
+
+
+class WarmingPhase(models.TextChoices):
+    """The warming ramp, in order (DESIGN §7); the last one is the final phase."""
+
+    REST = "rest", _("Rest")
+    FIRST_CONTACTS = "first_contacts", _("First contacts")
+    GROWTH = "growth", _("Growth")
+    PRE_OPERATION = "pre_operation", _("Pre-operation")
+    OPERATION = "operation", _("Operation")
+
+    @classmethod
+    def first(cls) -> WarmingPhase:
+        return cls.REST
+
+    @classmethod
+    def final(cls) -> WarmingPhase:
+        return cls.OPERATION
+
+
+class ChipQuerySet(models.QuerySet["Chip"]):
+    def live(self) -> ChipQuerySet:
+        return self.filter(status__in=Chip.LIVE_STATES)
+
+    def in_production(self) -> ChipQuerySet:
+        return self.filter(status__in=Chip.PRODUCTION_STATES)
+
+    def pipeline(self) -> ChipQuerySet:
+        """Chips on their way to warming: they count toward the warming buffer (DESIGN §3)."""
+        return self.filter(status__in=Chip.PIPELINE_STATES)
+
+
+class Chip(ConcurrentTransitionMixin, models.Model):
+    class Status(models.TextChoices):
+        PROVISIONING = "provisioning", _("Provisioning")
+        PENDING = "pending", _("Pending activation")
+        ACTIVATING = "activating", _("Activating")
+        WARMING = "warming", _("Warming")
+        READY = "ready", _("Ready")
+        ACTIVE = "active", _("Active")
+        COOLING = "cooling", _("Cooling")
+        DEGRADED = "degraded", _("Degraded")
+        BANNED = "banned", _("Banned")
+        RETIRED = "retired", _("Retired")
+
+    # A chip in provisioning has no WhatsApp number yet, so it cannot be banned; it can only be
+    # retired (a purchase that never completed).
+    LIVE_STATES = (
+        Status.PENDING,
+        Status.ACTIVATING,
+        Status.WARMING,
+        Status.READY,
+        Status.ACTIVE,
+        Status.COOLING,
+        Status.DEGRADED,
+    )
+    PRODUCTION_STATES = (Status.ACTIVE, Status.COOLING)
+    PIPELINE_STATES = (Status.PROVISIONING, Status.PENDING, Status.ACTIVATING)
+    NOT_RETIRED = (*PIPELINE_STATES[:1], *LIVE_STATES, Status.BANNED)
+
+    status = FSMField(
+        _("status"),
+        max_length=20,
+        choices=Status.choices,
+        default=Status.PROVISIONING,
+        protected=True,
+        db_index=True,
+    )
+    phone = models.CharField(_("phone (E.164)"), max_length=16, null=True, blank=True)
+    provider_line_id = models.CharField(_("Salvy line id"), max_length=64, null=True, blank=True)
+    area_code = models.CharField(_("area code (DDD)"), max_length=2, db_index=True)
+    instance_name = models.CharField(_("Evolution instance"), max_length=64, null=True, blank=True)
+
+    trust_score = models.PositiveSmallIntegerField(_("trust score"), default=0)
+    trust_level = models.CharField(
+        _("trust level"), max_length=10, choices=TrustLevel.choices, default=TrustLevel.CRITICAL
+    )
+    warming_phase = models.CharField(
+        _("warming phase"), max_length=20, choices=WarmingPhase.choices, null=True, blank=True
+    )
+    warming_started_at = models.DateTimeField(_("warming started at"), null=True, blank=True)
+
+    is_connected = models.BooleanField(_("connected"), default=False)
+    connection_changed_at = models.DateTimeField(_("connection changed at"), null=True, blank=True)
+    cooling_until = models.DateTimeField(_("cooling until"), null=True, blank=True)
+    activation_attempts = models.PositiveSmallIntegerField(_("activation attempts"), default=0)
+
+    provisioned_at = models.DateTimeField(null=True, blank=True)
+    activation_started_at = models.DateTimeField(null=True, blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    ready_at = models.DateTimeField(null=True, blank=True)
+    active_at = models.DateTimeField(null=True, blank=True)
+    degraded_at = models.DateTimeField(null=True, blank=True)
+    banned_at = models.DateTimeField(null=True, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ChipQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("chip")
+        verbose_name_plural = _("chips")
+        ordering = ["id"]
+        permissions = [("run_chip_transitions", _("Can run chip transitions"))]
+        constraints = [
+            # A number belongs to one living chip; a retired chip's number may come back from Salvy.
+            models.UniqueConstraint(
+                fields=["phone"],
+                condition=~Q(status="retired"),
+                name="chip_phone_unique_unless_retired",
+            ),
+            models.CheckConstraint(
+                condition=Q(trust_score__gte=0, trust_score__lte=100), name="chip_trust_score_0_100"
+            ),
+            models.CheckConstraint(
+                condition=Q(phone__isnull=True) | Q(phone__regex=r"^\+[1-9][0-9]{7,14}$"),
+                name="chip_phone_e164",
+            ),
+            models.CheckConstraint(
+                condition=Q(area_code__regex=r"^[1-9][0-9]$"), name="chip_area_code_two_digits"
+            ),
+        ]
+        indexes = [
+            # The router and the orchestrator rank candidates of one state by trust.
+            models.Index(fields=["status", "-trust_score"], name="chip_status_trust_idx"),
+            # Admin search and the Salvy webhook find a chip by its number or line.
+            models.Index(fields=["phone"], name="chip_phone_idx"),
+            models.Index(fields=["provider_line_id"], name="chip_line_idx"),
+            models.Index(fields=["instance_name"], name="chip_instance_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return self.phone or f"chip #{self.pk} ({self.area_code})"
+
+    # --- derived facts -------------------------------------------------------------------------
+
+    @property
+    def warming_days(self) -> int:
+        if not self.warming_started_at:
+            return 0
+        return (timezone.now() - self.warming_started_at).days
+
+    def disconnected_for(self, now: datetime | None = None) -> timedelta:
+        if self.is_connected or not self.connection_changed_at:
+            return timedelta(0)
+        return (now or timezone.now()) - self.connection_changed_at
+
+    def set_trust(self, score: int) -> None:
+        """Store a trust score (clamped to 0–100) with its level."""
+        self.trust_score = max(0, min(100, int(score)))
+        self.trust_level = TrustLevel.for_score(self.trust_score)
+
+    # --- guards: side-effect-free predicates ---------------------------------------------------
+
+    def _can_provision(self) -> bool:
+        return bool(self.provider_line_id and self.phone and self.instance_name)
+
+    def _can_promote_to_ready(self) -> bool:
+        limits = policy.current()
+        return (
+            self.trust_score >= limits.trust_min_for_ready
+            and self.warming_days >= limits.warmup_days
+            and self.warming_phase == WarmingPhase.final()
+        )
+
+    def _can_promote_to_active(self) -> bool:
+        limits = policy.current()
+        return Chip.objects.filter(status=Chip.Status.ACTIVE).count() < limits.production_max
+
+    def _can_resume(self) -> bool:
+        return self.cooling_until is None or self.cooling_until <= timezone.now()
+
+    def _can_degrade(self) -> bool:
+        limits = policy.current()
+        return self.trust_score < limits.trust_degraded_threshold or self.disconnected_for() > timedelta(
+            minutes=limits.disconnected_degrade_minutes
+        )
+
+    def _can_rewarm(self) -> bool:
+        return self.is_connected
+
+    # --- transitions: in-memory changes only; the service saves and records -------------------
+
+    @transition(status, source=Status.PROVISIONING, target=Status.PENDING, conditions=[_can_provision],
+                custom=INTERNAL)
+    def provisioned(self) -> None:
+        """The Salvy line is bought and its Evolution instance created."""
+        self.provisioned_at = timezone.now()
+
+    @transition(status, source=Status.PENDING, target=Status.ACTIVATING, custom=INTERNAL)
+    def start_activation(self) -> None:
+        """A WhatsApp code arrived by SMS; an activation job takes it from here."""
+        self.activation_started_at = timezone.now()
+
+    @transition(status, source=Status.ACTIVATING, target=Status.WARMING, custom=INTERNAL)
+    def activation_succeeded(self) -> None:
+        """The number is registered and linked: warming starts at the first phase."""
+        now = timezone.now()
+        self.activated_at = now
+        self.warming_started_at = now
+        self.warming_phase = WarmingPhase.first()
+        self.is_connected = True
+        self.connection_changed_at = now
+
+    @transition(status, source=Status.ACTIVATING, target=Status.PENDING, custom=INTERNAL)
+    def activation_failed(self) -> None:
+        """The activator failed or timed out: count the attempt and wait for another code."""
+        self.activation_attempts += 1
+
+    @transition(status, source=Status.WARMING, target=Status.READY, conditions=[_can_promote_to_ready],
+                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Promote to ready")})
+    def promote_to_ready(self) -> None:
+        """Warming is complete and trusted: the chip joins the reserve."""
+        self.ready_at = timezone.now()
+
+    @transition(status, source=Status.READY, target=Status.ACTIVE, conditions=[_can_promote_to_active],
+                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Promote to active")})
+    def promote_to_active(self) -> None:
+        """The chip enters production (only while active < production_max)."""
+        self.active_at = timezone.now()
+
+    @transition(status, source=Status.ACTIVE, target=Status.COOLING, permission=RUN_PERMISSION,
+                custom={**OPERATOR, "label": _("Cool down")})
+    def cool_down(self, until: datetime | None = None) -> None:
+        """Rest a production chip until `until` (default: COOLING_MINUTES from now)."""
+        self.cooling_until = until or timezone.now() + timedelta(minutes=settings.COOLING_MINUTES)
+
+    @transition(status, source=Status.COOLING, target=Status.ACTIVE, conditions=[_can_resume],
+                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Resume")})
+    def resume(self) -> None:
+        """The cooling period is over: back to production."""
+        self.cooling_until = None
+
+    @transition(status, source=[Status.READY, Status.ACTIVE, Status.COOLING], target=Status.DEGRADED,
+                conditions=[_can_degrade], permission=RUN_PERMISSION,
+                custom={**OPERATOR, "label": _("Degrade")})
+    def degrade(self) -> None:
+        """Trust fell below the degraded threshold, or the chip has been disconnected too long."""
+        self.degraded_at = timezone.now()
+        self.cooling_until = None
+
+    @transition(status, source=Status.DEGRADED, target=Status.WARMING, conditions=[_can_rewarm],
+                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Rewarm")})
+    def rewarm(self) -> None:
+        """A reconnected degraded chip warms again, from an earlier phase."""
+        self.warming_phase = WarmingPhase.FIRST_CONTACTS
+        self.warming_started_at = timezone.now()
+
+    @transition(status, source=LIVE_STATES, target=Status.BANNED, permission=RUN_PERMISSION,
+                custom={**OPERATOR, "label": _("Mark banned")})
+    def ban(self) -> None:
+        """WhatsApp closed the number for good (402/403/406) or an operator says so."""
+        self.banned_at = timezone.now()
+        self.is_connected = False
+        self.connection_changed_at = self.banned_at
+        self.cooling_until = None
+
+    @transition(status, source=NOT_RETIRED, target=Status.RETIRED, permission=RUN_PERMISSION,
+                custom={**OPERATOR, "label": _("Retire")})
+    def retire(self) -> None:
+        """The chip leaves the pool for good; its instance and line are released."""
+        self.retired_at = timezone.now()
+        self.is_connected = False
+        self.cooling_until = None
+
+
+class ChipTransition(models.Model):
+    """One row per status change, written in the transaction that made it."""
+
+    class ActorKind(models.TextChoices):
+        USER = "user", _("User")
+        API = "api", _("API key")
+        TASK = "task", _("Task")
+        WEBHOOK = "webhook", _("Webhook")
+        SYSTEM = "system", _("System")
+
+    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="transitions")
+    source = models.CharField(_("from"), max_length=20, choices=Chip.Status.choices)
+    target = models.CharField(_("to"), max_length=20, choices=Chip.Status.choices)
+    transition = models.CharField(_("transition"), max_length=40)
+    reason = models.CharField(_("reason"), max_length=500, blank=True)
+    actor_kind = models.CharField(_("actor kind"), max_length=10, choices=ActorKind.choices)
+    actor_id = models.CharField(_("actor"), max_length=150, blank=True)
+    created_at = models.DateTimeField(_("at"), default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("chip transition")
+        verbose_name_plural = _("chip transitions")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # A chip's history, newest first (detail API, admin inline).
+            models.Index(fields=["chip", "-created_at"], name="chiptransition_chip_at_idx"),
+            # "Banned in the last 7 days" and other per-target time windows.
+            models.Index(fields=["target", "-created_at"], name="chiptransition_target_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.chip_id}: {self.source} → {self.target} ({self.transition})"
+
+
+class ChipAlertQuerySet(models.QuerySet["ChipAlert"]):
+    def open(self) -> ChipAlertQuerySet:
+        return self.filter(acknowledged_at__isnull=True)
+
+
+class ChipAlert(models.Model):
+    """A condition a person must look at. One open alert per dedup key; pool alerts have no chip."""
+
+    class Severity(models.TextChoices):
+        INFO = "info", _("Info")
+        WARNING = "warning", _("Warning")
+        CRITICAL = "critical", _("Critical")
+
+    chip = models.ForeignKey(
+        Chip, on_delete=models.CASCADE, related_name="alerts", null=True, blank=True
+    )
+    severity = models.CharField(_("severity"), max_length=10, choices=Severity.choices)
+    kind = models.CharField(_("kind"), max_length=50)
+    message = models.TextField(_("message"))
+    action_taken = models.CharField(_("action taken"), max_length=300, blank=True)
+    dedup_key = models.CharField(_("dedup key"), max_length=200)
+    occurrences = models.PositiveIntegerField(_("occurrences"), default=1)
+    last_raised_at = models.DateTimeField(_("last raised at"), default=timezone.now)
+    acknowledged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ChipAlertQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("alert")
+        verbose_name_plural = _("alerts")
+        ordering = ["-last_raised_at", "-id"]
+        constraints = [
+            # Raising an alert that is already open bumps it instead of adding a row.
+            models.UniqueConstraint(
+                fields=["dedup_key"],
+                condition=Q(acknowledged_at__isnull=True),
+                name="chipalert_one_open_per_key",
+            ),
+        ]
+        indexes = [
+            # The dashboard's "open alerts", newest first.
+            models.Index(
+                fields=["-last_raised_at"],
+                condition=Q(acknowledged_at__isnull=True),
+                name="chipalert_open_idx",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.severity}] {self.kind}: {self.message[:60]}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.acknowledged_at is None

@@ -1,0 +1,219 @@
+"""Writes for chips: every caller runs a transition through `chip_transition`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import django_fsm
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from chips.exceptions import InvalidInput, NotFound, TransitionConflict, TransitionNotAllowed
+from chips.models import Chip, ChipAlert, ChipTransition
+
+logger = logging.getLogger(__name__)
+
+# Transitions whose guard counts other chips: two of them must not check the count at once, or two
+# promotions could both see room for one more (a row lock on the chip does not cover its siblings).
+_POOL_WIDE_GUARDS = {"promote_to_active": 7_340_001}
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asked for a change: recorded on every history row."""
+
+    kind: str
+    id: str = ""
+
+    @classmethod
+    def user(cls, user: Any) -> Actor:
+        return cls(ChipTransition.ActorKind.USER, str(user.get_username()))
+
+    @classmethod
+    def api(cls, key_name: str) -> Actor:
+        return cls(ChipTransition.ActorKind.API, key_name)
+
+    @classmethod
+    def task(cls, name: str) -> Actor:
+        return cls(ChipTransition.ActorKind.TASK, name)
+
+    @classmethod
+    def webhook(cls, name: str) -> Actor:
+        return cls(ChipTransition.ActorKind.WEBHOOK, name)
+
+    @classmethod
+    def system(cls, name: str = "") -> Actor:
+        return cls(ChipTransition.ActorKind.SYSTEM, name)
+
+
+def _transitions_by_name() -> dict[str, django_fsm.Transition]:
+    field = Chip._meta.get_field("status")
+    return {t.name: t for t in field.get_all_transitions(Chip)}
+
+
+TRANSITIONS = _transitions_by_name()
+OPERATOR_TRANSITIONS = frozenset(n for n, t in TRANSITIONS.items() if t.custom.get("admin", True))
+
+
+def chip_allowed_transitions(*, chip: Chip, operator_only: bool = False) -> list[str]:
+    """The transitions whose source and guard hold for the chip now, sorted by name."""
+    names = {t.name for t in chip.get_available_status_transitions()}
+    if operator_only:
+        names &= OPERATOR_TRANSITIONS
+    return sorted(names)
+
+
+def chip_transition(
+    *,
+    chip: Chip | int,
+    transition: str,
+    actor: Actor,
+    reason: str = "",
+    operator_only: bool = False,
+    params: dict[str, Any] | None = None,
+) -> Chip:
+    """Run one transition by name, save it and write its history row, in one transaction.
+
+    Raises InvalidInput for an unknown name, NotFound for an unknown chip, TransitionNotAllowed
+    (naming the chip's state and what is allowed from it) when the source or the guard refuses, and
+    TransitionConflict when another writer changed the chip since it was read. `operator_only`
+    refuses the transitions the system keeps for itself (activation, provisioning).
+    """
+    if transition not in TRANSITIONS:
+        raise InvalidInput(
+            f"Unknown transition {transition!r}.", field="transition", allowed=sorted(TRANSITIONS)
+        )
+    chip_id = chip if isinstance(chip, int) else chip.pk
+    try:
+        with transaction.atomic():
+            if isinstance(chip, int):
+                chip = _get_chip(chip)
+            if transition in _POOL_WIDE_GUARDS:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_POOL_WIDE_GUARDS[transition]])
+            source = chip.status
+            if operator_only and transition not in OPERATOR_TRANSITIONS:
+                raise _not_allowed(chip, transition, operator_only, why="it is run by the system")
+            try:
+                getattr(chip, transition)(**(params or {}))
+            except django_fsm.TransitionNotAllowed:
+                raise _not_allowed(chip, transition, operator_only) from None
+            chip.save()
+            ChipTransition.objects.create(
+                chip=chip,
+                source=source,
+                target=chip.status,
+                transition=transition,
+                reason=reason[:500],
+                actor_kind=actor.kind,
+                actor_id=actor.id[:150],
+            )
+    except django_fsm.ConcurrentTransition:
+        current = Chip.objects.filter(pk=chip_id).values_list("status", flat=True).first()
+        raise TransitionConflict(
+            f"Chip {chip_id} was changed by someone else (now {current}); reload and try again.",
+            state=current,
+        ) from None
+    logger.info("chip %s: %s → %s by %s:%s (%s)", chip.pk, source, chip.status, actor.kind, actor.id,
+                transition)
+    return chip
+
+
+def _get_chip(chip_id: int) -> Chip:
+    try:
+        return Chip.objects.get(pk=chip_id)
+    except Chip.DoesNotExist:
+        raise NotFound(f"Chip {chip_id} does not exist.") from None
+
+
+def _not_allowed(chip: Chip, transition: str, operator_only: bool, why: str = "") -> TransitionNotAllowed:
+    allowed = chip_allowed_transitions(chip=chip, operator_only=operator_only)
+    reason = why or (
+        "its guard does not hold" if chip.status in _sources(transition) else "not from this state"
+    )
+    return TransitionNotAllowed(
+        f"Cannot {transition} chip {chip.pk} in state {chip.status}: {reason}. "
+        f"Allowed now: {', '.join(allowed) or 'none'}.",
+        state=chip.status,
+        allowed=allowed,
+    )
+
+
+def _sources(transition: str) -> set[str]:
+    method = getattr(Chip, transition)
+    return {str(s) for s in method._django_fsm.transitions}
+
+
+@dataclass
+class BulkResult:
+    succeeded: list[int]
+    failed: dict[int, str]
+
+
+def chips_bulk_transition(
+    *, chip_ids: Iterable[int], transition: str, actor: Actor, reason: str = ""
+) -> BulkResult:
+    """Run one operator transition on many chips, each in its own transaction.
+
+    One chip's refusal does not undo the others: the result says which succeeded and why each of the
+    rest did not.
+    """
+    result = BulkResult(succeeded=[], failed={})
+    for chip in Chip.objects.filter(pk__in=list(chip_ids)).order_by("pk"):
+        try:
+            chip_transition(chip=chip, transition=transition, actor=actor, reason=reason,
+                            operator_only=True)
+        except (TransitionNotAllowed, TransitionConflict) as exc:
+            result.failed[chip.pk] = exc.message
+        else:
+            result.succeeded.append(chip.pk)
+    return result
+
+
+def alert_raise(
+    *,
+    kind: str,
+    severity: str,
+    message: str,
+    chip: Chip | None = None,
+    dedup_key: str | None = None,
+    action_taken: str = "",
+) -> tuple[ChipAlert, bool]:
+    """Open an alert, or bump the open one with the same key. Returns (alert, created)."""
+    key = dedup_key or f"{kind}:{chip.pk if chip else 'pool'}"
+    for _attempt in range(2):
+        with transaction.atomic():
+            existing = ChipAlert.objects.open().select_for_update().filter(dedup_key=key).first()
+            if existing:
+                ChipAlert.objects.filter(pk=existing.pk).update(
+                    occurrences=F("occurrences") + 1,
+                    last_raised_at=timezone.now(),
+                    message=message,
+                    severity=severity,
+                    action_taken=action_taken or existing.action_taken,
+                    updated_at=timezone.now(),
+                )
+                existing.refresh_from_db()
+                return existing, False
+            try:
+                with transaction.atomic():
+                    alert = ChipAlert.objects.create(
+                        chip=chip, kind=kind, severity=severity, message=message,
+                        dedup_key=key, action_taken=action_taken,
+                    )
+                return alert, True
+            except IntegrityError:
+                # Another process opened the same alert between our read and our insert.
+                continue
+    raise RuntimeError(f"could not raise alert {key!r}")  # pragma: no cover - two lost races in a row
+
+
+def alerts_acknowledge(*, alert_ids: Iterable[int], user: Any) -> int:
+    """Acknowledge open alerts; returns how many this call closed."""
+    return ChipAlert.objects.open().filter(pk__in=list(alert_ids)).update(
+        acknowledged_at=timezone.now(), acknowledged_by=user, updated_at=timezone.now()
+    )

@@ -1,0 +1,187 @@
+"""Settings for every environment, all read from the environment (django-environ).
+
+`test.py` and `production.py` are thin overrides. A bad value raises ImproperlyConfigured at start-up,
+never at the first request.
+"""
+
+from datetime import time
+from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=True)
+SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-change-me-0123456789")
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_celery_beat",
+    "django_fsm",
+    "chips",
+    "instances",
+    "activation",
+    "warmer",
+    "chipfarm",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+ASGI_APPLICATION = "config.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default="postgres://chipfarm:chipfarm@127.0.0.1:5432/chipfarm"),
+}
+if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (advisory locks, SKIP LOCKED).")
+# Short-lived connections are re-opened after a PostgreSQL restart; health checks drop dead ones.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "chipfarm",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+# Operators are Brazilian: the admin speaks pt-BR by default, English on request.
+LANGUAGE_CODE = env.str("LANGUAGE_CODE", default="pt-br")
+LANGUAGES = [("pt-br", _("Brazilian Portuguese")), ("en", _("English"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+USE_I18N = True
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Celery (STYLE: UTC, prefetch 1, late acks only on idempotent tasks, database beat scheduler) ---
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
+CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
+CELERY_TIMEZONE = "UTC"
+CELERY_ENABLE_UTC = True
+CELERY_TASK_ACKS_LATE = False
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="chipfarm")
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_RESULT_EXPIRES = 3600
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A task that waits on the network must not hold a worker forever.
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=60)
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
+# Redis redelivers an unacked message after this; no countdown may come near it (STYLE).
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+
+# --- Outside systems (DESIGN §10) ---
+EVOLUTION_API_URL = env.str("EVOLUTION_API_URL", default="http://127.0.0.1:8081")
+EVOLUTION_API_KEY = env.str("EVOLUTION_API_KEY", default="dev-evolution-key")
+EVOLUTION_WEBHOOK_SECRET = env.str("EVOLUTION_WEBHOOK_SECRET", default="dev-evolution-webhook-secret")
+EVOLUTION_WEBHOOK_URL = env.str("EVOLUTION_WEBHOOK_URL", default="http://127.0.0.1:8000/webhooks/evolution")
+SALVY_API_URL = env.str("SALVY_API_URL", default="http://127.0.0.1:8082")
+SALVY_API_TOKEN = env.str("SALVY_API_TOKEN", default="dev-salvy-token")
+SALVY_WEBHOOK_SECRET = env.str("SALVY_WEBHOOK_SECRET", default="whsec_ZGV2LXNhbHZ5LXdlYmhvb2stc2VjcmV0")
+CHIP_ACTIVATOR_URL = env.str("CHIP_ACTIVATOR_URL", default="http://127.0.0.1:8083")
+CHIP_ACTIVATOR_API_KEY = env.str("CHIP_ACTIVATOR_API_KEY", default="dev-activator-key")
+SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
+
+# --- Lifecycle and routing policy (defaults; the pool configuration row overrides what it holds) ---
+MAX_MSGS_PER_HOUR = env.int("MAX_MSGS_PER_HOUR", default=20)
+MAX_MSGS_PER_DAY = env.int("MAX_MSGS_PER_DAY", default=100)
+WARMER_MIN_DAYS = env.int("WARMER_MIN_DAYS", default=21)
+MAX_CHIPS_ACTIVE = env.int("MAX_CHIPS_ACTIVE", default=20)
+TRUST_MIN_FOR_READY = env.int("TRUST_MIN_FOR_READY", default=85)
+TRUST_DEGRADED_THRESHOLD = env.int("TRUST_DEGRADED_THRESHOLD", default=50)
+DISCONNECTED_DEGRADE_MINUTES = env.int("DISCONNECTED_DEGRADE_MINUTES", default=30)
+COOLING_MINUTES = env.int("COOLING_MINUTES", default=60)
+
+
+def _parse_hhmm(name: str, default: str) -> time:
+    raw = env.str(name, default=default)
+    try:
+        return time.fromisoformat(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be HH:MM, got {raw!r}") from exc
+
+
+BUSINESS_HOURS_START = _parse_hhmm("BUSINESS_HOURS_START", "08:00")
+BUSINESS_HOURS_END = _parse_hhmm("BUSINESS_HOURS_END", "20:00")
+if BUSINESS_HOURS_START >= BUSINESS_HOURS_END:
+    raise ImproperlyConfigured("BUSINESS_HOURS_START must be before BUSINESS_HOURS_END")
+BUSINESS_TIMEZONE = env.str("BUSINESS_TIMEZONE", default="America/Sao_Paulo")
+try:
+    ZoneInfo(BUSINESS_TIMEZONE)
+except (ZoneInfoNotFoundError, ValueError) as exc:
+    raise ImproperlyConfigured(f"BUSINESS_TIMEZONE {BUSINESS_TIMEZONE!r} is not a known time zone") from exc
+
+RUN_MODE = env.str("RUN_MODE", default="api")
+if RUN_MODE not in {"api", "worker", "scheduler", "migrate"}:
+    raise ImproperlyConfigured("RUN_MODE must be one of api, worker, scheduler, migrate")
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+NINJA_PAGINATION_PER_PAGE = 50
+NINJA_PAGINATION_MAX_LIMIT = 500

@@ -1,0 +1,12 @@
+"""Test settings: the same real PostgreSQL and Redis, isolated by database and key prefix."""
+
+from .base import *  # noqa: F403
+from .base import CACHES, env
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+CACHES["default"]["LOCATION"] = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/14")
+CACHES["default"]["KEY_PREFIX"] = "chipfarm-test"
+CELERY_BROKER_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/14")
+CELERY_RESULT_BACKEND = CELERY_BROKER_URL
+LANGUAGE_CODE = "en"
