@@ -1,0 +1,42 @@
+"""Shared set-up for the benchmark scripts: a dedicated, freshly migrated database.
+
+Benchmarks never touch the demo or test databases: they use BENCH_DATABASE_URL (default
+postgres://chipfarm:chipfarm@127.0.0.1:5432/chipfarm_bench), created and migrated on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BENCH_DB = os.environ.get("BENCH_DATABASE_URL", "postgres://chipfarm:chipfarm@127.0.0.1:5432/chipfarm_bench")
+
+
+def setup_django(*, flush: bool = True) -> None:
+    import psycopg
+
+    name = BENCH_DB.rsplit("/", 1)[1]
+    admin_url = BENCH_DB.rsplit("/", 1)[0] + "/postgres"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+    os.environ["DATABASE_URL"] = BENCH_DB
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    if flush:
+        call_command("flush", interactive=False, verbosity=0)
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
