@@ -45,14 +45,13 @@ def main() -> None:
     args = parser.parse_args()
     setup_django()
 
+    from django.conf import settings
     from django.db import connection
     from django.utils import timezone
 
     from chips.demo import chip_in_state
     from chips.models import Chip
     from chips.services import Actor, chip_transition
-
-    from django.conf import settings
 
     settings.MAX_CHIPS_ACTIVE = args.chips * 2
     chips = [chip_in_state(status=Chip.Status.ACTIVE, area_code="11").pk for _ in range(args.chips)]

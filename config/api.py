@@ -11,6 +11,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 from chips.api import router as chips_router
 from chips.exceptions import DomainError
 from config.auth import ApiKeyAuth
+from instances.api import router as instances_router
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ api = NinjaAPI(
     auth=ApiKeyAuth(),
 )
 api.add_router("/v1/chips", chips_router)
+api.add_router("/v1", instances_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, message: str, **extra) -> HttpResponse:
@@ -31,7 +33,14 @@ def error_response(request: HttpRequest, status: int, code: str, message: str, *
 
 @api.exception_handler(DomainError)
 def _domain_error(request: HttpRequest, exc: DomainError) -> HttpResponse:
-    return api.create_response(request, exc.as_dict(), status=exc.status_code)
+    body = exc.as_dict()
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        body["retry_after"] = retry_after
+    response = api.create_response(request, body, status=exc.status_code)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @api.exception_handler(ValidationError)

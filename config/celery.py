@@ -12,4 +12,6 @@ app.autodiscover_tasks()
 
 # Filled in by the issues that own each periodic job; the DatabaseScheduler syncs it into
 # django-celery-beat's tables, where the admin can pause and inspect each entry.
-app.conf.beat_schedule = {}
+app.conf.beat_schedule = {
+    "check-instances": {"task": "instances.check_instances", "schedule": 60.0},
+}

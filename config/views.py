@@ -18,3 +18,15 @@ def health(request: HttpRequest) -> JsonResponse:
         return JsonResponse({"status": "error", "database": "down", "error": exc.__class__.__name__},
                             status=503)
     return JsonResponse({"status": "ok", "database": "ok"})
+
+
+@require_GET
+def health_instances(request: HttpRequest) -> JsonResponse:
+    """Instance connection summary (API key required, like the API)."""
+    from config.auth import api_key_for
+    from instances.health import instances_summary
+
+    if api_key_for(request.headers.get("X-API-Key")) is None:
+        return JsonResponse({"code": "unauthorized", "message": "A valid X-API-Key header is required."},
+                            status=401)
+    return JsonResponse(instances_summary())

@@ -1,0 +1,257 @@
+"""Evolution instances, their health, and outbound routing state (DESIGN §4, §5)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+from chips.models import Chip
+
+
+class Instance(models.Model):
+    """The Evolution session of one chip, as last seen by a check or a webhook."""
+
+    class State(models.TextChoices):
+        UNKNOWN = "unknown", _("Unknown")
+        OPEN = "open", _("Open")
+        CONNECTING = "connecting", _("Connecting")
+        CLOSE = "close", _("Closed")
+        REFUSED = "refused", _("Refused")
+
+    chip = models.OneToOneField(Chip, on_delete=models.CASCADE, related_name="instance")
+    name = models.CharField(_("name"), max_length=64, unique=True)
+    state = models.CharField(_("state"), max_length=12, choices=State.choices, default=State.UNKNOWN,
+                             db_index=True)
+    state_changed_at = models.DateTimeField(_("state changed at"), null=True, blank=True)
+    qr_code = models.TextField(_("last QR code"), blank=True)
+    qr_image = models.TextField(_("last QR image (data URL)"), blank=True)
+    qr_updated_at = models.DateTimeField(_("QR updated at"), null=True, blank=True)
+    last_disconnect_code = models.PositiveSmallIntegerField(_("last disconnection code"), null=True, blank=True)
+    last_disconnect_at = models.DateTimeField(_("last disconnection at"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("instance")
+        verbose_name_plural = _("instances")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class RoutingPolicy(models.Model):
+    """One row: the global kill switch and the strategy for new contacts."""
+
+    class Strategy(models.TextChoices):
+        LEAST_LOADED = "least_loaded", _("Least loaded")
+        ROUND_ROBIN = "round_robin", _("Round robin")
+        PRIORITY = "priority", _("Priority")
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    strategy = models.CharField(_("strategy"), max_length=20, choices=Strategy.choices,
+                                default=Strategy.LEAST_LOADED)
+    is_paused = models.BooleanField(_("sending paused"), default=False)
+    paused_reason = models.CharField(_("pause reason"), max_length=300, blank=True)
+    paused_by = models.CharField(_("paused by"), max_length=150, blank=True)
+    paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
+    binding_ttl_days = models.PositiveSmallIntegerField(_("binding TTL (days)"), default=30)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("routing policy and kill switch")
+        verbose_name_plural = _("routing policy and kill switch")
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="routingpolicy_single_row")]
+
+    def __str__(self) -> str:
+        return str(_("Sending paused") if self.is_paused else _("Sending enabled"))
+
+    @classmethod
+    def load(cls) -> RoutingPolicy:
+        policy, _created = cls.objects.get_or_create(id=1)
+        return policy
+
+
+class ChipCapacity(models.Model):
+    """Per-chip sending limits and usage, the row a reservation locks.
+
+    Usage counters carry the start of the window they count. A reservation that finds an older window
+    counts from zero, in the same locked transaction: a reset job that did not run can neither block
+    sending nor let a chip pass its cap.
+    """
+
+    chip = models.OneToOneField(Chip, on_delete=models.CASCADE, primary_key=True, related_name="capacity")
+    max_per_hour = models.PositiveIntegerField(_("max messages per hour"), null=True, blank=True,
+                                               help_text=_("Empty: MAX_MSGS_PER_HOUR."))
+    max_per_day = models.PositiveIntegerField(_("max messages per day"), null=True, blank=True,
+                                              help_text=_("Empty: MAX_MSGS_PER_DAY."))
+    max_new_contacts_per_day = models.PositiveIntegerField(
+        _("max new contacts per 24 h"), null=True, blank=True, help_text=_("Empty: MAX_NEW_CONTACTS_PER_DAY.")
+    )
+    priority = models.SmallIntegerField(_("priority"), default=0, help_text=_("Higher first (priority strategy)."))
+    hour_window = models.DateTimeField(null=True, blank=True)
+    hour_count = models.PositiveIntegerField(default=0)
+    day_window = models.DateField(null=True, blank=True)
+    day_count = models.PositiveIntegerField(default=0)
+    last_routed_at = models.DateTimeField(null=True, blank=True)
+    restricted_until = models.DateTimeField(
+        _("restricted from new contacts until"), null=True, blank=True,
+        help_text=_("Set by WhatsApp's reach-out timelock (error 463)."),
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("chip capacity")
+        verbose_name_plural = _("chip capacities")
+        constraints = [
+            models.CheckConstraint(condition=Q(hour_count__gte=0) & Q(day_count__gte=0),
+                                   name="chipcapacity_counts_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"capacity of chip {self.chip_id}"
+
+    def hour_cap(self) -> int:
+        return self.max_per_hour if self.max_per_hour is not None else settings.MAX_MSGS_PER_HOUR
+
+    def day_cap(self) -> int:
+        return self.max_per_day if self.max_per_day is not None else settings.MAX_MSGS_PER_DAY
+
+    def new_contacts_cap(self) -> int:
+        if self.max_new_contacts_per_day is not None:
+            return self.max_new_contacts_per_day
+        return settings.MAX_NEW_CONTACTS_PER_DAY
+
+
+class ContactBindingQuerySet(models.QuerySet["ContactBinding"]):
+    def current(self) -> ContactBindingQuerySet:
+        return self.filter(released_at__isnull=True)
+
+
+class ContactBinding(models.Model):
+    """Sticky contact → chip, so a contact always hears from the same number until it must move."""
+
+    class Origin(models.TextChoices):
+        ROUTED = "routed", _("Routed (new contact)")
+        MOVED = "moved", _("Moved from another chip")
+
+    contact = models.CharField(_("contact"), max_length=16)
+    chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="bindings")
+    origin = models.CharField(_("origin"), max_length=10, choices=Origin.choices, default=Origin.ROUTED)
+    previous_chip = models.ForeignKey(Chip, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    move_reason = models.CharField(_("move reason"), max_length=200, blank=True)
+    last_used_at = models.DateTimeField(_("last used at"), default=timezone.now)
+    expires_at = models.DateTimeField(_("expires at"))
+    released_at = models.DateTimeField(_("released at"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = ContactBindingQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("contact binding")
+        verbose_name_plural = _("contact bindings")
+        ordering = ["-id"]
+        constraints = [
+            # One current binding per contact: two concurrent first messages cannot bind it twice.
+            models.UniqueConstraint(fields=["contact"], condition=Q(released_at__isnull=True),
+                                    name="binding_one_current_per_contact"),
+        ]
+        indexes = [
+            # Moving a chip's bindings, and the new-contacts-per-24h count of a chip.
+            models.Index(fields=["chip", "created_at"], condition=Q(released_at__isnull=True),
+                         name="binding_current_chip_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.contact} → chip {self.chip_id}"
+
+
+class OutboundMessage(models.Model):
+    """A message other systems asked us to send: stored before Evolution is called, sent at most once."""
+
+    class Status(models.TextChoices):
+        SENDING = "sending", _("Sending")
+        SENT = "sent", _("Sent")
+        DELIVERED = "delivered", _("Delivered")
+        READ = "read", _("Read")
+        FAILED = "failed", _("Failed")
+
+    idempotency_key = models.CharField(_("idempotency key"), max_length=100, unique=True)
+    contact = models.CharField(_("contact"), max_length=16)
+    chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="outbound_messages")
+    text = models.TextField(_("text"))
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.SENDING)
+    evolution_message_id = models.CharField(_("Evolution message id"), max_length=64, null=True, blank=True)
+    error = models.CharField(_("error"), max_length=500, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("outbound message")
+        verbose_name_plural = _("outbound messages")
+        ordering = ["-id"]
+        indexes = [
+            # messages.update webhooks find the message by Evolution's key id.
+            models.Index(fields=["evolution_message_id"], name="outbound_evolution_id_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.idempotency_key} → {self.contact} ({self.status})"
+
+
+class DeliveryEvent(models.Model):
+    """What happened to a chip's traffic: the trust score's raw material (acks, failures, replies)."""
+
+    class Kind(models.TextChoices):
+        INBOUND = "inbound", _("Inbound message")
+        SERVER_ACK = "server_ack", _("Server ack")
+        DELIVERED = "delivered", _("Delivered")
+        READ = "read", _("Read")
+        FAILED = "failed", _("Failed")
+        TIMELOCK = "timelock", _("Reach-out timelock (463)")
+        DISCONNECTED = "disconnected", _("Disconnected")
+
+    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="delivery_events")
+    kind = models.CharField(_("kind"), max_length=15, choices=Kind.choices)
+    message_id = models.CharField(max_length=64, blank=True)
+    remote = models.CharField(max_length=32, blank=True)
+    detail = models.CharField(max_length=200, blank=True)
+    occurred_at = models.DateTimeField(default=timezone.now)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("delivery event")
+        verbose_name_plural = _("delivery events")
+        ordering = ["-occurred_at"]
+        indexes = [
+            # The trust score reads one chip's events over a 7-day window.
+            models.Index(fields=["chip", "occurred_at"], name="deliveryevent_chip_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} on chip {self.chip_id}"
+
+
+class WebhookReceipt(models.Model):
+    """One row per distinct Evolution delivery: a duplicate hits the unique key and is skipped."""
+
+    dedup_key = models.CharField(max_length=200, unique=True)
+    event = models.CharField(max_length=40)
+    instance_name = models.CharField(max_length=64)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("webhook receipt")
+        verbose_name_plural = _("webhook receipts")
+
+    def __str__(self) -> str:
+        return self.dedup_key

@@ -98,3 +98,25 @@ def celery_worker_queue(django_db_setup, django_db_blocker):
         proc.kill()
     log.close()
     Path(log.name).unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="session")
+def _evolution_server():
+    from chipfarm.sandbox.evolution import FakeEvolution
+    from chipfarm.sandbox.server import FakeServer
+
+    fake = FakeEvolution(api_key="test-evolution-key")
+    server = FakeServer(fake.app).start()
+    fake.server_url = server.url
+    yield fake, server
+    server.stop()
+
+
+@pytest.fixture
+def fake_evolution(_evolution_server, settings):
+    """The project's fake Evolution API on loopback, reset for each test; settings point at it."""
+    fake, server = _evolution_server
+    fake.reset()
+    settings.EVOLUTION_API_URL = server.url
+    settings.EVOLUTION_API_KEY = fake.api_key
+    return fake

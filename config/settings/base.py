@@ -149,6 +149,11 @@ TRUST_MIN_FOR_READY = env.int("TRUST_MIN_FOR_READY", default=85)
 TRUST_DEGRADED_THRESHOLD = env.int("TRUST_DEGRADED_THRESHOLD", default=50)
 DISCONNECTED_DEGRADE_MINUTES = env.int("DISCONNECTED_DEGRADE_MINUTES", default=30)
 COOLING_MINUTES = env.int("COOLING_MINUTES", default=60)
+MAX_NEW_CONTACTS_PER_DAY = env.int("MAX_NEW_CONTACTS_PER_DAY", default=40)
+BINDING_TTL_DAYS = env.int("BINDING_TTL_DAYS", default=30)
+# WhatsApp's "reach-out timelock" (error 463) does not say when it ends: assume this long.
+TIMELOCK_HOURS = env.int("TIMELOCK_HOURS", default=24)
+HEALTH_CHECK_CONCURRENCY = env.int("HEALTH_CHECK_CONCURRENCY", default=50)
 
 
 def _parse_hhmm(name: str, default: str) -> time:

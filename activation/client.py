@@ -1,0 +1,185 @@
+"""Client of the VPS chip activator (contracts/chip-activator.md).
+
+The activator drives an Android emulator: it registers a number on WhatsApp with the SMS code, then links it to
+Evolution by scanning the instance's QR. It works one number at a time from a queue, which explains its quirks:
+
+- ``POST /activate`` answers **503 when the queue is full**: kind ``"queue_full"``, retryable — submit later.
+- An activation takes 1–10 minutes; the caller polls ``GET /activate/{id}`` (~every 10 s) and gives up itself.
+- The wire speaks Portuguese (``numero``, ``codigo_sms``, ``tempo_segundos``); `numero` is the *national* number
+  (no ``+55``), so E.164 input is converted here.
+- ``X-API-Key`` on every route but ``/health`` (sent there too; it is ignored).
+- On failure, ``step`` and ``screenshot_path`` say where the emulator stopped: both belong in the operator alert.
+
+No Django models here: defaults come from django.conf.settings only when an argument is None.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote
+
+import httpx
+
+__all__ = ["ActivationStatus", "ActivatorClient", "ActivatorError", "ActivatorErrorKind", "national_number"]
+
+ActivatorErrorKind = Literal["queue_full", "unauthorized", "not_found", "bad_request", "server", "timeout",
+                             "transport"]
+
+TERMINAL_STATUSES = frozenset({"success", "failed"})
+
+
+class ActivatorError(Exception):
+    """An activator call that did not succeed, normalised to a `kind` (see ActivatorErrorKind)."""
+
+    def __init__(self, kind: ActivatorErrorKind, message: str, *, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind: ActivatorErrorKind = kind
+        self.message = message
+        self.status_code = status_code
+
+    @property
+    def retryable(self) -> bool:
+        """A full queue, an outage, a timeout or a dropped connection: the same call may work later."""
+        return self.kind in ("queue_full", "server", "timeout", "transport")
+
+    def __repr__(self) -> str:
+        return f"ActivatorError(kind={self.kind!r}, status_code={self.status_code!r}, {self.message!r})"
+
+
+@dataclass(frozen=True)
+class ActivationStatus:
+    """``GET /activate/{id}``: `status` ∈ queued | running | success | failed; `seconds` is ``tempo_segundos``."""
+
+    status: str
+    message: str
+    seconds: int
+    step: str | None
+    screenshot_path: str | None
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "success"
+
+    @classmethod
+    def from_api(cls, data: dict[str, Any]) -> ActivationStatus:
+        try:
+            seconds = int(data.get("tempo_segundos") or 0)
+        except (TypeError, ValueError):
+            seconds = 0
+        return cls(
+            status=str(data["status"]),
+            message=str(data.get("message") or ""),
+            seconds=seconds,
+            step=data.get("step"),
+            screenshot_path=data.get("screenshot_path"),
+            raw=data,
+        )
+
+
+def national_number(number: str) -> str:
+    """``"+5511999990001"`` / ``"5511999990001"`` / ``"(11) 99999-0001"`` → ``"11999990001"``.
+
+    Only a 12–13 digit number starting with 55 loses its country code: DDD 55 exists (RS), so an 11-digit
+    ``"55999990001"`` is already national and must stay as it is.
+    """
+    digits = re.sub(r"\D", "", number)
+    if len(digits) in (12, 13) and digits.startswith("55"):
+        digits = digits[2:]
+    if len(digits) not in (10, 11):
+        raise ValueError(f"not a Brazilian phone number: {number!r}")
+    return digits
+
+
+def _settings(name: str) -> Any:
+    from django.conf import settings
+
+    return getattr(settings, name)
+
+
+class ActivatorClient:
+    """Synchronous activator client. Use as a context manager or call `close()`.
+
+    ``ActivatorClient()`` reads CHIP_ACTIVATOR_URL, CHIP_ACTIVATOR_API_KEY and HTTP_TIMEOUT_SECONDS.
+    """
+
+    def __init__(self, *, base_url: str | None = None, api_key: str | None = None, timeout: float | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        base_url = base_url if base_url is not None else _settings("CHIP_ACTIVATOR_URL")
+        api_key = api_key if api_key is not None else _settings("CHIP_ACTIVATOR_API_KEY")
+        seconds = float(timeout if timeout is not None else _settings("HTTP_TIMEOUT_SECONDS"))
+        self.base_url = str(base_url).rstrip("/")
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers={"X-API-Key": str(api_key), "Accept": "application/json"},
+            timeout=httpx.Timeout(connect=min(seconds, 5.0), read=seconds, write=seconds, pool=seconds),
+            transport=transport,
+        )
+
+    def _request(self, method: str, path: str, *, json: Any = None) -> Any:
+        try:
+            response = self._http.request(method, path, json=json)
+        except httpx.TimeoutException as exc:
+            raise ActivatorError("timeout", f"activator {method} {path} timed out: {exc!r}") from exc
+        except httpx.TransportError as exc:
+            raise ActivatorError("transport", f"activator {method} {path} failed: {exc!r}") from exc
+        status = response.status_code
+        if not response.is_success:
+            kind: ActivatorErrorKind
+            if status == 503 and method == "POST" and path == "/activate":
+                kind = "queue_full"
+            elif status in (401, 403):
+                kind = "unauthorized"
+            elif status == 404:
+                kind = "not_found"
+            elif status >= 500 or status == 429:
+                kind = "server"
+            else:
+                kind = "bad_request"
+            raise ActivatorError(kind, f"activator {method} {path} -> {status}: {response.text[:300]}",
+                                 status_code=status)
+        try:
+            return response.json()
+        except ValueError:
+            raise ActivatorError("server", f"activator {method} {path} -> {status} with a non-JSON body",
+                                 status_code=status) from None
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "healthy" | "degraded" | "unhealthy", ...}`` — no key needed."""
+        return dict(self._request("GET", "/health"))
+
+    def queue(self) -> dict[str, Any]:
+        """``{"size": int, "items": [...], "current": {...} | None}``."""
+        return dict(self._request("GET", "/queue"))
+
+    def submit(self, *, number: str, sms_code: str, evolution_qr_url: str) -> str:
+        """Queue an activation and return its id. `number` may be E.164; ActivatorError kind "queue_full" on 503."""
+        payload = {"numero": national_number(number), "codigo_sms": str(sms_code).strip(),
+                   "evolution_qr_url": evolution_qr_url}
+        data = self._request("POST", "/activate", json=payload)
+        activation_id = data.get("activation_id") if isinstance(data, dict) else None
+        if not activation_id:
+            raise ActivatorError("server", f"activator answered without an activation_id: {data!r:.300}")
+        return str(activation_id)
+
+    def status(self, activation_id: str) -> ActivationStatus:
+        data = self._request("GET", f"/activate/{quote(str(activation_id), safe='')}")
+        try:
+            return ActivationStatus.from_api(data)
+        except (KeyError, TypeError, AttributeError):
+            raise ActivatorError("server", f"unexpected activation status: {data!r:.300}") from None
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> ActivatorClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,129 @@
+"""Operators' screens for instances, bindings, outbound messages and the kill switch."""
+
+from __future__ import annotations
+
+import segno
+from django.contrib import admin, messages
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy as _
+
+from instances import services
+from instances.models import ChipCapacity, ContactBinding, DeliveryEvent, Instance, OutboundMessage, RoutingPolicy
+
+
+@admin.register(Instance)
+class InstanceAdmin(admin.ModelAdmin):
+    list_display = ["name", "chip", "state", "state_changed_at", "last_disconnect_code", "last_disconnect_at",
+                    "qr_updated_at"]
+    list_filter = ["state", "last_disconnect_code"]
+    list_select_related = ["chip"]
+    search_fields = ["name", "chip__phone"]
+    raw_id_fields = ["chip"]
+    readonly_fields = ["chip", "name", "state", "state_changed_at", "qr_preview", "qr_updated_at",
+                       "last_disconnect_code", "last_disconnect_at", "created_at", "updated_at"]
+    fields = readonly_fields
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description=_("QR code"))
+    def qr_preview(self, instance: Instance) -> str:
+        if instance.state == Instance.State.OPEN:
+            return _("linked")
+        src = instance.qr_image if instance.qr_image.startswith("data:image") else ""
+        if not src and instance.qr_code:
+            src = segno.make(instance.qr_code, error="m").png_data_uri(scale=4)
+        if not src:
+            return _("no QR code received yet")
+        return format_html('<img src="{}" alt="QR" style="width:240px;height:240px">', src)
+
+
+@admin.register(ContactBinding)
+class ContactBindingAdmin(admin.ModelAdmin):
+    list_display = ["contact", "chip", "origin", "previous_chip", "move_reason", "last_used_at", "expires_at",
+                    "released_at"]
+    list_filter = ["origin", ("released_at", admin.EmptyFieldListFilter)]
+    list_select_related = ["chip", "previous_chip"]
+    search_fields = ["contact", "chip__phone"]
+    raw_id_fields = ["chip", "previous_chip"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(OutboundMessage)
+class OutboundMessageAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "contact", "chip", "status", "evolution_message_id", "error"]
+    list_filter = ["status"]
+    list_select_related = ["chip"]
+    search_fields = ["contact", "idempotency_key", "evolution_message_id"]
+    raw_id_fields = ["chip"]
+    show_full_result_count = False
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ChipCapacity)
+class ChipCapacityAdmin(admin.ModelAdmin):
+    list_display = ["chip", "max_per_hour", "max_per_day", "max_new_contacts_per_day", "priority", "hour_count",
+                    "day_count", "day_window", "restricted_until"]
+    list_select_related = ["chip"]
+    list_editable = ["max_per_hour", "max_per_day", "max_new_contacts_per_day", "priority"]
+    search_fields = ["chip__phone"]
+    raw_id_fields = ["chip"]
+    readonly_fields = ["hour_window", "hour_count", "day_window", "day_count", "last_routed_at"]
+
+
+@admin.register(DeliveryEvent)
+class DeliveryEventAdmin(admin.ModelAdmin):
+    list_display = ["occurred_at", "chip", "kind", "message_id", "detail"]
+    list_filter = ["kind"]
+    list_select_related = ["chip"]
+    raw_id_fields = ["chip"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(RoutingPolicy)
+class RoutingPolicyAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "strategy", "paused_reason", "paused_by", "paused_at", "binding_ttl_days"]
+    fields = ["strategy", "binding_ttl_days", "is_paused", "paused_reason", "paused_by", "paused_at"]
+    readonly_fields = ["is_paused", "paused_by", "paused_at"]
+    actions = ["pause_sending", "resume_sending"]
+
+    def has_add_permission(self, request) -> bool:
+        return not RoutingPolicy.objects.exists()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def get_queryset(self, request):
+        RoutingPolicy.load()  # the single row always exists once someone looks
+        return super().get_queryset(request)
+
+    @admin.action(description=_("Pause all sending (kill switch)"), permissions=["change"])
+    def pause_sending(self, request: HttpRequest, queryset) -> None:
+        reason = request.POST.get("reason") or str(_("paused from the admin"))
+        services.sending_pause(reason=reason, by=request.user.get_username())
+        self.message_user(request, _("Sending is paused."), messages.WARNING)
+
+    @admin.action(description=_("Resume sending"), permissions=["change"])
+    def resume_sending(self, request: HttpRequest, queryset) -> None:
+        services.sending_resume(by=request.user.get_username())
+        self.message_user(request, _("Sending resumed."), messages.SUCCESS)

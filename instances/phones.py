@@ -1,0 +1,23 @@
+"""Contacts are phone numbers: parsed with Brazil as the default region, stored in E.164."""
+
+from __future__ import annotations
+
+import phonenumbers
+
+
+def normalize_contact(raw: str) -> str:
+    """'5511988887777', '+55 (11) 98888-7777' or '11988887777' → '+5511988887777'; ValueError if invalid."""
+    value = (raw or "").strip()
+    if not value:
+        raise ValueError("a phone number is required")
+    digits = "".join(ch for ch in value if ch.isdigit())
+    # Numbers given with the country code but without '+' (what Evolution and most CRMs send).
+    candidate = value if value.startswith("+") else (f"+{digits}" if digits.startswith("55") and len(digits) >= 12
+                                                      else value)
+    try:
+        parsed = phonenumbers.parse(candidate, "BR")
+    except phonenumbers.NumberParseException as exc:
+        raise ValueError(f"not a phone number: {exc}") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError("not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)

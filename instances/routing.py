@@ -1,0 +1,257 @@
+"""Routing outbound traffic across production chips (DESIGN §4).
+
+`route_contact` answers "which chip sends to this contact now?" and reserves one unit of that chip's
+capacity in the same transaction. Caps hold under any concurrency because a reservation locks the
+chip's `ChipCapacity` row, re-reads its counters there, and increments them before commit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from chips.exceptions import DomainError
+from chips.models import Chip
+from instances import hours
+from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
+
+logger = logging.getLogger(__name__)
+
+# How many candidates one request tries before answering no_capacity (each try is one locked row).
+MAX_CANDIDATES = 8
+
+
+class RoutingRefused(DomainError):
+    """Sending is refused for a reason the caller can act on (503 with a stable code)."""
+
+    status_code = 503
+    code = "no_capacity"
+
+    def __init__(self, message: str, *, code: str, retry_after: int | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class RouteDecision:
+    chip_id: int
+    phone: str
+    instance: str
+    binding: str  # "sticky" | "new" | "moved"
+    binding_id: int
+
+
+def _hour_start(now: datetime) -> datetime:
+    return now.replace(minute=0, second=0, microsecond=0)
+
+
+def _seconds_until_next_hour(now: datetime) -> int:
+    return max(1, int((_hour_start(now) + timedelta(hours=1) - now).total_seconds()))
+
+
+def ensure_sending_allowed(now: datetime) -> RoutingPolicy:
+    """Refuse when paused or outside business hours; returns the policy otherwise."""
+    policy = RoutingPolicy.load()
+    if policy.is_paused:
+        raise RoutingRefused(f"Sending is paused: {policy.paused_reason or 'no reason given'}.", code="paused")
+    if not hours.is_business_time(now):
+        opens = hours.next_business_start(now)
+        raise RoutingRefused(
+            f"Outside business hours; sending opens at {opens.isoformat()}.",
+            code="outside_business_hours",
+            retry_after=max(1, int((opens - now).total_seconds())),
+        )
+    return policy
+
+
+def _available_chips() -> QuerySet[Chip]:
+    """Chips that may send at all: active and connected (cooling and degraded chips do not send)."""
+    return Chip.objects.filter(status=Chip.Status.ACTIVE, is_connected=True)
+
+
+def _try_reserve(chip_id: int, now: datetime, *, new_contact: bool) -> bool:
+    """Lock the chip's capacity row and take one unit if every cap allows it. Caller holds a transaction."""
+    capacity = ChipCapacity.objects.select_for_update().filter(chip_id=chip_id).first()
+    if capacity is None:
+        ChipCapacity.objects.get_or_create(chip_id=chip_id)
+        capacity = ChipCapacity.objects.select_for_update().get(chip_id=chip_id)
+    hour, day = _hour_start(now), hours.business_day(now)
+    hour_count = capacity.hour_count if capacity.hour_window == hour else 0
+    day_count = capacity.day_count if capacity.day_window == day else 0
+    if hour_count >= capacity.hour_cap() or day_count >= capacity.day_cap():
+        return False
+    if new_contact:
+        if capacity.restricted_until and capacity.restricted_until > now:
+            return False
+        recent = ContactBinding.objects.filter(
+            chip_id=chip_id, origin=ContactBinding.Origin.ROUTED, created_at__gte=now - timedelta(hours=24)
+        ).count()
+        if recent >= capacity.new_contacts_cap():
+            return False
+    capacity.hour_window, capacity.hour_count = hour, hour_count + 1
+    capacity.day_window, capacity.day_count = day, day_count + 1
+    capacity.last_routed_at = now
+    capacity.save(update_fields=["hour_window", "hour_count", "day_window", "day_count", "last_routed_at",
+                                 "updated_at"])
+    return True
+
+
+class _Refused(Exception):
+    pass
+
+
+def _reserve_in_savepoint(chip_id: int, now: datetime, *, new_contact: bool) -> bool:
+    """Try one chip inside a savepoint that is rolled back on refusal, which releases the row lock at
+    once: a request never holds one chip's lock while it tries the next (no lock-order deadlocks)."""
+    try:
+        with transaction.atomic():
+            if not _try_reserve(chip_id, now, new_contact=new_contact):
+                raise _Refused
+    except _Refused:
+        return False
+    return True
+
+
+def _candidates(strategy: str, now: datetime, exclude: set[int]) -> list[int]:
+    """Chips that look able to take a new contact, best first; bounded (the lock decides for real)."""
+    hour, day = _hour_start(now), hours.business_day(now)
+    qs = (
+        _available_chips()
+        .exclude(pk__in=exclude)
+        .filter(Q(capacity__isnull=True) | Q(capacity__restricted_until__isnull=True)
+                | Q(capacity__restricted_until__lte=now))
+        .annotate(
+            used_hour=Case(When(capacity__hour_window=hour, then=F("capacity__hour_count")), default=Value(0),
+                           output_field=IntegerField()),
+            used_day=Case(When(capacity__day_window=day, then=F("capacity__day_count")), default=Value(0),
+                          output_field=IntegerField()),
+            cap_hour=Coalesce(F("capacity__max_per_hour"), Value(settings.MAX_MSGS_PER_HOUR)),
+            cap_day=Coalesce(F("capacity__max_per_day"), Value(settings.MAX_MSGS_PER_DAY)),
+            prio=Coalesce(F("capacity__priority"), Value(0)),
+        )
+        .filter(used_hour__lt=F("cap_hour"), used_day__lt=F("cap_day"))
+    )
+    if strategy == RoutingPolicy.Strategy.ROUND_ROBIN:
+        qs = qs.order_by(F("capacity__last_routed_at").asc(nulls_first=True), "pk")
+    elif strategy == RoutingPolicy.Strategy.PRIORITY:
+        qs = qs.order_by("-prio", "used_day", "pk")
+    else:
+        qs = qs.order_by("used_day", "used_hour", "pk")
+    return list(qs.values_list("pk", flat=True)[:MAX_CANDIDATES])
+
+
+def route_contact(*, contact: str, now: datetime | None = None) -> RouteDecision:
+    """Pick the chip for `contact` and reserve one message of its capacity (see module docstring).
+
+    Sticky first: the contact's current binding, if its chip is available and has room. Otherwise a new
+    chip by the policy's strategy, and the binding is created or moved (recorded on the binding).
+    Raises RoutingRefused with code paused / outside_business_hours / no_capacity.
+    """
+    now = now or timezone.now()
+    policy = ensure_sending_allowed(now)
+    for _attempt in range(3):
+        try:
+            with transaction.atomic():
+                return _route_once(contact, now, policy)
+        except IntegrityError:
+            # Another request bound this contact between our read and our insert: route again, sticky.
+            continue
+    raise RoutingRefused("The contact is being routed concurrently; retry.", code="no_capacity", retry_after=1)
+
+
+def _route_once(contact: str, now: datetime, policy: RoutingPolicy) -> RouteDecision:
+    binding = (
+        ContactBinding.objects.current().select_for_update().select_related("chip").filter(contact=contact).first()
+    )
+    ttl = timedelta(days=policy.binding_ttl_days)
+    move_reason = ""
+    if binding is not None:
+        chip = binding.chip
+        if binding.expires_at <= now:
+            move_reason = "binding expired"
+        elif chip.status != Chip.Status.ACTIVE or not chip.is_connected:
+            move_reason = f"chip left production ({chip.status}{'' if chip.is_connected else ', disconnected'})"
+        else:
+            if _reserve_in_savepoint(chip.pk, now, new_contact=False):
+                binding.last_used_at, binding.expires_at = now, now + ttl
+                binding.save(update_fields=["last_used_at", "expires_at", "updated_at"])
+                return _decision(chip, binding, "sticky")
+            move_reason = "chip at its cap"
+
+    # An expired binding's chip may well be picked again; a chip that just refused is not retried.
+    tried: set[int] = {binding.chip_id} if binding is not None and move_reason != "binding expired" else set()
+    chosen: Chip | None = None
+    for chip_id in _candidates(policy.strategy, now, tried):
+        if _reserve_in_savepoint(chip_id, now, new_contact=True):
+            chosen = Chip.objects.get(pk=chip_id)
+            break
+    if chosen is None:
+        raise RoutingRefused(
+            "No production chip has capacity for this contact now.", code="no_capacity",
+            retry_after=_seconds_until_next_hour(now),
+        )
+    if binding is not None:
+        binding.released_at = now
+        binding.save(update_fields=["released_at", "updated_at"])
+    new = ContactBinding.objects.create(
+        contact=contact, chip=chosen, last_used_at=now, expires_at=now + ttl,
+        origin=ContactBinding.Origin.ROUTED,
+        previous_chip_id=binding.chip_id if binding is not None else None, move_reason=move_reason,
+    )
+    logger.info("contact bound to chip %s (%s)", chosen.pk, move_reason or "new contact")
+    return _decision(chosen, new, "moved" if binding is not None else "new")
+
+
+def _decision(chip: Chip, binding: ContactBinding, kind: str) -> RouteDecision:
+    return RouteDecision(chip_id=chip.pk, phone=chip.phone or "", instance=chip.instance_name or "",
+                         binding=kind, binding_id=binding.pk)
+
+
+def bindings_move(*, from_chip_id: int, to_chip_id: int, reason: str, now: datetime | None = None) -> int:
+    """Move every current binding of one chip to another (a replacement); returns how many moved.
+
+    Each moved binding is released and re-created on the new chip with `origin=moved`, so the history
+    of who talked through which number stays queryable. Moved contacts do not count as new contacts.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        old = list(ContactBinding.objects.current().select_for_update().filter(chip_id=from_chip_id))
+        if not old:
+            return 0
+        ContactBinding.objects.filter(pk__in=[b.pk for b in old]).update(released_at=now, updated_at=now)
+        ContactBinding.objects.bulk_create([
+            ContactBinding(contact=b.contact, chip_id=to_chip_id, origin=ContactBinding.Origin.MOVED,
+                           previous_chip_id=from_chip_id, move_reason=reason[:200], last_used_at=b.last_used_at,
+                           expires_at=b.expires_at)
+            for b in old
+        ])
+    return len(old)
+
+
+def bindings_release(*, chip_id: int, reason: str, now: datetime | None = None) -> int:
+    """Release a chip's current bindings (a ban with nowhere to move them); the next route rebinds."""
+    now = now or timezone.now()
+    return ContactBinding.objects.current().filter(chip_id=chip_id).update(
+        released_at=now, move_reason=reason[:200], updated_at=now
+    )
+
+
+def usage_today(chip_ids: list[int], now: datetime | None = None) -> dict[int, int]:
+    """Messages reserved today per chip (for the admin), one query."""
+    now = now or timezone.now()
+    day = hours.business_day(now)
+    rows = ChipCapacity.objects.filter(chip_id__in=chip_ids, day_window=day).values_list("chip_id", "day_count")
+    return dict(rows)
+
+
+__all__ = [
+    "MAX_CANDIDATES", "RouteDecision", "RoutingRefused", "bindings_move", "bindings_release",
+    "ensure_sending_allowed", "route_contact", "usage_today",
+]

@@ -1,0 +1,68 @@
+from datetime import datetime
+
+from ninja import Schema
+from pydantic import Field, field_validator
+
+from instances.phones import normalize_contact
+
+
+class ContactIn(Schema):
+    contact: str = Field(min_length=1, max_length=40, description="Phone number; Brazil is the default region.")
+
+    @field_validator("contact")
+    @classmethod
+    def _valid_phone(cls, value: str) -> str:
+        return normalize_contact(value)
+
+
+class RouteOut(Schema):
+    chip_id: int
+    phone: str
+    instance: str
+    binding: str
+
+
+class MessageIn(ContactIn):
+    text: str = Field(min_length=1, max_length=4096)
+    idempotency_key: str = Field(min_length=1, max_length=100)
+
+    @field_validator("text")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be blank")
+        return value
+
+
+class MessageOut(Schema):
+    message_id: int
+    idempotency_key: str
+    contact: str
+    chip_id: int
+    phone: str | None
+    instance: str | None
+    status: str
+    evolution_message_id: str | None
+    error: str
+    created_at: datetime
+
+
+class PauseIn(Schema):
+    reason: str = Field(min_length=1, max_length=300)
+
+
+class ResumeIn(Schema):
+    reason: str = Field(default="", max_length=300)
+
+
+class SwitchOut(Schema):
+    paused: bool
+    reason: str
+    by: str
+    at: datetime | None
+
+
+class RefusalOut(Schema):
+    code: str
+    message: str
+    retry_after: int | None = None

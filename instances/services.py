@@ -1,0 +1,111 @@
+"""Writes for instances: registration, the kill switch, sending a message once."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from chips.exceptions import DomainError
+from chips.models import Chip
+from instances.client import EvolutionClient, EvolutionError
+from instances.models import Instance, OutboundMessage, RoutingPolicy
+from instances.routing import route_contact
+
+logger = logging.getLogger(__name__)
+
+
+def instance_register(*, chip: Chip, name: str | None = None) -> Instance:
+    """The Instance row of a chip (created once; its name is the chip's Evolution instance name)."""
+    instance, _created = Instance.objects.get_or_create(chip=chip, defaults={"name": name or chip.instance_name})
+    return instance
+
+
+def sending_pause(*, reason: str, by: str) -> RoutingPolicy:
+    """The kill switch: every route and send is refused with `paused` until resumed."""
+    with transaction.atomic():
+        policy = RoutingPolicy.load()
+        policy = RoutingPolicy.objects.select_for_update().get(pk=policy.pk)
+        policy.is_paused, policy.paused_reason, policy.paused_by = True, reason[:300], by[:150]
+        policy.paused_at = timezone.now()
+        policy.save()
+    logger.warning("sending paused by %s: %s", by, reason)
+    return policy
+
+
+def sending_resume(*, by: str) -> RoutingPolicy:
+    with transaction.atomic():
+        policy = RoutingPolicy.load()
+        policy = RoutingPolicy.objects.select_for_update().get(pk=policy.pk)
+        policy.is_paused, policy.paused_reason, policy.paused_by = False, "", by[:150]
+        policy.paused_at = timezone.now()
+        policy.save()
+    logger.warning("sending resumed by %s", by)
+    return policy
+
+
+class IdempotencyKeyReused(DomainError):
+    status_code = 409
+    code = "idempotency_key_reused"
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    message: OutboundMessage
+    binding: str
+    replayed: bool
+
+
+def message_send(*, contact: str, text: str, idempotency_key: str, client: EvolutionClient | None = None
+                 ) -> SendOutcome:
+    """Route, store, then call Evolution's sendText exactly once; a repeated key returns the first result.
+
+    The message row (with its reservation) is committed before the HTTP call, so a crash or a timeout
+    can never lead to a second send: sendText is not idempotent and is never retried here. A timeout
+    leaves the message `failed` with the uncertainty spelled out in its error.
+    """
+    existing = OutboundMessage.objects.filter(idempotency_key=idempotency_key).select_related("chip").first()
+    if existing is not None:
+        return _replay(existing, contact, text)
+    try:
+        with transaction.atomic():
+            decision = route_contact(contact=contact)
+            message = OutboundMessage.objects.create(
+                idempotency_key=idempotency_key, contact=contact, chip_id=decision.chip_id, text=text,
+            )
+    except IntegrityError:
+        # The same key raced us and won; its reservation stands, ours was rolled back with this transaction.
+        existing = OutboundMessage.objects.select_related("chip").get(idempotency_key=idempotency_key)
+        return _replay(existing, contact, text)
+
+    evolution = client or EvolutionClient()
+    try:
+        result = evolution.send_text(decision.instance, number=contact.lstrip("+"), text=text)
+    except EvolutionError as exc:
+        error = str(exc)
+        if exc.kind == "timeout":
+            error = f"timed out; the message may or may not have been sent (not retried): {exc}"
+        OutboundMessage.objects.filter(pk=message.pk).update(
+            status=OutboundMessage.Status.FAILED, error=error[:500], updated_at=timezone.now()
+        )
+        logger.warning("send failed on chip %s: %s", decision.chip_id, exc.kind)
+    else:
+        OutboundMessage.objects.filter(pk=message.pk).update(
+            status=OutboundMessage.Status.SENT, evolution_message_id=result.message_id, sent_at=timezone.now(),
+            updated_at=timezone.now(),
+        )
+    finally:
+        if client is None:
+            evolution.close()
+    message.refresh_from_db()
+    return SendOutcome(message=message, binding=decision.binding, replayed=False)
+
+
+def _replay(existing: OutboundMessage, contact: str, text: str) -> SendOutcome:
+    if existing.contact != contact or existing.text != text:
+        raise IdempotencyKeyReused(
+            "This idempotency_key was already used for a different contact or text.", field="idempotency_key"
+        )
+    return SendOutcome(message=existing, binding="replayed", replayed=True)

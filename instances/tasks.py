@@ -1,0 +1,15 @@
+"""Celery entry points for instances."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from instances.health import instances_check
+
+
+@shared_task(name="instances.check_instances", acks_late=True, ignore_result=True,
+             soft_time_limit=50, time_limit=55)
+def check_instances() -> dict:
+    """Every minute: read every instance's state and record the changes (idempotent)."""
+    result = instances_check()
+    return {"checked": result.checked, "changed": result.changed, "unknown": result.unknown}
