@@ -1,4 +1,4 @@
-"""The pool: API keys for other systems (the pool configuration and operations come with [3/6])."""
+"""The pool: API keys, its configuration, the orchestrator's operations log, snapshots and releases."""
 
 from __future__ import annotations
 
@@ -47,3 +47,155 @@ class ApiKey(models.Model):
         raw = f"cf_{secrets.token_urlsafe(32)}"
         key = cls.objects.create(name=name, prefix=raw[:10], key_hash=_digest(raw))
         return key, raw
+
+
+class PoolConfiguration(models.Model):
+    """One row: the pool's targets and thresholds (DESIGN §3), edited in the admin."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
+    production_min = models.PositiveIntegerField(_("production minimum"), default=5)
+    production_max = models.PositiveIntegerField(_("production maximum"), default=20)
+    ready_min = models.PositiveIntegerField(_("ready minimum"), default=2)
+    warmup_buffer = models.PositiveIntegerField(_("warming buffer"), default=4,
+                                                help_text=_("Chips warming or on their way (pipeline included)."))
+    warmup_days = models.PositiveIntegerField(_("warm-up days"), default=21)
+    trust_min_for_ready = models.PositiveSmallIntegerField(_("trust minimum for ready"), default=85)
+    trust_degraded_threshold = models.PositiveSmallIntegerField(_("trust degraded threshold"), default=50)
+    disconnected_degrade_minutes = models.PositiveIntegerField(_("minutes disconnected before degrading"),
+                                                               default=30)
+    auto_provision = models.BooleanField(_("provision automatically"), default=True)
+    default_area_code = models.CharField(_("default area code (DDD)"), max_length=2, default="11")
+    provision_batch_max = models.PositiveSmallIntegerField(_("lines bought per cycle at most"), default=3)
+    provision_daily_budget = models.PositiveIntegerField(_("lines bought per day at most"), default=10)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("pool configuration")
+        verbose_name_plural = _("pool configuration")
+        constraints = [
+            models.CheckConstraint(condition=models.Q(id=1), name="poolconfig_single_row"),
+            models.CheckConstraint(condition=models.Q(production_min__lte=models.F("production_max")),
+                                   name="poolconfig_production_min_le_max"),
+            models.CheckConstraint(condition=models.Q(trust_min_for_ready__lte=100, trust_degraded_threshold__lte=100),
+                                   name="poolconfig_thresholds_0_100"),
+            models.CheckConstraint(condition=models.Q(trust_degraded_threshold__lt=models.F("trust_min_for_ready")),
+                                   name="poolconfig_degraded_below_ready"),
+            models.CheckConstraint(condition=models.Q(default_area_code__regex=r"^[1-9][0-9]$"),
+                                   name="poolconfig_area_code"),
+        ]
+
+    def __str__(self) -> str:
+        return str(_("Pool configuration"))
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        errors = {}
+        if self.production_min > self.production_max:
+            errors["production_min"] = _("The production minimum cannot exceed the maximum.")
+        for field in ("trust_min_for_ready", "trust_degraded_threshold"):
+            if not 0 <= getattr(self, field) <= 100:
+                errors[field] = _("Use a value from 0 to 100.")
+        if self.trust_degraded_threshold >= self.trust_min_for_ready:
+            errors["trust_degraded_threshold"] = _("The degraded threshold must be below the ready threshold.")
+        if not (len(self.default_area_code) == 2 and self.default_area_code.isdigit()
+                and self.default_area_code[0] != "0"):
+            errors["default_area_code"] = _("A Brazilian area code has two digits, e.g. 11.")
+        if self.provision_batch_max > self.provision_daily_budget:
+            errors["provision_batch_max"] = _("The batch per cycle cannot exceed the daily budget.")
+        if errors:
+            raise ValidationError(errors)
+
+    @classmethod
+    def load(cls) -> PoolConfiguration:
+        """The row, or an unsaved one with the defaults (reads never write)."""
+        return cls.objects.filter(pk=1).first() or cls.defaults()
+
+    @classmethod
+    def defaults(cls) -> PoolConfiguration:
+        from django.conf import settings
+
+        return cls(
+            id=1, production_max=settings.MAX_CHIPS_ACTIVE, warmup_days=settings.WARMER_MIN_DAYS,
+            trust_min_for_ready=settings.TRUST_MIN_FOR_READY,
+            trust_degraded_threshold=settings.TRUST_DEGRADED_THRESHOLD,
+            disconnected_degrade_minutes=settings.DISCONNECTED_DEGRADE_MINUTES,
+        )
+
+
+class OrchestratorOperation(models.Model):
+    """What the orchestrator (or an operator through it) did, for audit."""
+
+    class Kind(models.TextChoices):
+        AUTO_REPLACE = "auto_replace", _("Automatic replacement")
+        AUTO_PROVISION = "auto_provision", _("Automatic provisioning")
+        PROMOTION_WARMING_READY = "promotion_warming_ready", _("Promotion warming → ready")
+        PROMOTION_READY_ACTIVE = "promotion_ready_active", _("Promotion ready → active")
+        DEMOTION = "demotion", _("Demotion")
+        MIGRATION = "migration", _("Binding migration")
+        CANCEL = "cancel", _("Line cancellation")
+
+    kind = models.CharField(_("operation"), max_length=30, choices=Kind.choices)
+    chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    target_chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    reason = models.CharField(_("reason"), max_length=300, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    success = models.BooleanField(_("success"), default=True)
+    error = models.TextField(_("error"), blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("orchestrator operation")
+        verbose_name_plural = _("orchestrator operations")
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # "Lines bought today" (the daily budget) and the operations log filtered by kind.
+            models.Index(fields=["kind", "-created_at"], name="operation_kind_at_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} ({'ok' if self.success else 'failed'})"
+
+
+class PoolSnapshot(models.Model):
+    """Counts per state at a moment, for the dashboard's chart."""
+
+    taken_at = models.DateTimeField(db_index=True)
+    counts = models.JSONField(default=dict)
+    health = models.CharField(max_length=10)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("pool snapshot")
+        verbose_name_plural = _("pool snapshots")
+        ordering = ["-taken_at"]
+
+    def __str__(self) -> str:
+        return f"{self.taken_at:%Y-%m-%d %H:%M} {self.health}"
+
+
+class ChipRelease(models.Model):
+    """The outside resources of a retired chip given back: its Evolution instance and its Salvy line."""
+
+    chip = models.OneToOneField("chips.Chip", on_delete=models.CASCADE, related_name="release")
+    reason = models.CharField(max_length=40)
+    instance_deleted_at = models.DateTimeField(null=True, blank=True)
+    line_canceled_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("chip release")
+        verbose_name_plural = _("chip releases")
+
+    def __str__(self) -> str:
+        return f"release of chip {self.chip_id}"
+
+    @property
+    def done(self) -> bool:
+        return self.instance_deleted_at is not None and self.line_canceled_at is not None

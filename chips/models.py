@@ -401,3 +401,45 @@ class ChipAlert(models.Model):
     @property
     def is_open(self) -> bool:
         return self.acknowledged_at is None
+
+
+class Notification(models.Model):
+    """An outbox row for Slack: written in the transaction that decided to notify, delivered by a task.
+
+    Slack being down never blocks or fails the work that raised the notification: the row waits, with
+    backoff, until a delivery succeeds or its attempts run out.
+    """
+
+    class Channel(models.TextChoices):
+        ALERTS = "alerts", _("Alerts")
+        OPERATIONS = "operations", _("Operations")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        SENT = "sent", _("Sent")
+        FAILED = "failed", _("Failed")
+
+    channel = models.CharField(_("channel"), max_length=12, choices=Channel.choices)
+    dedup_key = models.CharField(_("dedup key"), max_length=200, blank=True)
+    text = models.TextField(_("text"))
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = _("Slack notification")
+        verbose_name_plural = _("Slack notifications")
+        ordering = ["-created_at"]
+        indexes = [
+            # The delivery sweep: pending rows that are due.
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="notification_due_idx"),
+            # The 30-minute throttle: the latest notification with a key.
+            models.Index(fields=["dedup_key", "-created_at"], name="notification_key_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"[{self.channel}] {self.text[:60]}"

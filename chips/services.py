@@ -198,6 +198,7 @@ def alert_raise(
                     updated_at=timezone.now(),
                 )
                 existing.refresh_from_db()
+                _notify_alert(existing)
                 return existing, False
             try:
                 with transaction.atomic():
@@ -205,11 +206,23 @@ def alert_raise(
                         chip=chip, kind=kind, severity=severity, message=message,
                         dedup_key=key, action_taken=action_taken,
                     )
+                _notify_alert(alert)
                 return alert, True
             except IntegrityError:
                 # Another process opened the same alert between our read and our insert.
                 continue
     raise RuntimeError(f"could not raise alert {key!r}")  # pragma: no cover - two lost races in a row
+
+
+def _notify_alert(alert: ChipAlert) -> None:
+    """Warnings and critical alerts go to Slack's alerts channel, each key at most every 30 minutes."""
+    if alert.severity == ChipAlert.Severity.INFO:
+        return
+    from chips.notifications import notify
+
+    action = f" — {alert.action_taken}" if alert.action_taken else ""
+    notify(channel="alerts", key=f"alert:{alert.dedup_key}",
+           text=f"{alert.severity.upper()} {alert.kind}: {alert.message}{action}")
 
 
 def alerts_acknowledge(*, alert_ids: Iterable[int], user: Any) -> int:

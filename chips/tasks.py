@@ -18,3 +18,11 @@ def chip_run_transition(chip_id: int, transition: str, reason: str = "", actor_i
         actor=services.Actor.task(actor_id or "chips.run_transition"),
     )
     return chip.status
+
+
+@shared_task(name="chips.deliver_notifications", acks_late=True, ignore_result=True)
+def deliver_notifications() -> dict:
+    """Send due Slack notifications from the outbox (after a commit, and every 30 s by beat)."""
+    from chips.notifications import notifications_deliver
+
+    return notifications_deliver()

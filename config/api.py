@@ -8,6 +8,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
+from chipfarm.api import router as pool_router
 from chips.api import router as chips_router
 from chips.exceptions import DomainError
 from config.auth import ApiKeyAuth
@@ -25,6 +26,7 @@ api = NinjaAPI(
 )
 api.add_router("/v1/chips", chips_router)
 api.add_router("/v1", instances_router)
+api.add_router("/v1", pool_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, message: str, **extra) -> HttpResponse:

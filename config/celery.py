@@ -3,6 +3,7 @@
 import os
 
 from celery import Celery
+from celery.schedules import crontab
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
@@ -13,5 +14,10 @@ app.autodiscover_tasks()
 # Filled in by the issues that own each periodic job; the DatabaseScheduler syncs it into
 # django-celery-beat's tables, where the admin can pause and inspect each entry.
 app.conf.beat_schedule = {
+    "orchestrator-cycle": {"task": "chipfarm.run_cycle", "schedule": 60.0},
     "check-instances": {"task": "instances.check_instances", "schedule": 60.0},
+    "deliver-notifications": {"task": "chips.deliver_notifications", "schedule": 30.0},
+    "sweep-stuck-provisioning": {"task": "chipfarm.sweep_provisioning", "schedule": 300.0},
+    "reset-usage-counters": {"task": "instances.reset_counters", "schedule": crontab(minute=1)},
+    "prune-pool-snapshots": {"task": "chipfarm.prune_snapshots", "schedule": crontab(hour=4, minute=17)},
 }

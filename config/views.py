@@ -21,6 +21,17 @@ def health(request: HttpRequest) -> JsonResponse:
 
 
 @require_GET
+def health_chips(request: HttpRequest) -> JsonResponse:
+    """Pool counts and health (no auth: no phone numbers, only counts)."""
+    from chipfarm.pool import pool_status
+
+    status = pool_status()
+    code = 503 if status.health == "critical" else 200
+    return JsonResponse({"health": status.health, "reasons": status.reasons, "counts": status.counts,
+                         "deficits": status.deficits, "pipeline": status.pipeline}, status=code)
+
+
+@require_GET
 def health_instances(request: HttpRequest) -> JsonResponse:
     """Instance connection summary (API key required, like the API)."""
     from config.auth import api_key_for

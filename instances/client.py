@@ -512,8 +512,13 @@ class EvolutionClient:
         if delay_ms:
             body["delay"] = int(delay_ms)
         read = max(self.timeout, SEND_TEXT_MIN_READ) + (delay_ms or 0) / 1000
-        payload, status = self._call("sendText", "POST", _path("/message/sendText/{}", name), instance=name,
-                                     json_body=body, read_timeout=read, retry=False)
+        try:
+            payload, status = self._call("sendText", "POST", _path("/message/sendText/{}", name), instance=name,
+                                         json_body=body, read_timeout=read, retry=False)
+        except EvolutionError as exc:
+            if exc.kind == "timeout":
+                exc.messages.append("outcome unknown: the message may have been sent; do not resend blindly")
+            raise
         payload = self._dict("sendText", name, payload, status)
         try:
             return SendResult.from_payload(payload)

@@ -52,3 +52,8 @@ def next_business_start(moment: datetime) -> datetime:
 def business_day(moment: datetime) -> date:
     """The local calendar day a daily cap counts in."""
     return moment.astimezone(_tz()).date()
+
+
+def day_start(moment: datetime) -> datetime:
+    """Midnight of the local business day that contains `moment` (daily budgets count from it)."""
+    return datetime.combine(business_day(moment), datetime.min.time(), tzinfo=_tz())

@@ -255,3 +255,13 @@ __all__ = [
     "MAX_CANDIDATES", "RouteDecision", "RoutingRefused", "bindings_move", "bindings_release",
     "ensure_sending_allowed", "route_contact", "usage_today",
 ]
+
+
+def counters_reset(now: datetime | None = None) -> int:
+    """Zero the counters of past windows. Reservations never need this (they treat an older window as
+    zero inside their lock); it keeps the admin's usage columns honest. Idempotent."""
+    now = now or timezone.now()
+    hour, day = _hour_start(now), hours.business_day(now)
+    changed = ChipCapacity.objects.filter(hour_window__lt=hour, hour_count__gt=0).update(hour_count=0, updated_at=now)
+    changed += ChipCapacity.objects.filter(day_window__lt=day, day_count__gt=0).update(day_count=0, updated_at=now)
+    return changed

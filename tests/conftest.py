@@ -120,3 +120,46 @@ def fake_evolution(_evolution_server, settings):
     settings.EVOLUTION_API_URL = server.url
     settings.EVOLUTION_API_KEY = fake.api_key
     return fake
+
+
+@pytest.fixture(scope="session")
+def _salvy_server():
+    from chipfarm.sandbox.salvy import FakeSalvy
+    from chipfarm.sandbox.server import FakeServer
+
+    fake = FakeSalvy(token="test-salvy-token")
+    server = FakeServer(fake.app).start()
+    yield fake, server
+    server.stop()
+    fake.close()
+
+
+@pytest.fixture
+def fake_salvy(_salvy_server, settings):
+    """The project's fake Salvy on loopback, reset for each test; settings point at it."""
+    fake, server = _salvy_server
+    fake.reset()
+    settings.SALVY_API_URL = server.url
+    settings.SALVY_API_TOKEN = fake.token
+    return fake
+
+
+@pytest.fixture(scope="session")
+def _slack_server():
+    from chipfarm.sandbox.server import FakeServer
+    from chipfarm.sandbox.slack import FakeSlack
+
+    fake = FakeSlack()
+    server = FakeServer(fake.app).start()
+    yield fake, server
+    server.stop()
+
+
+@pytest.fixture
+def fake_slack(_slack_server, settings):
+    """A fake Slack: the alerts webhook at /alerts, the operations webhook at /operations."""
+    fake, server = _slack_server
+    fake.reset()
+    settings.SLACK_WEBHOOK_URL = f"{server.url}/alerts"
+    settings.SLACK_OPERATIONS_WEBHOOK_URL = f"{server.url}/operations"
+    return fake

@@ -494,7 +494,8 @@ class FakeEvolution:
     def _do_qr(self, name: str) -> tuple[dict[str, Any], list[_Pending]]:
         with self._lock:
             inst = self._get(name)
-            return inst.qr_object(), self._new_qr(inst)
+            pending = self._new_qr(inst)
+            return inst.qr_object(), pending
 
     def _new_qr(self, inst: _Instance) -> list[_Pending]:
         inst.qr_count += 1

@@ -138,6 +138,8 @@ SALVY_WEBHOOK_SECRET = env.str("SALVY_WEBHOOK_SECRET", default="whsec_ZGV2LXNhbH
 CHIP_ACTIVATOR_URL = env.str("CHIP_ACTIVATOR_URL", default="http://127.0.0.1:8083")
 CHIP_ACTIVATOR_API_KEY = env.str("CHIP_ACTIVATOR_API_KEY", default="dev-activator-key")
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
+# The "operations" channel; empty: the alerts webhook carries both.
+SLACK_OPERATIONS_WEBHOOK_URL = env.str("SLACK_OPERATIONS_WEBHOOK_URL", default="")
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 
 # --- Lifecycle and routing policy (defaults; the pool configuration row overrides what it holds) ---

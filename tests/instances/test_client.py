@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import pickle
 import threading
-import time
 
 import httpx
 import pytest
@@ -138,8 +138,6 @@ def test_create_body_is_exactly_what_evolution_expects():
     request = seen[0]
     assert request.headers["apikey"] == "k"
     assert request.url.path == "/instance/create"
-    import json
-
     assert json.loads(request.content) == {
         "instanceName": "pool-7", "integration": "WHATSAPP-BAILEYS", "qrcode": False, "number": "5511999990001",
         "webhook": {"url": "http://rx/hook", "byEvents": False, "base64": False,
@@ -190,7 +188,7 @@ def test_connect_before_and_after_the_qr_and_once_open(fake, client):
     assert first.count == 0 and first.code is None and first.base64 is None and first.raw == {"count": 0}
     assert client.connection_state("pool-1") == "connecting"
 
-    fake.qr("pool-1")
+    assert fake.qr("pool-1")["count"] == 1
     second = client.connect("pool-1")
     assert second.count == 1 and second.code.startswith("2@") and second.pairing_code is None
     assert second.base64.startswith("data:image/png;base64,")
@@ -381,28 +379,29 @@ def test_message_normalisation_and_pickling():
 
 
 def test_fetch_connection_states_is_concurrent_and_bounded(fake, server):
-    names = [f"bulk-{i:04d}" for i in range(300)]
+    # 200 reads at 50 ms each: ~10 s one after the other; here at most 50 overlap (4 waves).
+    names = [f"bulk-{i:04d}" for i in range(200)]
     fake.add_instances(names)
     fake.set_latency(0.05)
     states = asyncio.run(fetch_connection_states(names, concurrency=50, base_url=server.url, api_key=KEY,
                                                  timeout=5))
     assert states == dict.fromkeys(names, "open")
-    assert fake.request_count("connectionState") == 300
+    assert fake.request_count("connectionState") == 200
     assert 25 <= fake.peak_in_flight <= 50
 
 
 def test_fetch_connection_states_turns_failures_into_values(fake, server):
-    names = [f"bulk-{i:04d}" for i in range(100)]
+    names = [f"bulk-{i:04d}" for i in range(60)]
     fake.add_instances(names)
     fake.fail_next(7, status=500, route="connectionState")
-    states = asyncio.run(fetch_connection_states([*names, "ghost"], concurrency=20, base_url=server.url,
+    states = asyncio.run(fetch_connection_states([*names, "ghost"], concurrency=10, base_url=server.url,
                                                  api_key=KEY, timeout=5))
     errors = {n: v for n, v in states.items() if isinstance(v, EvolutionError)}
-    assert len(states) == 101
+    assert len(states) == 61
     assert states["ghost"].kind == "not_found"
     assert sorted(e.kind for n, e in errors.items() if n != "ghost") == ["server"] * 7
-    assert sum(1 for v in states.values() if v == "open") == 93
-    assert fake.request_count("connectionState") == 101  # no retries inside a sweep
+    assert sum(1 for v in states.values() if v == "open") == 53
+    assert fake.request_count("connectionState") == 61  # no retries inside a sweep
 
 
 def test_fetch_connection_states_timeout_becomes_a_value(fake, server):
@@ -535,13 +534,3 @@ def test_build_app_exposes_the_fake():
     app = build_app("k", None)
     assert isinstance(app.state.fake, FakeEvolution) and app.state.fake.api_key == "k"
 
-
-def test_many_concurrent_requests_overlap_under_latency(fake, server):
-    fake.add_instances([f"c-{i}" for i in range(1000)])
-    fake.set_latency(0.05)
-    started = time.monotonic()
-    states = asyncio.run(fetch_connection_states([f"c-{i}" for i in range(1000)], concurrency=200,
-                                                 base_url=server.url, api_key=KEY, timeout=10))
-    assert all(v == "open" for v in states.values())
-    assert fake.peak_in_flight > 50
-    assert time.monotonic() - started < 30  # sanity bound only; overlap is asserted through the peak

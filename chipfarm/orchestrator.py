@@ -1,0 +1,302 @@
+"""The pool orchestrator: one cycle every 60 s (DESIGN §3).
+
+The cycle runs under a PostgreSQL advisory lock, so two beats or workers never run it at once; each
+step runs in its own transaction, and a failing step is logged, recorded and alerted without stopping
+the others. Its SQL does not grow with the pool: counts come from one grouped query, candidates from
+bounded queries, and the work grows only with the number of changes it makes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from chipfarm.models import ChipRelease, OrchestratorOperation, PoolConfiguration, PoolSnapshot
+from chipfarm.pool import pool_status, state_counts
+from chips.exceptions import DomainError
+from chips.models import Chip, ChipAlert, WarmingPhase
+from chips.notifications import notify
+from chips.services import Actor, alert_raise, chip_transition
+from instances import hours
+from instances.routing import bindings_move
+
+logger = logging.getLogger(__name__)
+
+CYCLE_LOCK = 7_340_100
+ACTOR = Actor.system("orchestrator")
+MAX_PER_STEP = 25          # changes one step makes per cycle at most (the rest waits a minute)
+SNAPSHOT_EVERY = timedelta(minutes=5)
+S = Chip.Status
+Op = OrchestratorOperation.Kind
+
+
+@dataclass
+class CycleReport:
+    ran: bool = True
+    steps: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+    health: str = ""
+    seconds: float = 0.0
+
+    @property
+    def changes(self) -> int:
+        return sum(self.steps.values())
+
+
+def run_cycle(*, now: datetime | None = None) -> CycleReport:
+    """One orchestrator cycle; returns what each step changed. Skips if another cycle holds the lock."""
+    started = time.perf_counter()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [CYCLE_LOCK])
+        if not cursor.fetchone()[0]:
+            logger.info("orchestrator: another cycle is running; skipped")
+            return CycleReport(ran=False)
+    try:
+        now = now or timezone.now()
+        config = PoolConfiguration.load()
+        report = CycleReport()
+        steps: list[tuple[str, Callable[[PoolConfiguration, datetime], int]]] = [
+            ("replace", replace_degraded),
+            ("promote_ready", promote_warming_to_ready),
+            ("promote_active", promote_ready_to_active),
+            ("provision", provision_for_buffer),
+            ("release", release_retired),
+        ]
+        for name, step in steps:
+            try:
+                report.steps[name] = step(config, now)
+            except Exception as exc:  # one failing step must not stop the others
+                logger.exception("orchestrator step %s failed", name)
+                report.errors[name] = f"{exc.__class__.__name__}: {exc}"
+                _step_failed(name, exc)
+        try:
+            report.health = record_health(config, now)
+        except Exception as exc:
+            logger.exception("orchestrator health step failed")
+            report.errors["health"] = f"{exc.__class__.__name__}: {exc}"
+        report.seconds = time.perf_counter() - started
+        _mark_cycle(now)
+        return report
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s)", [CYCLE_LOCK])
+
+
+def _step_failed(name: str, exc: Exception) -> None:
+    try:
+        alert_raise(kind="orchestrator_step_failed", severity=ChipAlert.Severity.WARNING,
+                    dedup_key=f"orchestrator:{name}",
+                    message=f"Orchestrator step {name} failed: {exc.__class__.__name__}: {exc}")
+    except Exception:
+        logger.exception("could not raise the alert for step %s", name)
+
+
+def _mark_cycle(now: datetime) -> None:
+    from django.core.cache import cache
+
+    try:
+        cache.set("orchestrator:last_cycle", now.isoformat(), timeout=None)
+    except Exception:  # Redis down: /health/deep reports it; the cycle itself is done
+        logger.warning("could not record the cycle time in the cache")
+
+
+def _record(kind: str, *, chip_id: int | None = None, target_id: int | None = None, reason: str = "",
+            success: bool = True, error: str = "", **metadata) -> OrchestratorOperation:
+    return OrchestratorOperation.objects.create(kind=kind, chip_id=chip_id, target_chip_id=target_id,
+                                                reason=reason[:300], success=success, error=error,
+                                                metadata=metadata)
+
+
+# --- step 1: replace degraded production chips ---------------------------------------------------------
+
+def _degraded_condition(config: PoolConfiguration, now: datetime) -> Q:
+    cutoff = now - timedelta(minutes=config.disconnected_degrade_minutes)
+    return Q(trust_score__lt=config.trust_degraded_threshold) | Q(is_connected=False, connection_changed_at__lt=cutoff)
+
+
+def _why(chip: Chip, config: PoolConfiguration) -> str:
+    if chip.trust_score < config.trust_degraded_threshold:
+        return f"trust {chip.trust_score} < {config.trust_degraded_threshold}"
+    return f"disconnected for more than {config.disconnected_degrade_minutes} min"
+
+
+def replace_degraded(config: PoolConfiguration, now: datetime) -> int:
+    """Degrade production chips that lost trust or their connection, each replaced by the best ready chip
+    (row-locked), whose bindings it takes over. Degraded ready chips are simply demoted."""
+    bad = _degraded_condition(config, now)
+    candidates = list(
+        Chip.objects.filter(bad, status__in=[S.ACTIVE, S.COOLING, S.READY]).order_by("trust_score", "pk")
+        [:MAX_PER_STEP]
+    )
+    changed = 0
+    for old in candidates:
+        reason = _why(old, config)
+        try:
+            with transaction.atomic():
+                if old.status == S.READY:
+                    chip_transition(chip=old, transition="degrade", actor=ACTOR, reason=reason)
+                    _record(Op.DEMOTION, chip_id=old.pk, reason=reason)
+                    changed += 1
+                    continue
+                replacement = (
+                    Chip.objects.select_for_update(skip_locked=True)
+                    .filter(status=S.READY, is_connected=True)
+                    .exclude(bad)
+                    .order_by("-trust_score", "pk")
+                    .first()
+                )
+                chip_transition(chip=old, transition="degrade", actor=ACTOR, reason=reason)
+                if replacement is None:
+                    _record(Op.DEMOTION, chip_id=old.pk, reason=f"{reason}; no ready chip to replace it")
+                    alert_raise(
+                        kind="no_ready_chip", severity=ChipAlert.Severity.CRITICAL, dedup_key="pool:no_ready_chip",
+                        message=f"Chip {old} was degraded ({reason}) and no ready chip can replace it.",
+                        action_taken="degraded without replacement",
+                    )
+                else:
+                    chip_transition(chip=replacement, transition="promote_to_active", actor=ACTOR,
+                                    reason=f"replaces chip {old.pk} ({reason})")
+                    moved = bindings_move(from_chip_id=old.pk, to_chip_id=replacement.pk,
+                                          reason=f"replacement of chip {old.pk}", now=now)
+                    _record(Op.AUTO_REPLACE, chip_id=old.pk, target_id=replacement.pk, reason=reason,
+                            bindings_moved=moved)
+                    if moved:
+                        _record(Op.MIGRATION, chip_id=old.pk, target_id=replacement.pk,
+                                reason=f"{moved} bindings moved", bindings_moved=moved)
+                    notify(channel="operations", key=f"replace:{old.pk}",
+                           text=f"Chip {old} degraded ({reason}); replaced by {replacement} "
+                                f"(trust {replacement.trust_score}); {moved} conversations moved.")
+                changed += 1
+        except DomainError as exc:
+            _record(Op.AUTO_REPLACE, chip_id=old.pk, reason=reason, success=False, error=exc.message)
+    return changed
+
+
+# --- steps 2 and 3: promotions -------------------------------------------------------------------------
+
+def promote_warming_to_ready(config: PoolConfiguration, now: datetime) -> int:
+    """Warming chips whose guard holds (trust, days, final phase) join the reserve."""
+    candidates = list(
+        Chip.objects.filter(
+            status=S.WARMING, warming_phase=WarmingPhase.final(), trust_score__gte=config.trust_min_for_ready,
+            warming_started_at__lte=now - timedelta(days=config.warmup_days),
+        ).order_by("-trust_score", "pk").values_list("pk", flat=True)[:MAX_PER_STEP]
+    )
+    changed = 0
+    for chip_id in candidates:
+        try:
+            with transaction.atomic():
+                chip = chip_transition(chip=chip_id, transition="promote_to_ready", actor=ACTOR,
+                                       reason="warming complete")
+                _record(Op.PROMOTION_WARMING_READY, chip_id=chip_id,
+                        reason=f"trust {chip.trust_score} >= {config.trust_min_for_ready}, {chip.warming_days} days")
+            changed += 1
+        except DomainError as exc:
+            _record(Op.PROMOTION_WARMING_READY, chip_id=chip_id, success=False, error=exc.message)
+    return changed
+
+
+def promote_ready_to_active(config: PoolConfiguration, now: datetime) -> int:
+    """Ready chips enter production while active < production_min, best trust first; the transition's
+    guard (taken under a transaction-level advisory lock) keeps active <= production_max."""
+    active = Chip.objects.filter(status=S.ACTIVE).count()
+    need = min(config.production_min, config.production_max) - active
+    if need <= 0:
+        return 0
+    changed = 0
+    with transaction.atomic():
+        candidates = list(
+            Chip.objects.select_for_update(skip_locked=True)
+            .filter(status=S.READY, is_connected=True, trust_score__gte=config.trust_degraded_threshold)
+            .order_by("-trust_score", "pk")[:need]
+        )
+    for chip in candidates:
+        try:
+            with transaction.atomic():
+                chip_transition(chip=chip.pk, transition="promote_to_active", actor=ACTOR,
+                                reason=f"active below production minimum {config.production_min}")
+                _record(Op.PROMOTION_READY_ACTIVE, chip_id=chip.pk, reason=f"trust {chip.trust_score}")
+            changed += 1
+        except DomainError as exc:
+            _record(Op.PROMOTION_READY_ACTIVE, chip_id=chip.pk, success=False, error=exc.message)
+    return changed
+
+
+# --- step 4: provisioning ------------------------------------------------------------------------------
+
+def bought_today(now: datetime) -> int:
+    day_start = hours.day_start(now)
+    return OrchestratorOperation.objects.filter(kind=Op.AUTO_PROVISION, success=True,
+                                                created_at__gte=day_start).count()
+
+
+def provision_for_buffer(config: PoolConfiguration, now: datetime) -> int:
+    """Start buying lines while the warming buffer (pipeline included) is short: at most the batch per
+    cycle and never past the daily budget. The chips exist at once (provisioning), so the next cycle
+    counts them and never buys for the same gap twice."""
+    if not config.auto_provision:
+        return 0
+    status = pool_status(counts=state_counts(), config=config)
+    deficit = status.deficits["warming"]
+    if deficit <= 0:
+        return 0
+    budget_left = config.provision_daily_budget - bought_today(now)
+    count = min(deficit, config.provision_batch_max, budget_left)
+    if count <= 0:
+        alert_raise(kind="provision_budget", severity=ChipAlert.Severity.WARNING, dedup_key="pool:provision_budget",
+                    message=f"The daily provisioning budget ({config.provision_daily_budget}) is spent; "
+                            f"the warming buffer is short by {deficit}.")
+        return 0
+    from chipfarm.provisioning import chips_start_provisioning
+
+    chips_start_provisioning(count=count, area_code=config.default_area_code, reason="warming buffer short",
+                             kind=Op.AUTO_PROVISION)
+    return count
+
+
+# --- step 5: release the outside resources of retired chips --------------------------------------------
+
+def release_retired(config: PoolConfiguration, now: datetime) -> int:
+    """Retired chips whose Evolution instance and Salvy line were not given back yet get a release task."""
+    chip_ids = list(
+        Chip.objects.filter(status=S.RETIRED, release__isnull=True).order_by("pk")
+        .values_list("pk", flat=True)[:MAX_PER_STEP]
+    )
+    if not chip_ids:
+        return 0
+    from chipfarm.provisioning import release_reason
+    from chipfarm.tasks import release_chip
+
+    chips = Chip.objects.filter(pk__in=chip_ids)
+    with transaction.atomic():
+        ChipRelease.objects.bulk_create([ChipRelease(chip=c, reason=release_reason(c)) for c in chips],
+                                        ignore_conflicts=True)
+        for chip_id in chip_ids:
+            release_chip.delay_on_commit(chip_id)
+    return len(chip_ids)
+
+
+# --- health, snapshots, the critical alert -------------------------------------------------------------
+
+def record_health(config: PoolConfiguration, now: datetime) -> str:
+    counts = state_counts()
+    status = pool_status(counts=counts, config=config)
+    last = PoolSnapshot.objects.order_by("-taken_at").values_list("taken_at", flat=True).first()
+    if last is None or now - last >= SNAPSHOT_EVERY:
+        PoolSnapshot.objects.create(taken_at=now, counts=counts, health=status.health)
+    if status.health == "critical":
+        # One open alert while it lasts; Slack hears of it on entry and then at most every 30 minutes.
+        alert_raise(kind="pool_critical", severity=ChipAlert.Severity.CRITICAL, dedup_key="pool:critical",
+                    message="The pool is critical: " + "; ".join(status.reasons) + ".",
+                    action_taken="promoting ready chips and provisioning where possible")
+    else:
+        ChipAlert.objects.open().filter(dedup_key="pool:critical").update(
+            acknowledged_at=now, action_taken="resolved: the pool left critical", updated_at=now)
+    return status.health

@@ -1,0 +1,72 @@
+"""Celery entry points for the pool: each takes ids and calls one service."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.utils import timezone
+
+from chipfarm.client import SalvyError
+from instances.client import EvolutionError
+
+logger = logging.getLogger(__name__)
+PROVISION_BACKOFF = (30, 60, 120)
+
+
+@shared_task(name="chipfarm.run_cycle", ignore_result=True, soft_time_limit=50, time_limit=58)
+def run_cycle() -> dict:
+    """Every 60 s: one orchestrator cycle (skips itself if another one holds the lock)."""
+    from chipfarm.orchestrator import run_cycle as cycle
+
+    report = cycle()
+    return {"ran": report.ran, "steps": report.steps, "errors": report.errors, "health": report.health}
+
+
+@shared_task(name="chipfarm.provision_chip", bind=True, acks_late=True, max_retries=len(PROVISION_BACKOFF))
+def provision_chip(self, chip_id: int) -> str:
+    """Buy a line and create its instance; Salvy/Evolution trouble → bounded retries, then an alert."""
+    from chipfarm.provisioning import chip_provision, provisioning_failed
+
+    try:
+        return chip_provision(chip_id=chip_id).status
+    except (SalvyError, EvolutionError) as exc:
+        if self.request.retries < self.max_retries and (exc.retryable or getattr(exc, "kind", "") == "no_stock"):
+            raise self.retry(exc=exc, countdown=PROVISION_BACKOFF[self.request.retries]) from None
+        provisioning_failed(chip_id=chip_id, error=exc)
+        return "failed"
+
+
+@shared_task(name="chipfarm.release_chip", bind=True, acks_late=True, max_retries=5)
+def release_chip(self, chip_id: int, reason: str | None = None) -> bool:
+    """Delete a retired chip's instance and cancel its line (retried with backoff)."""
+    from chipfarm.provisioning import chip_release
+
+    try:
+        return chip_release(chip_id=chip_id, reason=reason).done
+    except (SalvyError, EvolutionError) as exc:
+        raise self.retry(exc=exc, countdown=min(300, 30 * 2 ** self.request.retries)) from None
+
+
+@shared_task(name="chipfarm.cancel_line", acks_late=True)
+def cancel_line(chip_id: int, reason: str = "technical-issues") -> None:
+    """For other apps (by name): give back a chip's line with a reason (through the release above)."""
+    release_chip.delay(chip_id, reason)
+
+
+@shared_task(name="chipfarm.sweep_provisioning", ignore_result=True)
+def sweep_provisioning() -> int:
+    """Every 5 minutes: retire chips stuck in provisioning for 15 minutes."""
+    from chipfarm.provisioning import sweep_stuck_provisioning
+
+    return sweep_stuck_provisioning()
+
+
+@shared_task(name="chipfarm.prune_snapshots", ignore_result=True)
+def prune_snapshots(keep_days: int = 30) -> int:
+    """Daily: drop pool snapshots older than `keep_days` (the chart shows 7)."""
+    from chipfarm.models import PoolSnapshot
+
+    deleted, _ = PoolSnapshot.objects.filter(taken_at__lt=timezone.now() - timedelta(days=keep_days)).delete()
+    return deleted
