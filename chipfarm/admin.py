@@ -1,6 +1,18 @@
-from django.contrib import admin
+"""Operators' screens for the pool: configuration, dashboard, operations log, API keys."""
 
-from chipfarm.models import ApiKey
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.translation import gettext_lazy as _
+
+from chipfarm.dashboard import dashboard_context
+from chipfarm.models import ApiKey, ChipRelease, OrchestratorOperation, PoolConfiguration, PoolSnapshot
+from chipfarm.orchestrator import run_cycle
+from instances.services import sending_pause, sending_resume
 
 
 @admin.register(ApiKey)
@@ -12,3 +24,113 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request) -> bool:
         return False  # keys are issued by `manage.py create_api_key`, which shows the key once
+
+
+@admin.register(PoolConfiguration)
+class PoolConfigurationAdmin(admin.ModelAdmin):
+    fieldsets = [
+        (_("Targets"), {"fields": ["production_min", "production_max", "ready_min", "warmup_buffer"]}),
+        (_("Lifecycle thresholds"), {"fields": ["warmup_days", "trust_min_for_ready", "trust_degraded_threshold",
+                                                "disconnected_degrade_minutes"]}),
+        (_("Provisioning"), {"fields": ["auto_provision", "default_area_code", "provision_batch_max",
+                                        "provision_daily_budget"]}),
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        return not PoolConfiguration.objects.exists()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        # One row: the list is the form.
+        config = PoolConfiguration.objects.filter(pk=1).first()
+        if config is None:
+            config = PoolConfiguration.defaults()
+            config.save()
+        return HttpResponseRedirect(reverse("admin:chipfarm_poolconfiguration_change", args=[config.pk]))
+
+    def get_urls(self):
+        return [
+            path("dashboard/", self.admin_site.admin_view(self.dashboard_view), name="chipfarm_dashboard"),
+            *super().get_urls(),
+        ]
+
+    def dashboard_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        can_act = self.has_change_permission(request)
+        if request.method == "POST":
+            if not can_act:
+                raise PermissionDenied
+            self._dashboard_action(request)
+            return HttpResponseRedirect(request.path)
+        context = {**self.admin_site.each_context(request), **dashboard_context(), "can_act": can_act,
+                   "title": _("Pool dashboard"), "opts": self.model._meta}
+        return TemplateResponse(request, "admin/chipfarm/dashboard.html", context)
+
+    def _dashboard_action(self, request: HttpRequest) -> None:
+        action = request.POST.get("action")
+        who = request.user.get_username()
+        if action == "run_cycle":
+            report = run_cycle()
+            if not report.ran:
+                self.message_user(request, _("Another cycle is running; try again in a moment."), messages.WARNING)
+            else:
+                steps = ", ".join(f"{k} {v}" for k, v in report.steps.items())
+                level = messages.WARNING if report.errors else messages.SUCCESS
+                self.message_user(request, _("Cycle done: %(steps)s; health %(health)s.")
+                                  % {"steps": steps, "health": report.health}, level)
+        elif action == "pause":
+            reason = (request.POST.get("reason") or "").strip()
+            if not reason:
+                self.message_user(request, _("Give a reason to pause sending."), messages.ERROR)
+                return
+            sending_pause(reason=reason, by=who)
+            self.message_user(request, _("Sending is paused."), messages.WARNING)
+        elif action == "resume":
+            sending_resume(by=who)
+            self.message_user(request, _("Sending resumed."), messages.SUCCESS)
+        else:
+            self.message_user(request, _("Unknown action."), messages.ERROR)
+
+
+@admin.register(OrchestratorOperation)
+class OrchestratorOperationAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "kind", "chip", "target_chip", "reason", "success", "error"]
+    list_filter = ["kind", "success"]
+    list_select_related = ["chip", "target_chip"]
+    search_fields = ["reason", "error", "chip__phone", "target_chip__phone"]
+    raw_id_fields = ["chip", "target_chip"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(PoolSnapshot)
+class PoolSnapshotAdmin(admin.ModelAdmin):
+    list_display = ["taken_at", "health", "counts"]
+    list_filter = ["health"]
+    date_hierarchy = "taken_at"
+    show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(ChipRelease)
+class ChipReleaseAdmin(admin.ModelAdmin):
+    list_display = ["chip", "reason", "instance_deleted_at", "line_canceled_at", "attempts", "last_error"]
+    list_select_related = ["chip"]
+    raw_id_fields = ["chip"]
+
+    def has_add_permission(self, request) -> bool:
+        return False

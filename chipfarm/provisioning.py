@@ -123,7 +123,9 @@ def chip_release(*, chip_id: int, reason: str | None = None, salvy: SalvyClient 
                  evolution: EvolutionClient | None = None) -> ChipRelease:
     """Delete the retired chip's Evolution instance and cancel its Salvy line; each step once."""
     chip = Chip.objects.get(pk=chip_id)
-    release, _created = ChipRelease.objects.get_or_create(chip=chip, defaults={"reason": reason or release_reason(chip)})
+    release, _created = ChipRelease.objects.get_or_create(
+        chip=chip, defaults={"reason": reason or release_reason(chip)}
+    )
     if release.done:
         return release
     own_salvy, own_evolution = salvy is None, evolution is None
@@ -146,7 +148,8 @@ def chip_release(*, chip_id: int, reason: str | None = None, salvy: SalvyClient 
                 except SalvyError as exc:
                     if exc.kind != "not_found" and exc.code != "already_canceled":
                         raise
-                OrchestratorOperation.objects.create(kind=Op.CANCEL, chip=chip, reason=f"line cancelled: {release.reason}",
+                OrchestratorOperation.objects.create(kind=Op.CANCEL, chip=chip,
+                                                     reason=f"line cancelled: {release.reason}",
                                                      metadata={"line": chip.provider_line_id})
             ChipRelease.objects.filter(pk=release.pk).update(line_canceled_at=now, updated_at=now)
     except (SalvyError, EvolutionError) as exc:

@@ -14,6 +14,7 @@ app.autodiscover_tasks()
 # Filled in by the issues that own each periodic job; the DatabaseScheduler syncs it into
 # django-celery-beat's tables, where the admin can pause and inspect each entry.
 app.conf.beat_schedule = {
+    "sweep-activation-jobs": {"task": "activation.sweep_jobs", "schedule": 60.0},
     "orchestrator-cycle": {"task": "chipfarm.run_cycle", "schedule": 60.0},
     "check-instances": {"task": "instances.check_instances", "schedule": 60.0},
     "deliver-notifications": {"task": "chips.deliver_notifications", "schedule": 30.0},

@@ -1,6 +1,7 @@
 from django.contrib import admin
 from django.urls import path
 
+from activation.views import health_chip_activator, salvy_webhook
 from config import views
 from config.api import api
 from instances.views import evolution_webhook
@@ -9,7 +10,9 @@ urlpatterns = [
     path("health", views.health, name="health"),
     path("health/chips", views.health_chips, name="health-chips"),
     path("health/instances", views.health_instances, name="health-instances"),
+    path("health/chip-activator", health_chip_activator, name="health-chip-activator"),
     path("webhooks/evolution", evolution_webhook, name="webhook-evolution"),
+    path("webhooks/salvy", salvy_webhook, name="webhook-salvy"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
 ]

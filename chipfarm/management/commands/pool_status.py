@@ -20,7 +20,8 @@ class Command(BaseCommand):
         for state in Chip.Status:
             self.stdout.write(f"{state.value:<14}{status.counts[state.value]:>7}  {targets.get(state, '')}")
         self.stdout.write("-" * 48)
-        self.stdout.write(f"health: {status.health.upper()}" + (f" ({'; '.join(status.reasons)})" if status.reasons else ""))
+        reasons = f" ({'; '.join(status.reasons)})" if status.reasons else ""
+        self.stdout.write(f"health: {status.health.upper()}{reasons}")
         self.stdout.write("deficits: " + ", ".join(f"{k} {v}" for k, v in status.deficits.items())
                           + f"; pipeline {status.pipeline}")
         open_alerts = ChipAlert.objects.open().count()
