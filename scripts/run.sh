@@ -21,6 +21,8 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+$PY manage.py sandbox --app-url "http://127.0.0.1:$PORT" &
+pids+=($!)
 .venv/bin/gunicorn config.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 --threads 4 \
   --access-logfile - --graceful-timeout 5 &
 pids+=($!)
@@ -35,10 +37,11 @@ cat <<TXT
       admin     http://127.0.0.1:$PORT/admin/
       API docs  http://127.0.0.1:$PORT/api/docs
       health    http://127.0.0.1:$PORT/health
-      + a Celery worker and Celery beat. Ctrl-C stops everything.
+      + a Celery worker, Celery beat, and the sandbox (fake Evolution :8081,
+        Salvy :8082, VPS activator :8083, Slack :8084). Ctrl-C stops everything.
 
 TXT
-# Stop everything as soon as one of the three dies, so a crash is never silent.
+# Stop everything as soon as one process dies, so a crash is never silent.
 wait -n "${pids[@]}"
 echo "[run] a process exited; stopping the rest" >&2
 exit 1

@@ -3,8 +3,10 @@
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from chipfarm.models import PoolConfiguration
 from chips.demo import chip_in_state
 from chips.models import Chip
+from instances.services import instance_register
 
 # How many chips of each state the demo pool holds, and their area codes in turn.
 DEMO_POOL = {
@@ -34,10 +36,14 @@ class Command(BaseCommand):
             return
         n = 0
         with transaction.atomic():
+            if not PoolConfiguration.objects.exists():
+                PoolConfiguration.defaults().save()
             for status, count in DEMO_POOL.items():
                 for _ in range(count):
-                    chip_in_state(status=status, area_code=AREA_CODES[n % len(AREA_CODES)],
-                                  trust=_demo_trust(status, n))
+                    chip = chip_in_state(status=status, area_code=AREA_CODES[n % len(AREA_CODES)],
+                                         trust=_demo_trust(status, n))
+                    if chip.instance_name:
+                        instance_register(chip=chip)
                     n += 1
         self.stdout.write(self.style.SUCCESS(f"Seeded {n} demo chips."))
 

@@ -1,0 +1,126 @@
+"""The sandbox: the four fake providers on their configured loopback ports, wired to each other the way
+the real world is, plus a slow simulation so a demo pool lives on its own.
+
+- Salvy's fake sends each new line's WhatsApp code by SMS a few seconds after the purchase;
+- the fake activator succeeds after a few polls, and the number's Evolution instance is then linked
+  (as if the emulator had scanned the QR code);
+- inbound messages and read receipts arrive now and then on linked instances.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from urllib.parse import urlparse
+
+from django.conf import settings
+
+from chipfarm.sandbox.activator import FakeActivator
+from chipfarm.sandbox.evolution import FakeEvolution
+from chipfarm.sandbox.salvy import FakeSalvy
+from chipfarm.sandbox.server import FakeServer
+from chipfarm.sandbox.slack import FakeSlack
+
+logger = logging.getLogger(__name__)
+
+
+def _port(url: str, default: int) -> int:
+    return urlparse(url).port or default
+
+
+class Sandbox:
+    def __init__(self, *, app_url: str = "http://127.0.0.1:8000", slack_port: int = 8084,
+                 sms_delay: float = 3.0, seed: int | None = None) -> None:
+        self.app_url = app_url.rstrip("/")
+        self.sms_delay = sms_delay
+        self.random = random.Random(seed)
+        self.evolution = FakeEvolution(api_key=settings.EVOLUTION_API_KEY)
+        self.salvy = FakeSalvy(token=settings.SALVY_API_TOKEN, webhook_url=f"{self.app_url}/webhooks/salvy",
+                               webhook_secret=settings.SALVY_WEBHOOK_SECRET)
+        self.activator = FakeActivator(api_key=settings.CHIP_ACTIVATOR_API_KEY)
+        self.slack = FakeSlack()
+        self.servers = [
+            FakeServer(self.evolution.app, port=_port(settings.EVOLUTION_API_URL, 8081)),
+            FakeServer(self.salvy.app, port=_port(settings.SALVY_API_URL, 8082)),
+            FakeServer(self.activator.app, port=_port(settings.CHIP_ACTIVATOR_URL, 8083)),
+            FakeServer(self.slack.app, port=slack_port),
+        ]
+        self._texted: set[str] = set()
+        self._linked_jobs: set[str] = set()
+        self._seen_at: dict[str, float] = {}
+        self._stop = threading.Event()
+
+    def start(self) -> Sandbox:
+        for server in self.servers:
+            server.start()
+        self.evolution.server_url = self.servers[0].url
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for server in self.servers:
+            server.stop()
+        self.salvy.close()
+
+    def adopt_existing(self) -> int:
+        """Give the fake Evolution the instances our database already has (a demo pool seeded before the
+        sandbox started): connected chips' instances are open, the others closed."""
+        from instances.models import Instance
+
+        rows = list(Instance.objects.values_list("name", "chip__is_connected"))
+        self.evolution.add_instances([name for name, connected in rows if connected], state="open")
+        self.evolution.add_instances([name for name, connected in rows if not connected], state="close")
+        return len(rows)
+
+    def urls(self) -> dict[str, str]:
+        names = ["evolution", "salvy", "activator", "slack"]
+        return {name: server.url for name, server in zip(names, self.servers, strict=True)}
+
+    # --- the simulation ----------------------------------------------------------------------------------
+
+    def tick(self, *, now: float | None = None) -> dict[str, int]:
+        """One step of the world: codes for new lines, links for finished activations, a little traffic."""
+        now = now if now is not None else time.monotonic()
+        texted = linked = traffic = 0
+        for line_id, line in self.salvy.lines.items():
+            if line_id in self._texted or line.get("status") != "active":
+                continue
+            first_seen = self._seen_at.setdefault(line_id, now)
+            if now - first_seen >= self.sms_delay:
+                code = f"{self.random.randint(0, 999_999):06d}"
+                self.salvy.deliver_sms(line_id, f"Seu código do WhatsApp: {code[:3]}-{code[3:]}", code)
+                self._texted.add(line_id)
+                texted += 1
+        by_number = {}
+        for name in self.evolution.instance_names():
+            info = self.evolution.instance_info(name)
+            if info.get("number"):
+                by_number[info["number"].lstrip("+")] = (name, info["state"])
+        for job in self.activator.jobs:
+            if job.status != "success" or job.id in self._linked_jobs:
+                continue
+            number = job.numero if job.numero.startswith("55") else f"55{job.numero}"
+            instance = by_number.get(number)
+            if instance and instance[1] != "open":
+                self.evolution.link(instance[0], number)
+                linked += 1
+            self._linked_jobs.add(job.id)
+        open_names = [name for name, state in by_number.values() if state == "open"]
+        if open_names and self.random.random() < 0.5:
+            name = self.random.choice(open_names)
+            self.evolution.inbound(name, f"55119{self.random.randint(10_000_000, 99_999_999)}", "Oi, tudo bem?")
+            traffic += 1
+        for message in self.evolution.sent_messages[-20:]:
+            if self.random.random() < 0.3:
+                self.evolution.ack(message["instance"], message["key_id"], "DELIVERY_ACK")
+                traffic += 1
+        return {"texted": texted, "linked": linked, "traffic": traffic}
+
+    def run_forever(self, *, interval: float = 2.0) -> None:
+        while not self._stop.wait(interval):
+            try:
+                self.tick()
+            except Exception:  # the demo world must not die of one bad step
+                logger.exception("sandbox tick failed")
