@@ -22,6 +22,8 @@ from urllib.parse import quote
 
 import httpx
 
+from chips.http import tls_context
+
 __all__ = ["ActivationStatus", "ActivatorClient", "ActivatorError", "ActivatorErrorKind", "national_number"]
 
 ActivatorErrorKind = Literal["queue_full", "unauthorized", "not_found", "bad_request", "server", "timeout",
@@ -116,6 +118,7 @@ class ActivatorClient:
         seconds = float(timeout if timeout is not None else _settings("HTTP_TIMEOUT_SECONDS"))
         self.base_url = str(base_url).rstrip("/")
         self._http = httpx.Client(
+            verify=tls_context(),
             base_url=self.base_url,
             headers={"X-API-Key": str(api_key), "Accept": "application/json"},
             timeout=httpx.Timeout(connect=min(seconds, 5.0), read=seconds, write=seconds, pool=seconds),

@@ -24,6 +24,8 @@ from urllib.parse import quote
 
 import httpx
 
+from chips.http import tls_context
+
 __all__ = [
     "CANCEL_REASONS",
     "SalvyClient",
@@ -157,6 +159,7 @@ class SalvyClient:
         timeout = timeout if timeout is not None else float(_settings("HTTP_TIMEOUT_SECONDS"))
         self.base_url = str(base_url).rstrip("/")
         self._http = httpx.Client(
+            verify=tls_context(),
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
             timeout=_timeout(float(timeout)),

@@ -4,12 +4,14 @@ import os
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import setup_logging, task_failure
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 
 app = Celery("chipfarm")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+from config import heartbeat  # noqa: E402, F401 - registers "config.heartbeat" (config is not an app)
 
 # Filled in by the issues that own each periodic job; the DatabaseScheduler syncs it into
 # django-celery-beat's tables, where the admin can pause and inspect each entry.
@@ -20,5 +22,29 @@ app.conf.beat_schedule = {
     "deliver-notifications": {"task": "chips.deliver_notifications", "schedule": 30.0},
     "sweep-stuck-provisioning": {"task": "chipfarm.sweep_provisioning", "schedule": 300.0},
     "reset-usage-counters": {"task": "instances.reset_counters", "schedule": crontab(minute=1)},
+    "warmer-plan-day": {"task": "warmer.plan_day", "schedule": 1800.0},
+    "warmer-dispatch": {"task": "warmer.dispatch", "schedule": 60.0},
+    "warmer-recompute-recent-trust": {"task": "warmer.recompute_recent_trust", "schedule": 300.0},
+    "warmer-recompute-all-trust": {"task": "warmer.recompute_trust", "schedule": crontab(hour=9, minute=30)},
     "prune-pool-snapshots": {"task": "chipfarm.prune_snapshots", "schedule": crontab(hour=4, minute=17)},
+    # /health/deep's "beat" check; a tick no worker ran within a minute is dropped, not run late.
+    "beat-heartbeat": {"task": "config.heartbeat", "schedule": 30.0, "options": {"expires": 60}},
 }
+
+
+@setup_logging.connect
+def _django_logging(**kwargs) -> None:
+    """Workers and beat log through Django's LOGGING (JSON, request ids, masking), not Celery's handlers."""
+    from logging.config import dictConfig
+
+    from django.conf import settings
+
+    dictConfig(settings.LOGGING)
+
+
+@task_failure.connect
+def _count_task_failure(sender=None, **kwargs) -> None:
+    """task_failures{task} for /metrics (in Redis, shared by every worker; never raises)."""
+    from config import counters
+
+    counters.incr("task_failures", getattr(sender, "name", None) or "unknown")

@@ -4,13 +4,19 @@ from django.urls import path
 from activation.views import health_chip_activator, salvy_webhook
 from config import views
 from config.api import api
+from config.metrics import metrics
+from config.security import ThrottledAdminAuthenticationForm
 from instances.views import evolution_webhook
+
+admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path("health/deep", views.health_deep, name="health-deep"),
     path("health/chips", views.health_chips, name="health-chips"),
     path("health/instances", views.health_instances, name="health-instances"),
     path("health/chip-activator", health_chip_activator, name="health-chip-activator"),
+    path("metrics", metrics, name="metrics"),
     path("webhooks/evolution", evolution_webhook, name="webhook-evolution"),
     path("webhooks/salvy", salvy_webhook, name="webhook-salvy"),
     path("admin/", admin.site.urls),

@@ -33,6 +33,8 @@ from urllib.parse import quote
 
 import httpx
 
+from chips.http import tls_context
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -340,6 +342,7 @@ class EvolutionClient:
         self.api_key = api_key if api_key is not None else _setting("EVOLUTION_API_KEY")
         self.timeout = float(timeout if timeout is not None else _setting("HTTP_TIMEOUT_SECONDS"))
         self._http = httpx.Client(
+            verify=tls_context(),
             base_url=self.base_url,
             headers={"apikey": self.api_key, "Accept": "application/json"},
             timeout=self._timeout(self.timeout),
@@ -540,6 +543,27 @@ class EvolutionClient:
 # --------------------------------------------------------------------------------------------- bulk async
 
 
+POOL_CONNECTIONS = 8
+
+
+async def _read_state(http: httpx.AsyncClient, name: str, read: float) -> str | EvolutionError:
+    try:
+        response = await http.get(_path("/instance/connectionState/{}", name))
+    except httpx.HTTPError as exc:
+        return _transport_error(exc, "connectionState", name, read)
+    except Exception as exc:  # the contract is "never raise": one odd failure must not sink the sweep
+        logger.exception("connectionState %r: unexpected error", name)
+        return EvolutionError("transport", operation="connectionState", instance=name,
+                              messages=[f"{type(exc).__name__}: {exc}"])
+    err = _error_from_response(response, "connectionState", name)
+    if err is not None:
+        return err
+    try:
+        return _state_from(_decode(response)[0], "connectionState", name, response.status_code)
+    except EvolutionError as exc:
+        return exc
+
+
 async def fetch_connection_states(
     names: Iterable[str],
     *,
@@ -550,10 +574,12 @@ async def fetch_connection_states(
 ) -> dict[str, str | EvolutionError]:
     """Read every instance's live ``connectionState`` concurrently -> ``{name: state or EvolutionError}``.
 
-    One pooled ``httpx.AsyncClient`` and an ``asyncio.Semaphore`` keep at most ``concurrency`` requests in
-    flight (Evolution has no rate limiting of its own, so we must not flood it). Every failure (timeout, 5xx,
-    404, ...) becomes that name's value; nothing is raised. Failures are not retried within a sweep: the next
-    poll is the retry, and doubling the load on a struggling server is exactly wrong.
+    At most ``concurrency`` requests are in flight (Evolution has no rate limiting of its own, so we must
+    not flood it): that many workers pull names from one shared iterator. They are spread over several
+    small ``httpx.AsyncClient`` pools of at most ``POOL_CONNECTIONS`` connections, because httpcore's pool
+    scans all its connections on every request (quadratic; encode/httpcore#1035): one 50-connection pool
+    made the sweep CPU-bound. Every failure (timeout, 5xx, 404, ...) becomes that name's value; nothing is
+    raised. Failures are not retried within a sweep: the next poll is the retry.
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
@@ -562,33 +588,22 @@ async def fetch_connection_states(
     read = float(timeout if timeout is not None else _setting("HTTP_TIMEOUT_SECONDS"))
     unique = list(dict.fromkeys(names))
     results: dict[str, str | EvolutionError] = {}
-    semaphore = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    pool_size = min(concurrency, POOL_CONNECTIONS)
+    clients = [
+        httpx.AsyncClient(base_url=url, headers={"apikey": key, "Accept": "application/json"}, verify=tls_context(),
+                          timeout=httpx.Timeout(read, connect=min(CONNECT_TIMEOUT, read)),
+                          limits=httpx.Limits(max_connections=pool_size, max_keepalive_connections=pool_size))
+        for _ in range(-(-concurrency // pool_size))
+    ]
+    pending = iter(unique)
 
-    async with httpx.AsyncClient(base_url=url, headers={"apikey": key, "Accept": "application/json"},
-                                 timeout=httpx.Timeout(read, connect=min(CONNECT_TIMEOUT, read)),
-                                 limits=limits) as http:
+    async def worker(http: httpx.AsyncClient) -> None:
+        for name in pending:
+            results[name] = await _read_state(http, name, read)
 
-        async def one(name: str) -> None:
-            async with semaphore:
-                try:
-                    response = await http.get(_path("/instance/connectionState/{}", name))
-                except httpx.HTTPError as exc:
-                    results[name] = _transport_error(exc, "connectionState", name, read)
-                    return
-                except Exception as exc:  # the contract is "never raise": one odd failure must not sink the sweep
-                    logger.exception("connectionState %r: unexpected error", name)
-                    results[name] = EvolutionError("transport", operation="connectionState", instance=name,
-                                                   messages=[f"{type(exc).__name__}: {exc}"])
-                    return
-            err = _error_from_response(response, "connectionState", name)
-            if err is not None:
-                results[name] = err
-                return
-            try:
-                results[name] = _state_from(_decode(response)[0], "connectionState", name, response.status_code)
-            except EvolutionError as exc:
-                results[name] = exc
-
-        await asyncio.gather(*(one(name) for name in unique))
+    try:
+        await asyncio.gather(*(worker(clients[i % len(clients)]) for i in range(min(concurrency, len(unique)))))
+    finally:
+        for http in clients:
+            await http.aclose()
     return {name: results[name] for name in unique}

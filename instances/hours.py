@@ -20,8 +20,11 @@ def is_holiday(day: date) -> bool:
     return day in _national_holidays(day.year)
 
 
-def _tz() -> ZoneInfo:
+def business_tz() -> ZoneInfo:
     return ZoneInfo(settings.BUSINESS_TIMEZONE)
+
+
+_tz = business_tz
 
 
 def is_business_time(moment: datetime) -> bool:

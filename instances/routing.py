@@ -7,12 +7,15 @@ chip's `ChipCapacity` row, re-reads its counters there, and increments them befo
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import psycopg
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -119,6 +122,14 @@ def _reserve_in_savepoint(chip_id: int, now: datetime, *, new_contact: bool) -> 
     return True
 
 
+def reserve_capacity(*, chip_id: int, now: datetime | None = None) -> bool:
+    """Take one message of a chip's capacity outside contact routing (the warmer's own traffic), under
+    the same lock and caps as `route_contact`. Returns False when a cap refuses."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        return _reserve_in_savepoint(chip_id, now, new_contact=False)
+
+
 def _candidates(strategy: str, now: datetime, exclude: set[int]) -> list[int]:
     """Chips that look able to take a new contact, best first; bounded (the lock decides for real)."""
     hour, day = _hour_start(now), hours.business_day(now)
@@ -147,6 +158,25 @@ def _candidates(strategy: str, now: datetime, exclude: set[int]) -> list[int]:
     return list(qs.values_list("pk", flat=True)[:MAX_CANDIDATES])
 
 
+def _counted(route: Callable[..., RouteDecision]) -> Callable[..., RouteDecision]:
+    """Count each decision for /metrics: "routed", or the refusal code (counting never raises)."""
+
+    @functools.wraps(route)
+    def counted(**kwargs: object) -> RouteDecision:
+        from config import counters  # lazily: instances never imports config at module level
+
+        try:
+            decision = route(**kwargs)
+        except RoutingRefused as exc:
+            counters.incr("route_decisions", exc.code)
+            raise
+        counters.incr("route_decisions", "routed")
+        return decision
+
+    return counted
+
+
+@_counted
 def route_contact(*, contact: str, now: datetime | None = None) -> RouteDecision:
     """Pick the chip for `contact` and reserve one message of its capacity (see module docstring).
 
@@ -163,12 +193,21 @@ def route_contact(*, contact: str, now: datetime | None = None) -> RouteDecision
         except IntegrityError:
             # Another request bound this contact between our read and our insert: route again, sticky.
             continue
+        except OperationalError as exc:
+            # PostgreSQL broke a lock cycle by failing us: nothing was reserved; try again.
+            if not isinstance(exc.__cause__, psycopg.errors.DeadlockDetected):
+                raise
+            logger.warning("routing deadlock for a contact; retrying")
+            continue
     raise RoutingRefused("The contact is being routed concurrently; retry.", code="no_capacity", retry_after=1)
 
 
 def _route_once(contact: str, now: datetime, policy: RoutingPolicy) -> RouteDecision:
     binding = (
-        ContactBinding.objects.current().select_for_update().select_related("chip").filter(contact=contact).first()
+        # Lock the binding row only (of=self): locking the joined chip row too would deadlock with a
+        # concurrent binding insert, whose foreign-key check takes a share lock on that chip.
+        ContactBinding.objects.current().select_for_update(of=("self",)).select_related("chip")
+        .filter(contact=contact).first()
     )
     ttl = timedelta(days=policy.binding_ttl_days)
     move_reason = ""
@@ -253,7 +292,7 @@ def usage_today(chip_ids: list[int], now: datetime | None = None) -> dict[int, i
 
 __all__ = [
     "MAX_CANDIDATES", "RouteDecision", "RoutingRefused", "bindings_move", "bindings_release",
-    "ensure_sending_allowed", "route_contact", "usage_today",
+    "ensure_sending_allowed", "reserve_capacity", "route_contact", "usage_today",
 ]
 
 

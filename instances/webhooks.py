@@ -8,10 +8,12 @@ no-op.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -71,6 +73,26 @@ def _dedup_key(envelope: dict[str, Any], body: bytes) -> str:
     return f"{event}:{instance}:{hashlib.sha256(body).hexdigest()}"[:200]
 
 
+def _counted(process: Callable[..., str]) -> Callable[..., str]:
+    """Count each delivery for /metrics by event (unknown events as "other") and outcome; never raises."""
+
+    @functools.wraps(process)
+    def counted(envelope: dict[str, Any], body: bytes, **kwargs: Any) -> str:
+        from config import counters  # lazily: instances never imports config at module level
+
+        event = envelope["event"] if envelope["event"] in HANDLERS else "other"
+        try:
+            outcome = process(envelope, body, **kwargs)
+        except Exception:
+            counters.incr("webhook_events", (event, "error"))
+            raise
+        counters.incr("webhook_events", (event, outcome))
+        return outcome
+
+    return counted
+
+
+@_counted
 def evolution_event_process(envelope: dict[str, Any], body: bytes, *, now: datetime | None = None) -> str:
     """Apply one delivery; returns what happened: processed, duplicate, unknown_instance or ignored."""
     now = now or timezone.now()

@@ -19,6 +19,8 @@ fi
 stamp=".venv/.installed-$(cat requirements*.txt | sha256sum | cut -c1-16)-$(basename "$REQS")"
 if [ ! -f "$stamp" ]; then
   echo "[bootstrap] installing $REQS"
-  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$REQS"
+  # (grep drops this machine's pip notices about missing local mirrors; real errors still show)
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$REQS" 2>&1 | { grep -v "is ignored: it is neither" || true; }
+  [ "${PIPESTATUS[0]}" = 0 ] || { echo "pip install failed" >&2; exit 1; }
   touch "$stamp"
 fi

@@ -10,6 +10,7 @@ the real world is, plus a slow simulation so a demo pool lives on its own.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -41,11 +42,13 @@ class Sandbox:
                                webhook_secret=settings.SALVY_WEBHOOK_SECRET)
         self.activator = FakeActivator(api_key=settings.CHIP_ACTIVATOR_API_KEY)
         self.slack = FakeSlack()
+        # Loopback by default; docker-compose sets SANDBOX_HOST=0.0.0.0 so other containers reach the fakes.
+        host = os.environ.get("SANDBOX_HOST", "127.0.0.1")
         self.servers = [
-            FakeServer(self.evolution.app, port=_port(settings.EVOLUTION_API_URL, 8081)),
-            FakeServer(self.salvy.app, port=_port(settings.SALVY_API_URL, 8082)),
-            FakeServer(self.activator.app, port=_port(settings.CHIP_ACTIVATOR_URL, 8083)),
-            FakeServer(self.slack.app, port=slack_port),
+            FakeServer(self.evolution.app, host=host, port=_port(settings.EVOLUTION_API_URL, 8081)),
+            FakeServer(self.salvy.app, host=host, port=_port(settings.SALVY_API_URL, 8082)),
+            FakeServer(self.activator.app, host=host, port=_port(settings.CHIP_ACTIVATOR_URL, 8083)),
+            FakeServer(self.slack.app, host=host, port=slack_port),
         ]
         self._texted: set[str] = set()
         self._linked_jobs: set[str] = set()

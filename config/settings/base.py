@@ -39,6 +39,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -156,6 +157,8 @@ BINDING_TTL_DAYS = env.int("BINDING_TTL_DAYS", default=30)
 # WhatsApp's "reach-out timelock" (error 463) does not say when it ends: assume this long.
 TIMELOCK_HOURS = env.int("TIMELOCK_HOURS", default=24)
 HEALTH_CHECK_CONCURRENCY = env.int("HEALTH_CHECK_CONCURRENCY", default=50)
+# Typing presence before a warming message (Evolution's sendText `delay` blocks the call that long).
+WARMER_TYPING_MS_MAX = env.int("WARMER_TYPING_MS_MAX", default=4000)
 
 
 def _parse_hhmm(name: str, default: str) -> time:
@@ -180,14 +183,38 @@ RUN_MODE = env.str("RUN_MODE", default="api")
 if RUN_MODE not in {"api", "worker", "scheduler", "migrate"}:
     raise ImproperlyConfigured("RUN_MODE must be one of api, worker, scheduler, migrate")
 
+# /health/deep fails when the last beat heartbeat or orchestrator cycle is older than these.
+BEAT_MAX_AGE_SECONDS = env.int("BEAT_MAX_AGE_SECONDS", default=180)
+CYCLE_MAX_AGE_SECONDS = env.int("CYCLE_MAX_AGE_SECONDS", default=300)
+# Empty: /metrics is open; set: it needs "Authorization: Bearer <token>".
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+# plain for people, json (one object per line) for log collectors; production defaults to json.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # On the one handler, in every environment: every line gets the request id and is masked.
+    "filters": {
+        "request_id": {"()": "config.logging.RequestIdFilter"},
+        "mask": {"()": "config.logging.MaskingFilter"},
+    },
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["request_id", "mask"]},
+    },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        # Django's default "django" handlers would print a second, unmasked copy: root's handler only.
+        "django": {"handlers": [], "level": LOG_LEVEL, "propagate": True},
+        "django.db.backends": {"level": "WARNING"},
+    },
 }
 
 NINJA_PAGINATION_PER_PAGE = 50

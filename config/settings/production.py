@@ -1,7 +1,9 @@
 """Production settings: secrets only from the environment, HTTPS everywhere."""
 
+from django.core.exceptions import ImproperlyConfigured
+
 from .base import *  # noqa: F403
-from .base import env
+from .base import LOGGING, env
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")
@@ -14,3 +16,9 @@ SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_REDIRECT_EXEMPT = [r"^health", r"^metrics"]
+
+# One JSON object per line for the log collector, unless LOG_FORMAT=plain says otherwise.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+if LOG_FORMAT not in LOGGING["formatters"]:
+    raise ImproperlyConfigured("LOG_FORMAT must be plain or json")
+LOGGING["handlers"]["console"]["formatter"] = LOG_FORMAT

@@ -1,0 +1,317 @@
+"""Evolution webhook events per second and latency through a real HTTP server, against a no-op baseline.
+
+The Django app runs under gunicorn in a subprocess (2 workers x 4 threads, gthread) on the bench database;
+a pool of client threads (httpx, keep-alive) POSTs /webhooks/evolution with the X-Webhook-Secret header.
+Each round posts N distinct, realistic envelopes (shaped like the fake Evolution's: messages.upsert
+inbound, messages.update acks of messages we sent, connection.update open) plus 10 % re-sent byte for byte,
+in random order (so some duplicates race their original). The baseline is the same number of requests from
+the same threads to GET /health on the same server: a no-op view that runs one `SELECT 1`.
+
+At the end the database is checked: one WebhookReceipt per distinct event, one DeliveryEvent per inbound
+message and per ack, no event applied twice, every acked OutboundMessage updated.
+
+    .venv/bin/python bench/webhook_ingest.py [--events 2000] [--clients 8] [--rounds 3] [--chips 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+from _setup import BENCH_DB, ROOT, median, setup_django
+
+DUPLICATE_SHARE = 0.10
+MIX = (("messages.upsert", 0.6), ("messages.update", 0.3), ("connection.update", 0.1))
+EVOLUTION_URL = "http://127.0.0.1:8081"
+
+
+# ----------------------------------------------------------------------------------------------- the server
+
+
+def start_server(port: int, log, secret: str) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DATABASE_URL": BENCH_DB,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "LOG_LEVEL": "WARNING",
+        "EVOLUTION_WEBHOOK_SECRET": secret,
+    }
+    cmd = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "-b", f"127.0.0.1:{port}",
+           "-w", "2", "--threads", "4", "--worker-class", "gthread", "--log-level", "warning",
+           "--graceful-timeout", "5", "--keep-alive", "30"]
+    # Its own process group, so stop_server() reaches the workers even if the master dies first.
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log_path: str, timeout: float = 30.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    with open(log_path) as f:
+        tail = f.read()[-3000:]
+    raise RuntimeError(f"gunicorn did not answer GET /health within {timeout:.0f} s; its log:\n{tail}")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # stray workers of our group, normally none
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+# ----------------------------------------------------------------------------------------------- the events
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def build_events(n: int, instances: list[dict], sent: list[tuple[str, dict, str]], rng: random.Random,
+                 now: datetime) -> tuple[list[bytes], Counter]:
+    """n distinct envelopes (bytes, as Evolution posts them) and how many of each kind.
+
+    `sent`: (key id, instance, remote jid) of OutboundMessage rows; each ack acknowledges one of them once.
+    """
+    bodies: list[bytes] = []
+    kinds: Counter = Counter()
+    events = rng.choices([e for e, _ in MIX], weights=[w for _, w in MIX], k=n)
+    acks = iter(sent)
+    for k, event in enumerate(events):
+        moment = now + timedelta(milliseconds=k)
+        ack = next(acks, None) if event == "messages.update" else None
+        if ack is not None:
+            key_id, inst, jid = ack
+            status = "DELIVERY_ACK" if k % 2 else "READ"
+            data = {"keyId": key_id, "remoteJid": jid, "fromMe": True, "status": status,
+                    "instanceId": inst["id"], "messageId": "cm" + secrets.token_hex(12)[:23]}
+            kinds["ack " + status] += 1
+        elif event == "connection.update":
+            inst = rng.choice(instances)
+            data = {"instance": inst["name"], "wuid": inst["jid"], "profileName": inst["name"],
+                    "profilePictureUrl": None, "state": "open", "statusReason": 200}
+            kinds["connection open"] += 1
+        else:  # messages.upsert (also when no sent message is left to acknowledge)
+            event, inst = "messages.upsert", rng.choice(instances)
+            digits = f"55119{rng.randrange(10**8):08d}"
+            data = {
+                "key": {"remoteJid": f"{digits}@s.whatsapp.net", "fromMe": False,
+                        "id": "3A" + secrets.token_hex(9).upper()},
+                "pushName": f"Contato {digits[-4:]}", "status": "DELIVERY_ACK",
+                "message": {"conversation": f"Oi, tudo bem? ({k})", "messageContextInfo": {}},
+                "messageType": "conversation", "messageTimestamp": int(moment.timestamp()),
+                "instanceId": inst["id"], "source": "ios",
+            }
+            kinds["inbound"] += 1
+        envelope = {"event": event, "instance": inst["name"], "data": data,
+                    "destination": "http://127.0.0.1/webhooks/evolution", "date_time": _iso(moment),
+                    "sender": inst["jid"], "server_url": EVOLUTION_URL, "apikey": inst["token"]}
+        bodies.append(json.dumps(envelope, separators=(",", ":")).encode())
+    return bodies, kinds
+
+
+# ----------------------------------------------------------------------------------------------- the load
+
+
+def timed(base_url: str, n_clients: int, n_requests: int, make_request) -> tuple[float, list[float], Counter]:
+    """Client c sends requests c, c + n_clients, ... (make_request(http, i) -> answer) over its own keep-alive
+    connection; returns (wall seconds, every request's latency, answers)."""
+    import httpx
+
+    latencies: list[list[float]] = [[] for _ in range(n_clients)]
+    answers: list[Counter] = [Counter() for _ in range(n_clients)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n_clients + 1)
+
+    def client(c: int) -> None:
+        try:
+            with httpx.Client(base_url=base_url, timeout=30.0) as http:
+                http.get("/health")  # open the connection before the clock starts
+                barrier.wait()
+                for i in range(c, n_requests, n_clients):
+                    started = time.perf_counter()
+                    answer = make_request(http, i)
+                    latencies[c].append(time.perf_counter() - started)
+                    answers[c][answer] += 1
+        except BaseException as exc:  # re-raised in the main thread
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(n_clients)]
+    for t in threads:
+        t.start()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: its error is raised below
+        barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed, [x for per in latencies for x in per], sum(answers, Counter())
+
+
+def p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[98]
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=2000, help="distinct events per round")
+    parser.add_argument("--clients", type=int, default=8, help="client threads")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--chips", type=int, default=20, help="chips (instances) the events are spread over")
+    args = parser.parse_args()
+    setup_django()
+
+    from django.conf import settings
+    from django.db.models import Count
+
+    from chipfarm.sandbox.server import free_port
+    from chips.demo import chip_in_state
+    from chips.models import Chip
+    from instances.models import DeliveryEvent, Instance, OutboundMessage, WebhookReceipt
+    from instances.services import instance_register
+
+    settings.MAX_CHIPS_ACTIVE = max(10_000, args.chips * 2)
+    secret = settings.EVOLUTION_WEBHOOK_SECRET
+    rng = random.Random(20261124)
+
+    instances = []
+    for _ in range(args.chips):
+        chip = chip_in_state(status=Chip.Status.ACTIVE, area_code="11")
+        Instance.objects.filter(pk=instance_register(chip=chip).pk).update(state=Instance.State.CONNECTING)
+        instances.append({"name": chip.instance_name, "chip_id": chip.pk, "id": str(uuid.uuid4()),
+                          "token": str(uuid.uuid4()).upper(), "jid": f"{chip.phone.lstrip('+')}@s.whatsapp.net"})
+
+    # The messages the acks refer to: sent through Evolution (status sent, with its key id).
+    n_acks = int(args.events * dict(MIX)["messages.update"] * 1.5) + 10
+    sent: list[tuple[str, dict, str]] = []
+    rows = []
+    for i in range(n_acks * args.rounds):
+        inst = instances[i % len(instances)]
+        key_id, contact = "3EB0" + secrets.token_hex(9).upper(), f"+55119{rng.randrange(10**8):08d}"
+        sent.append((key_id, inst, f"{contact.lstrip('+')}@s.whatsapp.net"))
+        rows.append(OutboundMessage(idempotency_key=f"bench-{uuid.uuid4().hex}", contact=contact,
+                                    chip_id=inst["chip_id"], text="Olá!", status=OutboundMessage.Status.SENT,
+                                    evolution_message_id=key_id))
+    OutboundMessage.objects.bulk_create(rows, batch_size=1000)
+
+    n_dups = int(args.events * DUPLICATE_SHARE)
+    n_requests = args.events + n_dups
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    headers = {"X-Webhook-Secret": secret, "Content-Type": "application/json"}
+    log = tempfile.NamedTemporaryFile("w", prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    proc = start_server(port, log, secret)
+
+    hook_rates, hook_p50, hook_p99, base_rates, base_p50, base_p99 = [], [], [], [], [], []
+    answers: Counter = Counter()
+    kinds: Counter = Counter()
+    bad_health = 0
+    try:
+        wait_ready(proc, base_url, log.name)
+        timed(base_url, args.clients, 200, lambda http, i: http.get("/health").status_code)  # warm-up
+
+        for r in range(args.rounds):
+            now = datetime.now(UTC)
+            bodies, round_kinds = build_events(args.events, instances, sent[r * n_acks:(r + 1) * n_acks], rng, now)
+            kinds.update(round_kinds)
+            order = list(range(args.events)) + rng.sample(range(args.events), n_dups)  # 10 % sent twice
+            rng.shuffle(order)
+
+            def post(http, i, order=order, bodies=bodies):
+                response = http.post("/webhooks/evolution", content=bodies[order[i]], headers=headers)
+                return response.json().get("status", "?") if response.status_code == 200 else response.status_code
+
+            elapsed, lat, got = timed(base_url, args.clients, n_requests, post)
+            answers.update(got)
+            hook_rates.append(n_requests / elapsed)
+            hook_p50.append(statistics.median(lat))
+            hook_p99.append(p99(lat))
+
+            elapsed, lat, got = timed(base_url, args.clients, n_requests,
+                                      lambda http, i: http.get("/health").status_code)
+            bad_health += sum(v for k, v in got.items() if k != 200)
+            base_rates.append(n_requests / elapsed)
+            base_p50.append(statistics.median(lat))
+            base_p99.append(p99(lat))
+    finally:
+        stop_server(proc)
+        log.close()
+        os.unlink(log.name)
+
+    distinct, dups = args.events * args.rounds, n_dups * args.rounds
+    receipts = WebhookReceipt.objects.count()
+    delivery = DeliveryEvent.objects.count()
+    expected_delivery = sum(v for k, v in kinds.items() if k != "connection open")
+    applied_twice = (DeliveryEvent.objects.values("kind", "message_id").annotate(n=Count("id"))
+                     .filter(n__gt=1).count())
+    acked = OutboundMessage.objects.filter(status__in=[OutboundMessage.Status.DELIVERED,
+                                                       OutboundMessage.Status.READ]).count()
+    expected_acked = kinds["ack DELIVERY_ACK"] + kinds["ack READ"]
+    opened = Instance.objects.filter(name__in=[i["name"] for i in instances], state=Instance.State.OPEN).count()
+    exactly_once = (receipts == distinct and delivery == expected_delivery and applied_twice == 0
+                    and acked == expected_acked and answers["processed"] == distinct and answers["duplicate"] == dups)
+
+    h, b = median(hook_rates), median(base_rates)
+    ms = 1000
+    print("=" * 100)
+    print(f"bench/webhook_ingest.py: gunicorn config.wsgi (2 workers x 4 threads) on {base_url}, "
+          f"{args.clients} httpx client threads (keep-alive), {args.rounds} rounds, medians")
+    print(f"per round: {args.events} distinct events + {n_dups} duplicates (10 %, same bytes, random order) = "
+          f"{n_requests} POST /webhooks/evolution; mix over {args.chips} instances: "
+          + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + " (all rounds)")
+    print("baseline: GET /health on the same server (no-op view: one SELECT 1), same threads, same request count")
+    print(f"webhook POST  : {h:7.0f} events/s   p50 {median(hook_p50) * ms:6.1f} ms   "
+          f"p99 {median(hook_p99) * ms:6.1f} ms")
+    print(f"GET /health   : {b:7.0f} req/s      p50 {median(base_p50) * ms:6.1f} ms   "
+          f"p99 {median(base_p99) * ms:6.1f} ms")
+    print(f"ratio webhook / baseline: throughput {h / b:.2f}, p50 {median(hook_p50) / median(base_p50):.2f}x, "
+          f"p99 {median(hook_p99) / median(base_p99):.2f}x")
+    print(f"answers: {dict(sorted(answers.items(), key=str))}; GET /health non-200: {bad_health}")
+    print(f"duplicates posted: {dups}; distinct events posted: {distinct} -> WebhookReceipt rows {receipts}, "
+          f"DeliveryEvent rows {delivery} (expected {expected_delivery}), applied twice {applied_twice}, "
+          f"acked OutboundMessages {acked} (expected {expected_acked}), instances open {opened}/{args.chips}")
+    print(f"each distinct event applied exactly once: {'yes' if exactly_once else 'NO'}")
+    print("=" * 100)
+    OutboundMessage.objects.filter(idempotency_key__startswith="bench-").delete()
+    Chip.objects.filter(pk__in=[i["chip_id"] for i in instances]).delete()
+    if not exactly_once:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""The request id: one per request, in every log line it causes and in the `X-Request-ID` response header."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable
+
+from django.core.signals import request_finished
+from django.dispatch import receiver
+from django.http import HttpRequest, HttpResponse
+
+from config.logging import request_id
+
+# A caller's (or a proxy's) id is kept only if it is a short plain token; anything else could forge
+# or break log lines, so it is replaced.
+_SANE = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def request_id_for(header_value: str | None) -> str:
+    if header_value and _SANE.match(header_value):
+        return header_value
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """First in MIDDLEWARE, so every later middleware and the view log with the id."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        rid = request_id_for(request.headers.get("X-Request-ID"))
+        request.request_id = rid
+        # Not reset on the way out: Django logs "Not Found"/"Internal Server Error" (django.request) after
+        # the middleware chain returns. It is cleared when the response is closed (below), and the next
+        # request on this thread sets its own.
+        request_id.set(rid)
+        response = self.get_response(request)
+        response["X-Request-ID"] = rid
+        return response
+
+
+@receiver(request_finished, dispatch_uid="config.middleware.clear_request_id")
+def _clear_request_id(**kwargs) -> None:
+    request_id.set(None)

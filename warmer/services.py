@@ -1,0 +1,410 @@
+"""The warmer: a daily planner of due-at actions, a dispatcher that sends them, and the trust score.
+
+Warming chips talk to other pool chips like people: at jittered times inside business hours (never
+on national holidays), typing before they send, with varied Portuguese texts (never the same text to
+the same peer on a day), peers chosen by how long ago the two last talked, and the peer answering
+after a human delay. Every message goes through the Evolution client and the router's caps.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, Max, Q, Sum
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+from chips.models import Chip, TrustLevel, WarmingPhase
+from instances import hours
+from instances.client import EvolutionClient, EvolutionError
+from instances.models import ChipCapacity, DeliveryEvent, OutboundMessage
+from instances.routing import reserve_capacity
+from warmer.models import ChipDailyMetrics, PhasePlan, TrustBreakdown, WarmingAction, WarmingDay
+from warmer.plans import DEFAULT_PLANS, ensure_default_plans
+from warmer.texts import OPENERS, REPLIES
+from warmer.trust import TrustInputs, trust_score
+
+logger = logging.getLogger(__name__)
+S = Chip.Status
+A = WarmingAction.Status
+PEER_STATES = (S.WARMING, S.READY, S.ACTIVE)
+IDLE_RESTART = timedelta(hours=72)
+TRUST_WINDOW = timedelta(days=7)
+rng = random.SystemRandom()
+
+
+# --- phases ---------------------------------------------------------------------------------------------
+
+def phase_plans() -> list[PhasePlan]:
+    plans = list(PhasePlan.objects.order_by("order"))
+    if len(plans) < len(DEFAULT_PLANS):
+        # The migration seeds them; a database flushed since (or a deleted row) gets the defaults back.
+        ensure_default_plans(PhasePlan)
+        plans = list(PhasePlan.objects.order_by("order"))
+    return plans
+
+
+def phase_for(*, warming_day: int, trust: int, plans: list[PhasePlan]) -> PhasePlan:
+    """The latest phase the chip's age reaches and its trust allows (phases are cumulative)."""
+    current = plans[0]
+    for plan in plans[1:]:
+        if warming_day >= plan.starts_on_day and trust >= plan.min_trust:
+            current = plan
+        else:
+            break
+    return current
+
+
+def phase_progress(phase: str | None, plans: list[PhasePlan]) -> float:
+    order = [p.phase for p in plans]
+    if phase not in order or len(order) < 2:
+        return 0.0
+    return order.index(phase) / (len(order) - 1)
+
+
+def _local_date(moment: datetime) -> date:
+    return hours.business_day(moment)
+
+
+# --- the daily planner ----------------------------------------------------------------------------------
+
+@dataclass
+class PlanReport:
+    day: date
+    chips: int = 0
+    actions: int = 0
+    restarted: list[int] = field(default_factory=list)
+    holiday: bool = False
+
+
+def _business_window(day: date) -> tuple[datetime, datetime]:
+    tz = hours.business_tz()
+    return (datetime.combine(day, settings.BUSINESS_HOURS_START, tzinfo=tz),
+            datetime.combine(day, settings.BUSINESS_HOURS_END, tzinfo=tz))
+
+
+def _jittered_times(n: int, opens: datetime, closes: datetime) -> list[datetime]:
+    """n moments spread over [opens, closes): one per equal slot, placed at random inside it."""
+    if n <= 0 or closes <= opens:
+        return []
+    slot = (closes - opens) / n
+    return [opens + slot * i + timedelta(seconds=rng.uniform(0, max(1.0, slot.total_seconds() - 60)))
+            for i in range(n)]
+
+
+def _pick_peers(chip_id: int, n: int, new_limit: int, peers: list[int], last_talked: dict[tuple[int, int], datetime],
+                now: datetime) -> list[int]:
+    """Peers weighted by hours since the two last talked (never: the most weight, but limited per day)."""
+    choices: list[int] = []
+    new_used: set[int] = set()
+    candidates = [p for p in peers if p != chip_id]
+    if not candidates:
+        return []
+    for _ in range(n):
+        weights = []
+        for peer in candidates:
+            last = last_talked.get((chip_id, peer)) or last_talked.get((peer, chip_id))
+            if last is None:
+                weight = 0.0 if (peer not in new_used and len(new_used) >= new_limit) else 168.0
+            else:
+                weight = min(168.0, max(1.0, (now - last).total_seconds() / 3600))
+            weights.append(weight)
+        if not any(weights):
+            break
+        peer = rng.choices(candidates, weights=weights, k=1)[0]
+        if (chip_id, peer) not in last_talked and (peer, chip_id) not in last_talked:
+            new_used.add(peer)
+        choices.append(peer)
+    return choices
+
+
+def warming_plan_day(*, day: date | None = None, now: datetime | None = None) -> PlanReport:
+    """Plan the day's conversations of every warming chip not planned yet (idempotent per chip and day).
+
+    On a national holiday nothing is planned. A chip idle for 72 hours restarts its ramp; a restricted
+    chip (WhatsApp's reach-out timelock) is not planned: its warming pauses until the lock ends.
+    """
+    now = now or timezone.now()
+    day = day or _local_date(now)
+    report = PlanReport(day=day)
+    if hours.is_holiday(day):
+        report.holiday = True
+        return report
+    plans = phase_plans()
+    opens, closes = _business_window(day)
+    opens = max(opens, now)
+    restricted = Q(capacity__restricted_until__gt=now)
+    chips = list(
+        Chip.objects.filter(status=S.WARMING, is_connected=True).exclude(restricted)
+        .exclude(warming_plan_days__day=day).order_by("pk")
+    )
+    if not chips:
+        return report
+    peers = list(Chip.objects.filter(status__in=PEER_STATES, is_connected=True).exclude(restricted)
+                 .values_list("pk", flat=True))
+    chip_ids = [c.pk for c in chips]
+    last_talked = {
+        (row["chip_id"], row["peer_id"]): row["last"]
+        for row in WarmingAction.objects.filter(status=A.SENT)
+        .filter(Q(chip_id__in=chip_ids) | Q(peer_id__in=chip_ids))
+        .values("chip_id", "peer_id").annotate(last=Max("done_at"))
+    }
+    last_sent: dict[int, datetime] = {}
+    for (sender, _peer), at in last_talked.items():
+        if sender in last_sent:
+            last_sent[sender] = max(last_sent[sender], at)
+        else:
+            last_sent[sender] = at
+
+    actions: list[WarmingAction] = []
+    days: list[WarmingDay] = []
+    capacities: list[ChipCapacity] = []
+    for chip in chips:
+        reference = max(filter(None, [last_sent.get(chip.pk), chip.warming_started_at]), default=now)
+        if now - reference > IDLE_RESTART:
+            # Idle 72 h: WhatsApp forgets a quiet number; the ramp starts over.
+            chip.warming_started_at, chip.warming_phase = now, WarmingPhase.first()
+            Chip.objects.filter(pk=chip.pk).update(warming_started_at=now, warming_phase=WarmingPhase.first(),
+                                                   updated_at=now)
+            report.restarted.append(chip.pk)
+            logger.info("chip %s idle for 72 h: warming ramp restarted", chip.pk)
+        warming_day = max(0, (day - _local_date(chip.warming_started_at or now)).days)
+        plan = phase_for(warming_day=warming_day, trust=chip.trust_score, plans=plans)
+        if chip.warming_phase != plan.phase:
+            Chip.objects.filter(pk=chip.pk).update(warming_phase=plan.phase, updated_at=now)
+        capacities.append(ChipCapacity(chip=chip, max_per_day=plan.messages_per_day,
+                                       max_per_hour=max(1, -(-plan.messages_per_day // 6))))
+        times = _jittered_times(plan.initiations_per_day, opens, closes)
+        chosen = _pick_peers(chip.pk, len(times), plan.new_peers_per_day, peers, last_talked, now)
+        used: dict[int, set[str]] = defaultdict(set)
+        for due_at, peer in zip(times, chosen, strict=False):
+            options = [t for t in OPENERS if t not in used[peer]]
+            if not options:
+                continue
+            text = rng.choice(options)
+            used[peer].add(text)
+            actions.append(WarmingAction(chip=chip, peer_id=peer, kind=WarmingAction.Kind.INITIATE, text=text,
+                                         day=day, due_at=due_at, typing_ms=_typing_ms(text)))
+        days.append(WarmingDay(chip=chip, day=day, phase=plan.phase, warming_day=warming_day,
+                               planned=len(chosen)))
+    with transaction.atomic():
+        ChipCapacity.objects.bulk_create(capacities, update_conflicts=True, unique_fields=["chip"],
+                                         update_fields=["max_per_day", "max_per_hour"])
+        created_days = WarmingDay.objects.bulk_create(days, ignore_conflicts=True)
+        WarmingAction.objects.bulk_create(actions, ignore_conflicts=True)
+    report.chips = len(created_days)
+    report.actions = len(actions)
+    return report
+
+
+def _typing_ms(text: str) -> int:
+    """Typing presence before the message: about a person's typing speed, capped by the setting."""
+    return min(settings.WARMER_TYPING_MS_MAX, 600 + 60 * len(text))
+
+
+# --- the dispatcher -------------------------------------------------------------------------------------
+
+@dataclass
+class DispatchReport:
+    claimed: int = 0
+    sent: int = 0
+    skipped: int = 0
+    failed: int = 0
+
+
+def warming_dispatch(*, limit: int = 100, now: datetime | None = None, client: EvolutionClient | None = None
+                     ) -> DispatchReport:
+    """Send the due actions. Rows are claimed with SKIP LOCKED in a short transaction, so any number of
+    workers can sweep at once and no action is ever sent twice; the HTTP calls happen after commit."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        ids = list(
+            WarmingAction.objects.select_for_update(skip_locked=True)
+            .filter(status=A.PLANNED, due_at__lte=now).order_by("due_at").values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            WarmingAction.objects.filter(pk__in=ids).update(status=A.CLAIMED, claimed_at=now, updated_at=now)
+    report = DispatchReport(claimed=len(ids))
+    if not ids:
+        return report
+    own = client is None
+    client = client or EvolutionClient()
+    try:
+        actions = list(WarmingAction.objects.filter(pk__in=ids).select_related("chip", "peer", "chip__capacity")
+                       .order_by("due_at"))
+        for action in actions:
+            outcome = _dispatch_one(action, now, client)
+            setattr(report, outcome, getattr(report, outcome) + 1)
+    finally:
+        if own:
+            client.close()
+    return report
+
+
+def _finish(action: WarmingAction, status: str, note: str = "", message_id: str = "") -> None:
+    WarmingAction.objects.filter(pk=action.pk).update(status=status, note=note[:300], done_at=timezone.now(),
+                                                     evolution_message_id=message_id, updated_at=timezone.now())
+
+
+_COUNTERS = {"sent", "replies_sent", "send_failures", "new_peers"}
+
+
+def _bump(chip_id: int, day: date, **deltas: int) -> None:
+    """Add to a chip's counters for a day in one upsert (no read, no lost update between workers)."""
+    names = sorted(_COUNTERS)
+    deltas = {n: deltas.get(n, 0) for n in names}
+    table = ChipDailyMetrics._meta.db_table
+    columns = ", ".join(names)
+    sets = ", ".join(f"{n} = {table}.{n} + EXCLUDED.{n}" for n in names)
+    now = timezone.now()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (chip_id, day, {columns}, received, delivery_failures, created_at, updated_at) "
+            f"VALUES (%s, %s, {', '.join(['%s'] * len(names))}, 0, 0, %s, %s) "
+            f"ON CONFLICT (chip_id, day) DO UPDATE SET {sets}, updated_at = EXCLUDED.updated_at",
+            [chip_id, day, *[deltas[n] for n in names], now, now],
+        )
+
+
+def _dispatch_one(action: WarmingAction, now: datetime, client: EvolutionClient) -> str:
+    chip, peer = action.chip, action.peer
+    if not hours.is_business_time(now):
+        _finish(action, A.SKIPPED, "outside business hours")
+        return "skipped"
+    capacity = getattr(chip, "capacity", None)
+    restricted = capacity is not None and capacity.restricted_until and capacity.restricted_until > now
+    if chip.status not in PEER_STATES or not chip.is_connected or restricted or not peer.phone:
+        _finish(action, A.SKIPPED, f"chip {chip.status}{'' if chip.is_connected else ', disconnected'}"
+                                   f"{', restricted' if restricted else ''}")
+        return "skipped"
+    if not reserve_capacity(chip_id=chip.pk, now=now):
+        _finish(action, A.SKIPPED, "the chip's cap for today is reached")
+        return "skipped"
+    first_time = not WarmingAction.objects.filter(status=A.SENT).filter(
+        Q(chip=chip, peer=peer) | Q(chip=peer, peer=chip)).exists()
+    try:
+        result = client.send_text(chip.instance_name, number=peer.phone.lstrip("+"), text=action.text,
+                                  delay_ms=action.typing_ms or None)
+    except EvolutionError as exc:
+        _finish(action, A.FAILED, str(exc))
+        _bump(chip.pk, action.day, send_failures=1)
+        return "failed"
+    _finish(action, A.SENT, message_id=result.message_id)
+    is_reply = action.kind == WarmingAction.Kind.REPLY
+    _bump(chip.pk, action.day, sent=1, replies_sent=int(is_reply), new_peers=int(first_time and not is_reply))
+    if not is_reply:
+        _plan_reply(action, now)
+    return "sent"
+
+
+def _plan_reply(action: WarmingAction, now: datetime) -> None:
+    """The peer answers after a human delay, inside business hours."""
+    due = now + timedelta(seconds=rng.uniform(90, 15 * 60))
+    if not hours.is_business_time(due):
+        due = hours.next_business_start(due) + timedelta(seconds=rng.uniform(60, 45 * 60))
+    day = _local_date(due)
+    texts = REPLIES[:]
+    rng.shuffle(texts)
+    for text in texts:
+        try:
+            with transaction.atomic():
+                WarmingAction.objects.create(chip=action.peer, peer=action.chip, kind=WarmingAction.Kind.REPLY,
+                                             text=text, day=day, due_at=due, reply_to=action,
+                                             typing_ms=_typing_ms(text))
+            return
+        except IntegrityError:
+            continue  # that text already went to this peer today: pick another
+
+
+def release_stale_claims(*, older_than: timedelta = timedelta(minutes=10), now: datetime | None = None) -> int:
+    """Claimed rows of a worker that died mid-send: marked failed, never re-sent (sendText is not
+    idempotent; a lost warming message is harmless, a duplicate is not)."""
+    now = now or timezone.now()
+    return WarmingAction.objects.filter(status=A.CLAIMED, claimed_at__lt=now - older_than).update(
+        status=A.FAILED, note="claimed by a worker that did not finish", done_at=now, updated_at=now)
+
+
+# --- the trust score ------------------------------------------------------------------------------------
+
+SCORED_STATES = (S.WARMING, S.READY, S.ACTIVE, S.COOLING, S.DEGRADED)
+
+
+def trust_recompute(*, chip_ids: list[int] | None = None, as_of: datetime | None = None) -> int:
+    """Recompute the trust score (and its stored breakdown) of the given chips, or of every scored chip.
+
+    A fixed number of grouped queries over the 7-day window, whatever the number of chips; writes in
+    bulk. Also fills each day's received / delivery_failures metrics from the webhooks' events.
+    """
+    as_of = as_of or timezone.now()
+    since = as_of - TRUST_WINDOW
+    qs = Chip.objects.filter(status__in=SCORED_STATES)
+    if chip_ids is not None:
+        qs = qs.filter(pk__in=chip_ids)
+    chips = list(qs.only("pk", "warming_phase", "activated_at", "warming_started_at", "trust_score",
+                         "trust_level", "status"))
+    if not chips:
+        return 0
+    ids = [c.pk for c in chips]
+    plans = phase_plans()
+    warmer = {
+        row["chip_id"]: row
+        for row in ChipDailyMetrics.objects.filter(chip_id__in=ids, day__gt=_local_date(since),
+                                                   day__lte=_local_date(as_of))
+        .values("chip_id").annotate(sent=Sum("sent"), failures=Sum("send_failures"))
+    }
+    outbound = dict(
+        OutboundMessage.objects.filter(chip_id__in=ids, created_at__gt=since, created_at__lte=as_of)
+        .values_list("chip_id").annotate(n=Count("pk")).order_by()
+    )
+    events: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    per_day: dict[tuple[int, date], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    rows = (DeliveryEvent.objects.filter(chip_id__in=ids, occurred_at__gt=since, occurred_at__lte=as_of)
+            .annotate(day=TruncDate("occurred_at", tzinfo=hours.business_tz()))
+            .values_list("chip_id", "kind", "day").annotate(n=Count("pk")).order_by())
+    for chip_id, kind, day, n in rows:
+        events[chip_id][kind] += n
+        per_day[(chip_id, day)][kind] += n
+    breakdowns = []
+    for chip in chips:
+        w = warmer.get(chip.pk, {})
+        e = events[chip.pk]
+        born = chip.activated_at or chip.warming_started_at or as_of
+        inputs = TrustInputs(
+            age_days=(as_of - born).total_seconds() / 86400,
+            phase_progress=(1.0 if chip.status in (S.READY, S.ACTIVE, S.COOLING)
+                            else phase_progress(chip.warming_phase, plans)),
+            sent=(w.get("sent") or 0) + (w.get("failures") or 0) + outbound.get(chip.pk, 0),
+            received=e[DeliveryEvent.Kind.INBOUND],
+            failures=(w.get("failures") or 0) + e[DeliveryEvent.Kind.FAILED],
+            disconnects=e[DeliveryEvent.Kind.DISCONNECTED],
+            restrictions=e[DeliveryEvent.Kind.TIMELOCK],
+        )
+        result = trust_score(inputs)
+        chip.trust_score, chip.trust_level = result.score, TrustLevel.for_score(result.score)
+        breakdowns.append(TrustBreakdown(chip=chip, score=result.score, components=result.components,
+                                         inputs=result.inputs, computed_at=as_of))
+    metrics = [
+        ChipDailyMetrics(chip_id=chip_id, day=day, received=kinds[DeliveryEvent.Kind.INBOUND],
+                         delivery_failures=kinds[DeliveryEvent.Kind.FAILED])
+        for (chip_id, day), kinds in per_day.items()
+    ]
+    with transaction.atomic():
+        # Plain fields, never the status: safe beside concurrent transitions.
+        Chip.objects.bulk_update(chips, ["trust_score", "trust_level"], batch_size=1000)
+        TrustBreakdown.objects.bulk_create(breakdowns, update_conflicts=True, unique_fields=["chip"],
+                                           update_fields=["score", "components", "inputs", "computed_at"])
+        ChipDailyMetrics.objects.bulk_create(metrics, update_conflicts=True, unique_fields=["chip", "day"],
+                                             update_fields=["received", "delivery_failures"])
+    return len(chips)
+
+
+def trust_recompute_recent(*, since: datetime, as_of: datetime | None = None) -> int:
+    """On the events that move it: recompute the chips with delivery events since `since`."""
+    ids = list(DeliveryEvent.objects.filter(created_at__gte=since).values_list("chip_id", flat=True).distinct())
+    return trust_recompute(chip_ids=ids, as_of=as_of) if ids else 0
