@@ -257,7 +257,7 @@ def start_activation(salvy, sent_tasks, fake_activator):
 # --- a Celery worker that reaches the fake activator ----------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory):
+def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory, _salvy_server, _evolution_server):
     """A real `celery worker` process on the test database, on a queue of its own, configured (through its
     environment, as in production) to call a fake activator started here.
 
@@ -280,7 +280,11 @@ def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory):
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "CHIP_ACTIVATOR_URL": server.url,
         "CHIP_ACTIVATOR_API_KEY": ACTIVATOR_KEY,
-        "EVOLUTION_API_URL": EVOLUTION_URL,
+        # Provisioning in the worker buys from the fake Salvy and creates instances on the fake Evolution.
+        "SALVY_API_URL": _salvy_server[1].url,
+        "SALVY_API_TOKEN": SALVY_TOKEN,
+        "EVOLUTION_API_URL": _evolution_server[1].url,
+        "EVOLUTION_API_KEY": _evolution_server[0].api_key,
     }
     log_path = tmp_path_factory.mktemp("celery") / f"{queue}.log"
     log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
@@ -298,7 +302,8 @@ def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory):
                 break
             if time.monotonic() > deadline:
                 raise RuntimeError("celery worker did not answer a ping within 60 s")
-        yield SimpleNamespace(queue=queue, fake=fake, url=server.url, log=log_path)
+        yield SimpleNamespace(queue=queue, fake=fake, url=server.url, log=log_path,
+                              evolution_url=_evolution_server[1].url)
     finally:
         proc.terminate()
         try:

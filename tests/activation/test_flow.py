@@ -405,4 +405,4 @@ def test_sms_to_warming_through_a_real_celery_worker(activation_worker, routed_t
     [remote] = activation_worker.fake.jobs
     assert (remote.id, remote.codigo_sms, remote.numero) == (job.activator_id, "135790",
                                                              chip.phone.removeprefix("+55"))
-    assert remote.evolution_qr_url == f"{EVOLUTION_URL}/instance/connect/{chip.instance_name}"
+    assert remote.evolution_qr_url == f"{activation_worker.evolution_url}/instance/connect/{chip.instance_name}"
