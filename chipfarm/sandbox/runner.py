@@ -53,6 +53,7 @@ class Sandbox:
         self._texted: set[str] = set()
         self._linked_jobs: set[str] = set()
         self._seen_at: dict[str, float] = {}
+        self._sent_seen = 0
         self._stop = threading.Event()
 
     def start(self) -> Sandbox:
@@ -110,6 +111,16 @@ class Sandbox:
                 self.evolution.link(instance[0], number)
                 linked += 1
             self._linked_jobs.add(job.id)
+        # Messages between pool numbers (the warmer's conversations) arrive at the other instance.
+        number_of = {name: number for number, (name, _state) in by_number.items()}
+        sent = self.evolution.sent_messages
+        for message in sent[self._sent_seen:]:
+            recipient = by_number.get(message["number"].lstrip("+"))
+            if recipient and recipient[1] == "open":
+                self.evolution.inbound(recipient[0], number_of.get(message["instance"], "5511900000000"),
+                                       message["text"])
+                traffic += 1
+        self._sent_seen = len(sent)
         open_names = [name for name, state in by_number.values() if state == "open"]
         if open_names and self.random.random() < 0.5:
             name = self.random.choice(open_names)
