@@ -43,13 +43,13 @@ def dashboard_context(*, now: datetime | None = None) -> dict:
 
 
 def chart(*, now: datetime, days: int = 7) -> dict:
-    """Hourly series per state from the snapshots of the last `days` days, as SVG polylines."""
+    """Series per state (10-minute buckets) from the snapshots of the last `days` days, as SVG polylines."""
     since = now - timedelta(days=days)
     snapshots = PoolSnapshot.objects.filter(taken_at__gte=since).order_by("taken_at").values_list("taken_at", "counts")
     hourly: dict[int, dict] = {}
     for taken_at, counts in snapshots:
-        hourly[int((taken_at - since).total_seconds() // 3600)] = counts  # the last snapshot of each hour
-    hours = days * 24
+        hourly[int((taken_at - since).total_seconds() // 600)] = counts  # the last snapshot of each bucket
+    hours = days * 24 * 6
     peak = max([1] + [c.get(s, 0) for c in hourly.values() for s in CHART_STATES])
     lines = []
     for state in CHART_STATES:
@@ -60,4 +60,4 @@ def chart(*, now: datetime, days: int = 7) -> dict:
         lines.append({"state": state.value, "label": state.label, "colour": CHART_COLOURS[state.value],
                       "points": " ".join(points)})
     return {"lines": lines, "peak": peak, "width": CHART_W, "height": CHART_H, "samples": len(hourly),
-            "since": since}
+            "since": since}  # samples: 10-minute buckets that have a snapshot

@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 CYCLE_LOCK = 7_340_100
 ACTOR = Actor.system("orchestrator")
 MAX_PER_STEP = 100         # changes one step makes per cycle at most (the rest waits a minute)
-SNAPSHOT_EVERY = timedelta(minutes=5)
+SNAPSHOT_EVERY = timedelta(minutes=2)
 S = Chip.Status
 Op = OrchestratorOperation.Kind
 

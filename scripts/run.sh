@@ -21,7 +21,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-$PY manage.py sandbox --app-url "http://127.0.0.1:$PORT" &
+$PY manage.py sandbox --app-url "http://127.0.0.1:$PORT" --traffic &
 pids+=($!)
 .venv/bin/gunicorn config.wsgi:application --bind "127.0.0.1:$PORT" --workers 2 --threads 4 \
   --access-logfile - --graceful-timeout 5 &

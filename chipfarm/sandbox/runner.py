@@ -33,7 +33,8 @@ def _port(url: str, default: int) -> int:
 
 class Sandbox:
     def __init__(self, *, app_url: str = "http://127.0.0.1:8000", slack_port: int = 8084,
-                 sms_delay: float = 3.0, seed: int | None = None) -> None:
+                 sms_delay: float = 3.0, seed: int | None = None, traffic: bool = False) -> None:
+        self.traffic = traffic
         self.app_url = app_url.rstrip("/")
         self.sms_delay = sms_delay
         self.random = random.Random(seed)
@@ -130,7 +131,26 @@ class Sandbox:
             if self.random.random() < 0.3:
                 self.evolution.ack(message["instance"], message["key_id"], "DELIVERY_ACK")
                 traffic += 1
+        if self.traffic and self.random.random() < 0.5:
+            traffic += self._company_message()
         return {"texted": texted, "linked": linked, "traffic": traffic}
+
+    def _company_message(self) -> int:
+        """The company writes to one of 60 contacts through the real send service (routing, caps, the
+        kill switch, business hours): refusals are part of the show."""
+        import uuid
+
+        from chips.exceptions import DomainError
+        from instances.services import message_send
+
+        contact = f"+55119{self.random.randint(0, 59):08d}"
+        try:
+            message_send(contact=contact, text=self.random.choice(["Olá! Temos uma vaga para você.",
+                                                                   "Bom dia! Podemos conversar hoje?"]),
+                         idempotency_key=f"sandbox-{uuid.uuid4().hex}")
+        except DomainError:
+            return 0
+        return 1
 
     def run_forever(self, *, interval: float = 2.0) -> None:
         while not self._stop.wait(interval):

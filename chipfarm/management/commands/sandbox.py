@@ -17,9 +17,11 @@ class Command(BaseCommand):
         parser.add_argument("--app-url", default="http://127.0.0.1:8000", help="where our webhooks are served")
         parser.add_argument("--quiet", action="store_true", help="serve the fakes, simulate nothing")
         parser.add_argument("--interval", type=float, default=2.0)
+        parser.add_argument("--traffic", action="store_true",
+                            help="also send company messages to demo contacts through the real send service")
 
-    def handle(self, *args, app_url: str, quiet: bool, interval: float, **options):
-        sandbox = Sandbox(app_url=app_url).start()
+    def handle(self, *args, app_url: str, quiet: bool, interval: float, traffic: bool, **options):
+        sandbox = Sandbox(app_url=app_url, traffic=traffic).start()
         self.stdout.write(f"adopted {sandbox.adopt_existing()} existing instance(s)")
         for name, url in sandbox.urls().items():
             self.stdout.write(f"fake {name:<10} {url}")
