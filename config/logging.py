@@ -89,3 +89,24 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+_installed = False
+
+
+def install_record_masking() -> None:
+    """Mask every log record where it is created, so no handler anywhere (a test runner's log file, a
+    library's own handler) ever sees a whole phone number, SMS code or secret. The console handler's
+    filter stays as a second line of defence."""
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        MaskingFilter().filter(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
