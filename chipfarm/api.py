@@ -6,6 +6,7 @@ from django.http import HttpRequest
 from ninja import Router, Schema
 
 from chipfarm.pool import pool_status
+from chips.schemas import AUTH_RESPONSES
 from instances.models import RoutingPolicy
 
 router = Router(tags=["pool"])
@@ -23,7 +24,8 @@ class PoolOut(Schema):
     paused_at: datetime | None
 
 
-@router.get("/pool", response=PoolOut, summary="Pool counts, targets, deficits, health, paused flag")
+@router.get("/pool", response={200: PoolOut, **AUTH_RESPONSES},
+            summary="Pool counts, targets, deficits, health, paused flag")
 def get_pool(request: HttpRequest):
     status = pool_status()
     policy = RoutingPolicy.objects.filter(pk=1).first() or RoutingPolicy()

@@ -28,9 +28,13 @@ def run_cycle() -> dict:
 def provision_chip(self, chip_id: int) -> str:
     """Buy a line and create its instance; Salvy/Evolution trouble → bounded retries, then an alert."""
     from chipfarm.provisioning import chip_provision, provisioning_failed
+    from chips.models import Chip
 
     try:
         return chip_provision(chip_id=chip_id).status
+    except Chip.DoesNotExist:
+        logger.warning("provision_chip: chip %s no longer exists; nothing to do", chip_id)
+        return "gone"
     except (SalvyError, EvolutionError) as exc:
         if self.request.retries < self.max_retries and (exc.retryable or getattr(exc, "kind", "") == "no_stock"):
             raise self.retry(exc=exc, countdown=PROVISION_BACKOFF[self.request.retries]) from None
@@ -42,9 +46,13 @@ def provision_chip(self, chip_id: int) -> str:
 def release_chip(self, chip_id: int, reason: str | None = None) -> bool:
     """Delete a retired chip's instance and cancel its line (retried with backoff)."""
     from chipfarm.provisioning import chip_release
+    from chips.models import Chip
 
     try:
         return chip_release(chip_id=chip_id, reason=reason).done
+    except Chip.DoesNotExist:
+        logger.warning("release_chip: chip %s no longer exists; nothing to release", chip_id)
+        return False
     except (SalvyError, EvolutionError) as exc:
         raise self.retry(exc=exc, countdown=min(300, 30 * 2 ** self.request.retries)) from None
 

@@ -63,3 +63,10 @@ def test_run_orchestrator_once_and_provision_chips(pool_config):
 
     with pytest.raises(CommandError):
         call_command("provision_chips", "--count", "1", "--area-code", "1")
+
+
+def test_tasks_for_a_chip_that_no_longer_exists_do_nothing():
+    from chipfarm.tasks import provision_chip, release_chip
+
+    assert provision_chip.run(987654) == "gone"
+    assert release_chip.run(987654) is False

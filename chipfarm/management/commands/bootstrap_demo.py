@@ -30,6 +30,7 @@ class Command(BaseCommand):
             ApiKey.objects.filter(name=DEMO_KEY_NAME).delete()
             _key, raw = ApiKey.issue(name=DEMO_KEY_NAME)
         call_command("seed_demo", stdout=self.stdout)
+        call_command("run_orchestrator", "--once", stdout=self.stdout)  # the dashboard has a cycle at once
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS("Demo ready."))
         if created:
