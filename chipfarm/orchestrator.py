@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from chipfarm.models import ChipRelease, OrchestratorOperation, PoolConfiguration, PoolSnapshot
 from chipfarm.pool import pool_status, state_counts
@@ -93,7 +94,8 @@ def _step_failed(name: str, exc: Exception) -> None:
     try:
         alert_raise(kind="orchestrator_step_failed", severity=ChipAlert.Severity.WARNING,
                     dedup_key=f"orchestrator:{name}",
-                    message=f"Orchestrator step {name} failed: {exc.__class__.__name__}: {exc}")
+                    message=_("Orchestrator step %(step)s failed: %(error)s")
+                    % {"step": name, "error": f"{exc.__class__.__name__}: {exc}"})
     except Exception:
         logger.exception("could not raise the alert for step %s", name)
 
@@ -157,8 +159,9 @@ def replace_degraded(config: PoolConfiguration, now: datetime) -> int:
                     _record(Op.DEMOTION, chip_id=old.pk, reason=f"{reason}; no ready chip to replace it")
                     alert_raise(
                         kind="no_ready_chip", severity=ChipAlert.Severity.CRITICAL, dedup_key="pool:no_ready_chip",
-                        message=f"Chip {old} was degraded ({reason}) and no ready chip can replace it.",
-                        action_taken="degraded without replacement",
+                        message=_("Chip %(chip)s was degraded (%(reason)s) and no ready chip can replace it.")
+                        % {"chip": old, "reason": reason},
+                        action_taken=_("degraded without replacement"),
                     )
                 else:
                     chip_transition(chip=replacement, transition="promote_to_active", actor=ACTOR,
@@ -171,8 +174,10 @@ def replace_degraded(config: PoolConfiguration, now: datetime) -> int:
                         _record(Op.MIGRATION, chip_id=old.pk, target_id=replacement.pk,
                                 reason=f"{moved} bindings moved", bindings_moved=moved)
                     notify(channel="operations", key=f"replace:{old.pk}",
-                           text=f"Chip {old} degraded ({reason}); replaced by {replacement} "
-                                f"(trust {replacement.trust_score}); {moved} conversations moved.")
+                           text=_("Chip %(old)s degraded (%(reason)s); replaced by %(new)s (trust %(trust)d); "
+                                  "%(moved)d conversations moved.")
+                           % {"old": old, "reason": reason, "new": replacement,
+                              "trust": replacement.trust_score, "moved": moved})
                 changed += 1
         except DomainError as exc:
             _record(Op.AUTO_REPLACE, chip_id=old.pk, reason=reason, success=False, error=exc.message)
@@ -251,8 +256,9 @@ def provision_for_buffer(config: PoolConfiguration, now: datetime) -> int:
     count = min(deficit, config.provision_batch_max, budget_left)
     if count <= 0:
         alert_raise(kind="provision_budget", severity=ChipAlert.Severity.WARNING, dedup_key="pool:provision_budget",
-                    message=f"The daily provisioning budget ({config.provision_daily_budget}) is spent; "
-                            f"the warming buffer is short by {deficit}.")
+                    message=_("The daily provisioning budget (%(budget)d) is spent; "
+                              "the warming buffer is short by %(deficit)d.")
+                    % {"budget": config.provision_daily_budget, "deficit": deficit})
         return 0
     from chipfarm.provisioning import chips_start_provisioning
 
@@ -294,9 +300,9 @@ def record_health(config: PoolConfiguration, now: datetime) -> str:
     if status.health == "critical":
         # One open alert while it lasts; Slack hears of it on entry and then at most every 30 minutes.
         alert_raise(kind="pool_critical", severity=ChipAlert.Severity.CRITICAL, dedup_key="pool:critical",
-                    message="The pool is critical: " + "; ".join(status.reasons) + ".",
-                    action_taken="promoting ready chips and provisioning where possible")
+                    message=_("The pool is critical: %(reasons)s.") % {"reasons": "; ".join(status.reasons)},
+                    action_taken=_("promoting ready chips and provisioning where possible"))
     else:
         ChipAlert.objects.open().filter(dedup_key="pool:critical").update(
-            acknowledged_at=now, action_taken="resolved: the pool left critical", updated_at=now)
+            acknowledged_at=now, action_taken=_("resolved: the pool left critical"), updated_at=now)
     return status.health

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from django.db.models import Count
+from django.utils.translation import gettext as _
 
 from chipfarm.models import PoolConfiguration
 from chips.models import Chip
@@ -54,13 +55,14 @@ def pool_status(*, counts: dict[str, int] | None = None, config: PoolConfigurati
     reasons: list[str] = []
     if active < config.production_min:
         health = "critical"
-        reasons.append(f"active {active} < production minimum {config.production_min}")
+        reasons.append(_("active %(n)d < production minimum %(min)d") % {"n": active, "min": config.production_min})
     else:
         health = "healthy"
         if ready < config.ready_min:
-            reasons.append(f"ready {ready} < ready minimum {config.ready_min}")
+            reasons.append(_("ready %(n)d < ready minimum %(min)d") % {"n": ready, "min": config.ready_min})
         if warming < config.warmup_buffer / 2:
-            reasons.append(f"warming {warming} < half the warming buffer {config.warmup_buffer}")
+            reasons.append(_("warming %(n)d < half the warming buffer %(buffer)d")
+                           % {"n": warming, "buffer": config.warmup_buffer})
         if reasons:
             health = "attention"
     deficits = {

@@ -8,6 +8,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from chipfarm.client import SalvyClient, SalvyError
 from chipfarm.models import ChipRelease, OrchestratorOperation
@@ -87,13 +88,14 @@ def provisioning_failed(*, chip_id: int, error: Exception) -> None:
     """Retries are spent: tell the operators. The stuck-provisioning sweeper retires the chip later."""
     chip = Chip.objects.filter(pk=chip_id).first()
     kind = getattr(error, "kind", error.__class__.__name__)
-    detail = (f"no stock for area code {chip.area_code}" if chip and kind == "no_stock"
+    detail = (_("no stock for area code %(ddd)s") % {"ddd": chip.area_code} if chip and kind == "no_stock"
               else f"{kind}: {error}")
     OrchestratorOperation.objects.create(kind=Op.AUTO_PROVISION, chip=chip, success=False, error=str(error)[:2000],
                                          reason=f"provisioning failed: {detail}"[:300])
     alert_raise(kind="provisioning_failed", severity=ChipAlert.Severity.WARNING, chip=chip,
-                message=f"Provisioning chip {chip_id} failed after retries: {detail}.",
-                action_taken="will be retired if still provisioning after 15 minutes")
+                message=_("Provisioning chip %(chip)s failed after retries: %(detail)s.")
+                % {"chip": chip_id, "detail": detail},
+                action_taken=_("will be retired if still provisioning after 15 minutes"))
 
 
 def sweep_stuck_provisioning(*, now=None) -> int:

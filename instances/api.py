@@ -3,7 +3,7 @@
 from django.http import HttpRequest
 from ninja import Router, Status
 
-from chips.schemas import ErrorOut
+from chips.schemas import AUTH_RESPONSES, ErrorOut
 from instances import routing, services
 from instances.models import RoutingPolicy
 from instances.schemas import (
@@ -20,7 +20,7 @@ from instances.schemas import (
 router = Router(tags=["routing"])
 
 
-@router.post("/route", response={200: RouteOut, 422: ErrorOut, 503: RefusalOut},
+@router.post("/route", response={200: RouteOut, **AUTH_RESPONSES, 422: ErrorOut, 503: RefusalOut},
              summary="Pick the chip for a contact and reserve one message of its capacity")
 def route(request: HttpRequest, payload: ContactIn):
     return routing.route_contact(contact=payload.contact)
@@ -35,8 +35,8 @@ def _message_out(outcome: services.SendOutcome) -> dict:
     }
 
 
-@router.post("/messages", response={201: MessageOut, 200: MessageOut, 202: MessageOut, 409: ErrorOut,
-                                    422: ErrorOut, 502: MessageOut, 503: RefusalOut},
+@router.post("/messages", response={201: MessageOut, 200: MessageOut, 202: MessageOut, **AUTH_RESPONSES,
+                                    409: ErrorOut, 422: ErrorOut, 502: MessageOut, 503: RefusalOut},
              summary="Send a text once (a repeated idempotency_key answers the first result)")
 def send_message(request: HttpRequest, payload: MessageIn):
     outcome = services.message_send(contact=payload.contact, text=payload.text,
@@ -50,11 +50,12 @@ def _switch_out(policy: RoutingPolicy) -> dict:
             "at": policy.paused_at}
 
 
-@router.post("/pool/pause", response={200: SwitchOut, 422: ErrorOut}, summary="Kill switch: stop all sending")
+@router.post("/pool/pause", response={200: SwitchOut, **AUTH_RESPONSES, 422: ErrorOut},
+             summary="Kill switch: stop all sending")
 def pause(request: HttpRequest, payload: PauseIn):
     return _switch_out(services.sending_pause(reason=payload.reason, by=f"api:{request.auth.name}"))
 
 
-@router.post("/pool/resume", response={200: SwitchOut, 422: ErrorOut}, summary="Resume sending")
+@router.post("/pool/resume", response={200: SwitchOut, **AUTH_RESPONSES, 422: ErrorOut}, summary="Resume sending")
 def resume(request: HttpRequest, payload: ResumeIn | None = None):
     return _switch_out(services.sending_resume(by=f"api:{request.auth.name}"))

@@ -3,6 +3,7 @@ from datetime import datetime
 from ninja import Schema
 from pydantic import Field, field_validator
 
+from chips.schemas import StorableStr
 from instances.phones import normalize_contact
 
 
@@ -23,8 +24,8 @@ class RouteOut(Schema):
 
 
 class MessageIn(ContactIn):
-    text: str = Field(min_length=1, max_length=4096)
-    idempotency_key: str = Field(min_length=1, max_length=100)
+    text: StorableStr = Field(min_length=1, max_length=4096)
+    idempotency_key: StorableStr = Field(min_length=1, max_length=100)
 
     @field_validator("text")
     @classmethod
@@ -48,11 +49,11 @@ class MessageOut(Schema):
 
 
 class PauseIn(Schema):
-    reason: str = Field(min_length=1, max_length=300)
+    reason: StorableStr = Field(min_length=1, max_length=300)
 
 
 class ResumeIn(Schema):
-    reason: str = Field(default="", max_length=300)
+    reason: StorableStr = Field(default="", max_length=300)
 
 
 class SwitchOut(Schema):

@@ -20,6 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from chips.exceptions import InvalidInput, TransitionConflict, TransitionNotAllowed
 from chips.models import Chip, ChipAlert
@@ -149,9 +150,9 @@ def on_connection_update(instance: Instance, data: dict[str, Any], now: datetime
             _ban(chip, code, now)
         elif code == LOGGED_OUT:
             alert_raise(kind="logged_out", severity=ChipAlert.Severity.CRITICAL, chip=chip,
-                        message=f"Chip {chip} was logged out of WhatsApp (401): the device was unlinked. "
-                                "It needs a new QR scan.",
-                        action_taken="marked disconnected")
+                        message=_("Chip %(chip)s was logged out of WhatsApp (401): the device was unlinked. "
+                                  "It needs a new QR scan.") % {"chip": chip},
+                        action_taken=_("marked disconnected"))
 
 
 def on_status_instance(instance: Instance, data: dict[str, Any], now: datetime) -> None:
@@ -170,7 +171,8 @@ def on_qrcode_updated(instance: Instance, data: dict[str, Any], now: datetime) -
         )
     elif data.get("statusCode"):
         alert_raise(kind="qr_limit", severity=ChipAlert.Severity.WARNING, chip=instance.chip,
-                    message=f"Instance {instance.name}: {data.get('message') or 'QR code limit reached'}.")
+                    message=_("Instance %(name)s: %(message)s.")
+                    % {"name": instance.name, "message": data.get("message") or _("QR code limit reached")})
 
 
 def on_messages_upsert(instance: Instance, data: dict[str, Any], now: datetime) -> None:
@@ -205,9 +207,9 @@ def _restrict(chip: Chip, key_id: str, detail: str, now: datetime) -> None:
     DeliveryEvent.objects.create(chip=chip, kind=DeliveryEvent.Kind.TIMELOCK, message_id=key_id, detail=detail,
                                  occurred_at=now)
     alert_raise(kind="timelock", severity=ChipAlert.Severity.WARNING, chip=chip,
-                message=f"Chip {chip} hit WhatsApp's reach-out timelock (463): no new contacts until "
-                        f"{until:%Y-%m-%d %H:%M} UTC.",
-                action_taken="restricted from new contacts")
+                message=_("Chip %(chip)s hit WhatsApp's reach-out timelock (463): no new contacts until %(until)s UTC.")
+                % {"chip": chip, "until": f"{until:%Y-%m-%d %H:%M}"},
+                action_taken=_("restricted from new contacts"))
 
 
 def _apply_ack(key_id: str, status: str, now: datetime) -> None:
@@ -230,8 +232,8 @@ def _ban(chip: Chip, code: int | None, now: datetime) -> None:
             logger.warning("could not ban chip %s: %s", chip.pk, exc.message)
     released = bindings_release(chip_id=chip.pk, reason=f"chip banned ({code})", now=now)
     alert_raise(kind="banned", severity=ChipAlert.Severity.CRITICAL, chip=chip,
-                message=f"Chip {chip} was banned by WhatsApp (close code {code}).",
-                action_taken=f"chip marked banned; {released} contact bindings released")
+                message=_("Chip %(chip)s was banned by WhatsApp (close code %(code)s).") % {"chip": chip, "code": code},
+                action_taken=_("chip marked banned; %(n)d contact bindings released") % {"n": released})
 
 
 def _int(value: Any) -> int | None:
