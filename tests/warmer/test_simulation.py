@@ -12,7 +12,7 @@ from chipfarm.orchestrator import run_cycle
 from chips.models import Chip, ChipTransition, WarmingPhase
 from instances import hours
 from tests.warmer.conftest import Network
-from warmer.models import ChipDailyMetrics, PhasePlan, WarmingAction
+from warmer.models import ChipDailyMetrics, PhasePlan, WarmingAction, WarmingDay
 from warmer.services import trust_recompute, warming_dispatch, warming_plan_day
 from warmer.tasks import recompute_trust
 
@@ -95,6 +95,12 @@ def test_twenty_percent_delivery_failures_keep_it_below_and_unpromoted(warming_p
     assert subject.trust_score < 85
     assert subject.warming_phase in (WarmingPhase.PRE_OPERATION, WarmingPhase.OPERATION)
     assert not OrchestratorOperation.objects.filter(kind="promotion_warming_ready").exists()
-    # every message was sent inside business hours
+    # every message was sent inside business hours, and each day's volume stayed within that day's plan
     for done_at in WarmingAction.objects.filter(status="sent").values_list("done_at", flat=True):
         assert hours.is_business_time(done_at)
+    plans = {p.phase: p.messages_per_day for p in PhasePlan.objects.all()}
+    days = {d.day: d.phase for d in WarmingDay.objects.filter(chip=subject)}
+    metrics = list(ChipDailyMetrics.objects.filter(chip=subject))
+    assert len(metrics) >= 20
+    for m in metrics:
+        assert m.sent + m.send_failures <= plans[days[m.day]], (m.day, m.sent, days[m.day])
