@@ -57,7 +57,9 @@ def chart(*, now: datetime, days: int = 7) -> dict:
             f"{hour * CHART_W / hours:.1f},{CHART_H - counts.get(state, 0) * (CHART_H - 10) / peak:.1f}"
             for hour, counts in sorted(hourly.items())
         ]
+        last = points[-1].split(",") if points else None
         lines.append({"state": state.value, "label": state.label, "colour": CHART_COLOURS[state.value],
-                      "points": " ".join(points)})
+                      "points": " ".join(points), "last_x": last[0] if last else None,
+                      "last_y": last[1] if last else None})
     return {"lines": lines, "peak": peak, "width": CHART_W, "height": CHART_H, "samples": len(hourly),
             "since": since}  # samples: 10-minute buckets that have a snapshot
