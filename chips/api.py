@@ -4,10 +4,11 @@
 from django.http import HttpRequest
 from ninja import Query, Router, Schema
 from ninja.pagination import LimitOffsetPagination, paginate
+from pydantic import Field
 
 from chips import selectors, services
 from chips.models import Chip
-from chips.schemas import ChipDetailOut, ChipOut, ConflictOut, ErrorOut, TransitionIn
+from chips.schemas import AUTH_RESPONSES, ChipDetailOut, ChipOut, ConflictOut, ErrorOut, TransitionIn
 
 router = Router(tags=["chips"])
 
@@ -16,8 +17,14 @@ class ChipFilters(Schema):
     status: Chip.Status | None = None
 
 
-@router.get("", response=list[ChipOut], summary="List chips")
-@paginate(LimitOffsetPagination)
+class ChipPagination(LimitOffsetPagination):
+    class Input(LimitOffsetPagination.Input):
+        # PostgreSQL's OFFSET is a bigint: a larger one is invalid input, not a database error.
+        offset: int = Field(0, ge=0, le=2**63 - 1)
+
+
+@router.get("", response={200: list[ChipOut], **AUTH_RESPONSES, 422: ErrorOut}, summary="List chips")
+@paginate(ChipPagination)
 def list_chips(request: HttpRequest, filters: Query[ChipFilters]):
     return selectors.chip_list(status=filters.status)
 
@@ -29,14 +36,16 @@ def _detail(chip: Chip) -> dict:
     return data
 
 
-@router.get("/{int:chip_id}", response={200: ChipDetailOut, 404: ErrorOut}, summary="A chip with its history")
+# `{chip_id}`, not `{int:chip_id}`: a malformed id is a 422 from the API, not Django's HTML 404 page.
+@router.get("/{chip_id}", response={200: ChipDetailOut, **AUTH_RESPONSES, 404: ErrorOut, 422: ErrorOut},
+            summary="A chip with its history")
 def get_chip(request: HttpRequest, chip_id: int):
     return _detail(selectors.chip_detail(chip_id=chip_id))
 
 
 @router.post(
-    "/{int:chip_id}/transitions",
-    response={200: ChipDetailOut, 404: ErrorOut, 409: ConflictOut, 422: ErrorOut},
+    "/{chip_id}/transitions",
+    response={200: ChipDetailOut, **AUTH_RESPONSES, 404: ErrorOut, 409: ConflictOut, 422: ErrorOut},
     summary="Run a transition",
 )
 def run_transition(request: HttpRequest, chip_id: int, payload: TransitionIn):

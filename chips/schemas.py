@@ -1,9 +1,21 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from ninja import Schema
-from pydantic import Field
+from pydantic import AfterValidator, Field
+
+
+def _storable(value: str) -> str:
+    """PostgreSQL text cannot hold NUL: refuse it as input (422), not at the database (500)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL (\\u0000) characters")
+    return value
+
+
+# A string that is stored as given: the input models use it for every free-text field.
+StorableStr = Annotated[str, AfterValidator(_storable)]
 
 
 class TransitionOut(Schema):
@@ -41,13 +53,24 @@ class ChipDetailOut(ChipOut):
 
 
 class TransitionIn(Schema):
-    transition: str = Field(min_length=1, max_length=40)
-    reason: str = Field(default="", max_length=500)
+    transition: StorableStr = Field(min_length=1, max_length=40)
+    reason: StorableStr = Field(default="", max_length=500)
+
+
+class FieldErrorOut(Schema):
+    field: str
+    message: str
 
 
 class ErrorOut(Schema):
     code: str
     message: str
+    field: str | None = Field(default=None, description="The input the error is about, when there is one.")
+    errors: list[FieldErrorOut] = Field(default=[], description="Every invalid input (422 from validation).")
+
+
+# What every operation behind X-API-Key may answer besides its own responses: merge into `response=`.
+AUTH_RESPONSES: dict[int, type[Schema]] = {401: ErrorOut}
 
 
 class ConflictOut(ErrorOut):

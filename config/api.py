@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.http import Http404, HttpRequest, HttpResponse
-from ninja import NinjaAPI
+from ninja import NinjaAPI, Router
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from chipfarm.api import router as pool_router
@@ -27,6 +27,19 @@ api = NinjaAPI(
 api.add_router("/v1/chips", chips_router)
 api.add_router("/v1", instances_router)
 api.add_router("/v1", pool_router)
+
+# Last, so it only sees what no operation matched: an unknown path under /api/ is a JSON 404 like every other
+# error, not Django's HTML page (a chip id with an encoded "/" in it lands here too).
+fallback_router = Router(auth=None)
+
+
+@fallback_router.api_operation(["GET", "POST", "PUT", "PATCH", "DELETE"], "/{path:unmatched}",
+                               include_in_schema=False)
+def _no_such_endpoint(request: HttpRequest, unmatched: str) -> HttpResponse:
+    raise Http404(f"No API endpoint at /api/{unmatched}.")
+
+
+api.add_router("", fallback_router)
 
 
 def error_response(request: HttpRequest, status: int, code: str, message: str, **extra) -> HttpResponse:
