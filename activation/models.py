@@ -68,7 +68,7 @@ class ActivationJob(models.Model):
     deadline_at = models.DateTimeField(_("deadline"), null=True, blank=True,
                                        help_text=_("Submitted + 10 minutes: then the job times out."))
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = ActivationJobQuerySet.as_manager()
 
@@ -133,8 +133,8 @@ class SmsReceipt(models.Model):
     job = models.ForeignKey(ActivationJob, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
                             verbose_name=_("activation job"))
     received_at = models.DateTimeField(_("received at"))
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("SMS receipt")

@@ -25,11 +25,11 @@ class ApiKey(models.Model):
 
     name = models.CharField(_("name"), max_length=100, unique=True)
     prefix = models.CharField(_("prefix"), max_length=12, help_text=_("First characters, to recognise a key."))
-    key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    key_hash = models.CharField(_("key hash"), max_length=64, unique=True, editable=False)
     is_active = models.BooleanField(_("active"), default=True)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = ApiKeyQuerySet.as_manager()
 
@@ -67,8 +67,8 @@ class PoolConfiguration(models.Model):
     default_area_code = models.CharField(_("default area code (DDD)"), max_length=2, default="11")
     provision_batch_max = models.PositiveSmallIntegerField(_("lines bought per cycle at most"), default=3)
     provision_daily_budget = models.PositiveIntegerField(_("lines bought per day at most"), default=10)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("pool configuration")
@@ -141,11 +141,11 @@ class OrchestratorOperation(models.Model):
     target_chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True,
                                     related_name="+")
     reason = models.CharField(_("reason"), max_length=300, blank=True)
-    metadata = models.JSONField(default=dict, blank=True)
+    metadata = models.JSONField(_("metadata"), default=dict, blank=True)
     success = models.BooleanField(_("success"), default=True)
     error = models.TextField(_("error"), blank=True)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("orchestrator operation")
@@ -163,10 +163,10 @@ class OrchestratorOperation(models.Model):
 class PoolSnapshot(models.Model):
     """Counts per state at a moment, for the dashboard's chart."""
 
-    taken_at = models.DateTimeField(db_index=True)
-    counts = models.JSONField(default=dict)
-    health = models.CharField(max_length=10)
-    created_at = models.DateTimeField(auto_now_add=True)
+    taken_at = models.DateTimeField(_("taken at"), db_index=True)
+    counts = models.JSONField(_("counts"), default=dict)
+    health = models.CharField(_("health"), max_length=10)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("pool snapshot")
@@ -181,13 +181,13 @@ class ChipRelease(models.Model):
     """The outside resources of a retired chip given back: its Evolution instance and its Salvy line."""
 
     chip = models.OneToOneField("chips.Chip", on_delete=models.CASCADE, related_name="release")
-    reason = models.CharField(max_length=40)
-    instance_deleted_at = models.DateTimeField(null=True, blank=True)
-    line_canceled_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    last_error = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    reason = models.CharField(_("reason"), max_length=40)
+    instance_deleted_at = models.DateTimeField(_("instance deleted at"), null=True, blank=True)
+    line_canceled_at = models.DateTimeField(_("line canceled at"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_error = models.CharField(_("last error"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("chip release")

@@ -126,17 +126,17 @@ class Chip(ConcurrentTransitionMixin, models.Model):
     cooling_until = models.DateTimeField(_("cooling until"), null=True, blank=True)
     activation_attempts = models.PositiveSmallIntegerField(_("activation attempts"), default=0)
 
-    provisioned_at = models.DateTimeField(null=True, blank=True)
-    activation_started_at = models.DateTimeField(null=True, blank=True)
-    activated_at = models.DateTimeField(null=True, blank=True)
-    ready_at = models.DateTimeField(null=True, blank=True)
-    active_at = models.DateTimeField(null=True, blank=True)
-    degraded_at = models.DateTimeField(null=True, blank=True)
-    banned_at = models.DateTimeField(null=True, blank=True)
-    retired_at = models.DateTimeField(null=True, blank=True)
+    provisioned_at = models.DateTimeField(_("provisioned at"), null=True, blank=True)
+    activation_started_at = models.DateTimeField(_("activation started at"), null=True, blank=True)
+    activated_at = models.DateTimeField(_("activated at"), null=True, blank=True)
+    ready_at = models.DateTimeField(_("ready at"), null=True, blank=True)
+    active_at = models.DateTimeField(_("active at"), null=True, blank=True)
+    degraded_at = models.DateTimeField(_("degraded at"), null=True, blank=True)
+    banned_at = models.DateTimeField(_("banned at"), null=True, blank=True)
+    retired_at = models.DateTimeField(_("retired at"), null=True, blank=True)
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = ChipQuerySet.as_manager()
 
@@ -325,7 +325,7 @@ class ChipTransition(models.Model):
     actor_kind = models.CharField(_("actor kind"), max_length=10, choices=ActorKind.choices)
     actor_id = models.CharField(_("actor"), max_length=150, blank=True)
     created_at = models.DateTimeField(_("at"), default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("chip transition")
@@ -369,8 +369,8 @@ class ChipAlert(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
     acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = ChipAlertQuerySet.as_manager()
 
@@ -423,12 +423,12 @@ class Notification(models.Model):
     dedup_key = models.CharField(_("dedup key"), max_length=200, blank=True)
     text = models.TextField(_("text"))
     status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    last_error = models.CharField(max_length=300, blank=True)
-    next_attempt_at = models.DateTimeField(default=timezone.now)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_error = models.CharField(_("last error"), max_length=300, blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), default=timezone.now)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("Slack notification")

@@ -31,8 +31,8 @@ class Instance(models.Model):
     qr_updated_at = models.DateTimeField(_("QR updated at"), null=True, blank=True)
     last_disconnect_code = models.PositiveSmallIntegerField(_("last disconnection code"), null=True, blank=True)
     last_disconnect_at = models.DateTimeField(_("last disconnection at"), null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("instance")
@@ -59,8 +59,8 @@ class RoutingPolicy(models.Model):
     paused_by = models.CharField(_("paused by"), max_length=150, blank=True)
     paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
     binding_ttl_days = models.PositiveSmallIntegerField(_("binding TTL (days)"), default=30)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("routing policy and kill switch")
@@ -93,17 +93,17 @@ class ChipCapacity(models.Model):
         _("max new contacts per 24 h"), null=True, blank=True, help_text=_("Empty: MAX_NEW_CONTACTS_PER_DAY.")
     )
     priority = models.SmallIntegerField(_("priority"), default=0, help_text=_("Higher first (priority strategy)."))
-    hour_window = models.DateTimeField(null=True, blank=True)
-    hour_count = models.PositiveIntegerField(default=0)
-    day_window = models.DateField(null=True, blank=True)
-    day_count = models.PositiveIntegerField(default=0)
-    last_routed_at = models.DateTimeField(null=True, blank=True)
+    hour_window = models.DateTimeField(_("hour window"), null=True, blank=True)
+    hour_count = models.PositiveIntegerField(_("hour count"), default=0)
+    day_window = models.DateField(_("day window"), null=True, blank=True)
+    day_count = models.PositiveIntegerField(_("day count"), default=0)
+    last_routed_at = models.DateTimeField(_("last routed at"), null=True, blank=True)
     restricted_until = models.DateTimeField(
         _("restricted from new contacts until"), null=True, blank=True,
         help_text=_("Set by WhatsApp's reach-out timelock (error 463)."),
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("chip capacity")
@@ -148,8 +148,8 @@ class ContactBinding(models.Model):
     last_used_at = models.DateTimeField(_("last used at"), default=timezone.now)
     expires_at = models.DateTimeField(_("expires at"))
     released_at = models.DateTimeField(_("released at"), null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     objects = ContactBindingQuerySet.as_manager()
 
@@ -189,11 +189,11 @@ class OutboundMessage(models.Model):
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.SENDING)
     evolution_message_id = models.CharField(_("Evolution message id"), max_length=64, null=True, blank=True)
     error = models.CharField(_("error"), max_length=500, blank=True)
-    sent_at = models.DateTimeField(null=True, blank=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
-    read_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
+    read_at = models.DateTimeField(_("read at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("outbound message")
@@ -222,11 +222,11 @@ class DeliveryEvent(models.Model):
 
     chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="delivery_events")
     kind = models.CharField(_("kind"), max_length=15, choices=Kind.choices)
-    message_id = models.CharField(max_length=64, blank=True)
-    remote = models.CharField(max_length=32, blank=True)
-    detail = models.CharField(max_length=200, blank=True)
-    occurred_at = models.DateTimeField(default=timezone.now)
-    created_at = models.DateTimeField(auto_now_add=True)
+    message_id = models.CharField(_("message id"), max_length=64, blank=True)
+    remote = models.CharField(_("remote"), max_length=32, blank=True)
+    detail = models.CharField(_("detail"), max_length=200, blank=True)
+    occurred_at = models.DateTimeField(_("occurred at"), default=timezone.now)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         verbose_name = _("delivery event")
@@ -244,10 +244,10 @@ class DeliveryEvent(models.Model):
 class WebhookReceipt(models.Model):
     """One row per distinct Evolution delivery: a duplicate hits the unique key and is skipped."""
 
-    dedup_key = models.CharField(max_length=200, unique=True)
-    event = models.CharField(max_length=40)
-    instance_name = models.CharField(max_length=64)
-    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    dedup_key = models.CharField(_("dedup key"), max_length=200, unique=True)
+    event = models.CharField(_("event"), max_length=40)
+    instance_name = models.CharField(_("instance name"), max_length=64)
+    received_at = models.DateTimeField(_("received at"), default=timezone.now, db_index=True)
 
     class Meta:
         verbose_name = _("webhook receipt")

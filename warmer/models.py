@@ -22,8 +22,8 @@ class PhasePlan(models.Model):
     reply_ratio = models.FloatField(
         _("reply ratio"), help_text=_("Share of the day's messages that answer peers (1.0 = only reply).")
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("warming phase plan")
@@ -47,11 +47,11 @@ class WarmingDay(models.Model):
     """A chip's planned day: makes the daily planner idempotent (one plan per chip and day)."""
 
     chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="warming_plan_days")
-    day = models.DateField()
-    phase = models.CharField(max_length=20, choices=WarmingPhase.choices)
-    warming_day = models.PositiveSmallIntegerField()
-    planned = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
+    day = models.DateField(_("day"))
+    phase = models.CharField(_("phase"), max_length=20, choices=WarmingPhase.choices)
+    warming_day = models.PositiveSmallIntegerField(_("warming day"))
+    planned = models.PositiveIntegerField(_("planned"), default=0)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["chip", "day"], name="warmingday_one_per_chip_day")]
@@ -76,19 +76,19 @@ class WarmingAction(models.Model):
 
     chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="warming_actions")
     peer = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="+")
-    kind = models.CharField(max_length=10, choices=Kind.choices)
-    text = models.CharField(max_length=300)
-    day = models.DateField(help_text=_("Business day (São Paulo) the action belongs to."))
-    due_at = models.DateTimeField()
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PLANNED)
-    typing_ms = models.PositiveIntegerField(default=0)
+    kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
+    text = models.CharField(_("text"), max_length=300)
+    day = models.DateField(_("day"), help_text=_("Business day (São Paulo) the action belongs to."))
+    due_at = models.DateTimeField(_("due at"))
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PLANNED)
+    typing_ms = models.PositiveIntegerField(_("typing ms"), default=0)
     reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
-    evolution_message_id = models.CharField(max_length=64, blank=True)
-    note = models.CharField(max_length=300, blank=True)
-    claimed_at = models.DateTimeField(null=True, blank=True)
-    done_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    evolution_message_id = models.CharField(_("evolution message id"), max_length=64, blank=True)
+    note = models.CharField(_("note"), max_length=300, blank=True)
+    claimed_at = models.DateTimeField(_("claimed at"), null=True, blank=True)
+    done_at = models.DateTimeField(_("done at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("warming action")
@@ -115,15 +115,15 @@ class ChipDailyMetrics(models.Model):
     """Per chip and business day: the warmer's own counts plus what the webhooks reported."""
 
     chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="daily_metrics")
-    day = models.DateField()
-    sent = models.PositiveIntegerField(default=0)
-    replies_sent = models.PositiveIntegerField(default=0)
-    send_failures = models.PositiveIntegerField(default=0)
-    new_peers = models.PositiveIntegerField(default=0)
-    received = models.PositiveIntegerField(default=0)
-    delivery_failures = models.PositiveIntegerField(default=0)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    day = models.DateField(_("day"))
+    sent = models.PositiveIntegerField(_("sent"), default=0)
+    replies_sent = models.PositiveIntegerField(_("replies sent"), default=0)
+    send_failures = models.PositiveIntegerField(_("send failures"), default=0)
+    new_peers = models.PositiveIntegerField(_("new peers"), default=0)
+    received = models.PositiveIntegerField(_("received"), default=0)
+    delivery_failures = models.PositiveIntegerField(_("delivery failures"), default=0)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("daily chip metrics")
@@ -139,11 +139,11 @@ class TrustBreakdown(models.Model):
     """The last trust computation of a chip, with each component, for the admin and for audits."""
 
     chip = models.OneToOneField(Chip, on_delete=models.CASCADE, related_name="trust_breakdown")
-    score = models.PositiveSmallIntegerField()
-    components = models.JSONField(default=dict)
-    inputs = models.JSONField(default=dict)
-    computed_at = models.DateTimeField(default=timezone.now)
-    updated_at = models.DateTimeField(auto_now=True)
+    score = models.PositiveSmallIntegerField(_("score"))
+    components = models.JSONField(_("components"), default=dict)
+    inputs = models.JSONField(_("inputs"), default=dict)
+    computed_at = models.DateTimeField(_("computed at"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("trust breakdown")
