@@ -9,7 +9,7 @@ Behaviours chosen where the docs are silent (assumptions to confirm against the 
 - a provision in a DDD without stock is 422 ``area_code_unavailable``; a malformed body is 400 ``bad_request``;
 - DELETE accepts ``reason`` from the JSON body or the query string and answers 204; cancelling a line twice is
   409 ``already_canceled``;
-- phone numbers are ``+55<DDD>9XXXXXXXX``, unique for the fake's lifetime (the counter survives `reset()` and
+- phone numbers are ``+55<DDD>9 and eight digits``, unique for the fake's lifetime (the counter survives `reset()` and
   starts at a random offset, so a restarted sandbox does not hand out numbers a database already holds).
 
 Test controls (ours, never Salvy's) are Python methods and, for other processes, HTTP routes under ``/__fake__/``
