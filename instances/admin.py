@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
+from chips.admin import ChipAdmin
 from instances import services
 from instances.models import ChipCapacity, ContactBinding, DeliveryEvent, Instance, OutboundMessage, RoutingPolicy
 
@@ -38,6 +39,26 @@ class InstanceAdmin(admin.ModelAdmin):
         if not src:
             return _("no QR code received yet")
         return format_html('<img src="{}" alt="QR" style="width:240px;height:240px">', src)
+
+
+class InstanceInline(admin.StackedInline):
+    """The chip's Evolution session on the chip's own page: state, last disconnection, QR to link."""
+
+    model = Instance
+    can_delete = False
+    extra = 0
+    max_num = 0
+    fields = ["name", "state", "state_changed_at", "last_disconnect_code", "last_disconnect_at", "qr_preview"]
+    readonly_fields = fields
+    verbose_name_plural = _("Evolution instance")
+
+    @admin.display(description=_("QR code"))
+    def qr_preview(self, instance: Instance) -> str:
+        return InstanceAdmin.qr_preview(None, instance)
+
+
+# The chip page (chips.admin) cannot know instances (DESIGN §11); instances adds its inline to it.
+ChipAdmin.inlines = [*ChipAdmin.inlines, InstanceInline]
 
 
 @admin.register(ContactBinding)

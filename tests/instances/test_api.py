@@ -104,3 +104,14 @@ def test_health_instances_needs_a_key_and_summarises(client, api, linked_chip):
     assert client.get("/health/instances").status_code == 401
     body = api.get("/health/instances").json()
     assert body["total"] == 1 and body["by_state"]["unknown"] == 1
+
+
+def test_the_chip_page_shows_its_instance_and_the_qr_to_link(admin_client, make_production_chip):
+    from django.urls import reverse
+
+    from instances.models import Instance
+
+    chip = make_production_chip()
+    Instance.objects.filter(chip=chip).update(state="connecting", qr_code="2@abc,def")
+    page = admin_client.get(reverse("admin:chips_chip_change", args=[chip.pk])).content.decode()
+    assert chip.instance_name in page and 'alt="QR"' in page and "data:image/png;base64," in page
