@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -55,49 +51,15 @@ def viewer_client(client, django_user_model):
 
 
 @pytest.fixture(scope="session")
-def celery_worker_queue(django_db_setup, django_db_blocker):
+def celery_worker_queue(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real `celery worker` process on the test database and a queue of its own.
 
     Tests that use it must commit their data (`django_db(transaction=True)`) for the worker to see it.
     """
-    from django.conf import settings
-    from django.db import connection
+    from tests.celery_worker import celery_worker
 
-    queue = f"chipfarm-test-{uuid.uuid4().hex[:8]}"
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
-    }
-    log = open(ROOT / f".pytest-celery-{queue}.log", "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue, "--pool=solo",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO", "-n", f"{queue}@%h"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    from config.celery import app
-
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited with {proc.returncode}; see {log.name}")
-        replies = app.control.ping(destination=[f"{queue}@{os.uname().nodename}"], timeout=1.0)
-        if replies:
-            break
-    else:
-        proc.kill()
-        raise RuntimeError("celery worker did not answer a ping within 60 s")
-    assert settings.CELERY_BROKER_URL
-    yield queue
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-    Path(log.name).unlink(missing_ok=True)
+    with celery_worker(prefix="chipfarm-test", log_dir=tmp_path_factory.mktemp("celery")) as (queue, _log):
+        yield queue
 
 
 @pytest.fixture(scope="session")

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -265,19 +261,11 @@ def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory, _sal
     started the same way with CHIP_ACTIVATOR_URL / CHIP_ACTIVATOR_API_KEY added. Tests that use it must commit
     their data (`django_db(transaction=True)`).
     """
-    from django.db import connection
-
-    from config.celery import app
+    from tests.celery_worker import celery_worker
 
     fake = FakeActivator(api_key=ACTIVATOR_KEY)
     server = FakeServer(fake.app).start()
-    queue = f"chipfarm-activation-test-{uuid.uuid4().hex[:8]}"
-    db = connection.settings_dict
     env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "CELERY_TASK_DEFAULT_QUEUE": queue,
         "CHIP_ACTIVATOR_URL": server.url,
         "CHIP_ACTIVATOR_API_KEY": ACTIVATOR_KEY,
         # Provisioning in the worker buys from the fake Salvy and creates instances on the fake Evolution.
@@ -286,31 +274,12 @@ def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory, _sal
         "EVOLUTION_API_URL": _evolution_server[1].url,
         "EVOLUTION_API_KEY": _evolution_server[0].api_key,
     }
-    log_path = tmp_path_factory.mktemp("celery") / f"{queue}.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue, "--pool=solo",
-         "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "INFO", "-n", f"{queue}@%h"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"celery worker exited with {proc.returncode}; see {log_path}")
-            if app.control.ping(destination=[f"{queue}@{os.uname().nodename}"], timeout=0.5):
-                break
-            if time.monotonic() > deadline:
-                raise RuntimeError("celery worker did not answer a ping within 60 s")
-        yield SimpleNamespace(queue=queue, fake=fake, url=server.url, log=log_path,
-                              evolution_url=_evolution_server[1].url)
+        with celery_worker(prefix="chipfarm-activation-test", log_dir=tmp_path_factory.mktemp("celery"),
+                           extra_env=env) as (queue, log_path):
+            yield SimpleNamespace(queue=queue, fake=fake, url=server.url, log=log_path,
+                                  evolution_url=_evolution_server[1].url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
         server.stop()
 
 
