@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from chipfarm.dashboard import dashboard_context
 from chipfarm.models import ApiKey, ChipRelease, OrchestratorOperation, PoolConfiguration, PoolSnapshot
 from chipfarm.orchestrator import run_cycle
+from chips.admin import ReadOnlyAdmin
 from instances.services import sending_pause, sending_resume
 
 
@@ -96,7 +97,7 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrchestratorOperation)
-class OrchestratorOperationAdmin(admin.ModelAdmin):
+class OrchestratorOperationAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "kind", "chip", "target_chip", "reason", "success", "error"]
     list_filter = ["kind", "success"]
     list_select_related = ["chip", "target_chip"]
@@ -105,25 +106,13 @@ class OrchestratorOperationAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     show_full_result_count = False
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(PoolSnapshot)
-class PoolSnapshotAdmin(admin.ModelAdmin):
+class PoolSnapshotAdmin(ReadOnlyAdmin):
     list_display = ["taken_at", "health", "counts"]
     list_filter = ["health"]
     date_hierarchy = "taken_at"
     show_full_result_count = False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(ChipRelease)

@@ -28,6 +28,16 @@ STATUS_COLOURS = {
 }
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Records the system writes (history, logs, events): operators look, nobody adds or edits."""
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
 class TrustLevelFilter(admin.SimpleListFilter):
     title = _("trust level")
     parameter_name = "trust_level"
@@ -192,19 +202,13 @@ class ChipAlertAdmin(admin.ModelAdmin):
 
 
 @admin.register(ChipTransition)
-class ChipTransitionAdmin(admin.ModelAdmin):
+class ChipTransitionAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "chip", "source", "target", "transition", "actor_kind", "actor_id", "reason"]
     list_filter = ["transition", "target", "actor_kind"]
     list_select_related = ["chip"]
     search_fields = ["chip__phone", "reason", "actor_id"]
     date_hierarchy = "created_at"
     show_full_result_count = False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False

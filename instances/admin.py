@@ -8,7 +8,7 @@ from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from chips.admin import ChipAdmin
+from chips.admin import ChipAdmin, ReadOnlyAdmin
 from instances import services
 from instances.models import ChipCapacity, ContactBinding, DeliveryEvent, Instance, OutboundMessage, RoutingPolicy
 
@@ -62,7 +62,7 @@ ChipAdmin.inlines = [*ChipAdmin.inlines, InstanceInline]
 
 
 @admin.register(ContactBinding)
-class ContactBindingAdmin(admin.ModelAdmin):
+class ContactBindingAdmin(ReadOnlyAdmin):
     list_display = ["contact", "chip", "origin", "previous_chip", "move_reason", "last_used_at", "expires_at",
                     "released_at"]
     list_filter = ["origin", ("released_at", admin.EmptyFieldListFilter)]
@@ -71,15 +71,9 @@ class ContactBindingAdmin(admin.ModelAdmin):
     raw_id_fields = ["chip", "previous_chip"]
     show_full_result_count = False
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(OutboundMessage)
-class OutboundMessageAdmin(admin.ModelAdmin):
+class OutboundMessageAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "contact", "chip", "status", "evolution_message_id", "error"]
     list_filter = ["status"]
     list_select_related = ["chip"]
@@ -87,12 +81,6 @@ class OutboundMessageAdmin(admin.ModelAdmin):
     raw_id_fields = ["chip"]
     show_full_result_count = False
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(ChipCapacity)
@@ -107,18 +95,12 @@ class ChipCapacityAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeliveryEvent)
-class DeliveryEventAdmin(admin.ModelAdmin):
+class DeliveryEventAdmin(ReadOnlyAdmin):
     list_display = ["occurred_at", "chip", "kind", "message_id", "detail"]
     list_filter = ["kind"]
     list_select_related = ["chip"]
     raw_id_fields = ["chip"]
     show_full_result_count = False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(RoutingPolicy)

@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.translation import gettext_lazy as _
 
+from chips.admin import ReadOnlyAdmin
 from chips.models import Chip
 from instances import hours
 from warmer.models import ChipDailyMetrics, PhasePlan, TrustBreakdown, WarmingAction, WarmingChip
@@ -100,7 +101,7 @@ class WarmingChipAdmin(admin.ModelAdmin):
 
 
 @admin.register(WarmingAction)
-class WarmingActionAdmin(admin.ModelAdmin):
+class WarmingActionAdmin(ReadOnlyAdmin):
     list_display = ["due_at", "chip", "peer", "kind", "status", "text", "note"]
     list_filter = ["status", "kind", "day"]
     list_select_related = ["chip", "peer"]
@@ -108,21 +109,9 @@ class WarmingActionAdmin(admin.ModelAdmin):
     date_hierarchy = "due_at"
     show_full_result_count = False
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(TrustBreakdown)
-class TrustBreakdownAdmin(admin.ModelAdmin):
+class TrustBreakdownAdmin(ReadOnlyAdmin):
     list_display = ["chip", "score", "components", "computed_at"]
     list_select_related = ["chip"]
     raw_id_fields = ["chip"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
