@@ -12,8 +12,10 @@ WORKDIR /app
 
 # Dependencies first: this layer is rebuilt only when requirements.txt changes.
 # (psycopg[binary] ships its own libpq: no compiler or system packages needed.)
-COPY requirements.txt .
-RUN pip install -r requirements.txt
+# WITH_SANDBOX=1 also installs the fake providers' requirements (the compose stack's sandbox service).
+ARG WITH_SANDBOX=0
+COPY requirements.txt requirements-sandbox.txt ./
+RUN if [ "$WITH_SANDBOX" = "1" ]; then pip install -r requirements-sandbox.txt; else pip install -r requirements.txt; fi
 
 COPY . .
 

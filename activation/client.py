@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from chips.http import tls_context
+from chips.http import ClientError, HttpClient
 
 __all__ = ["ActivationStatus", "ActivatorClient", "ActivatorError", "ActivatorErrorKind", "national_number"]
 
@@ -32,22 +32,16 @@ ActivatorErrorKind = Literal["queue_full", "unauthorized", "not_found", "bad_req
 TERMINAL_STATUSES = frozenset({"success", "failed"})
 
 
-class ActivatorError(Exception):
-    """An activator call that did not succeed, normalised to a `kind` (see ActivatorErrorKind)."""
+class ActivatorError(ClientError):
+    """An activator call that did not succeed, normalised to a `kind` (see ActivatorErrorKind).
+
+    Retryable: a full queue, an outage, a timeout or a dropped connection — the same call may work later.
+    """
+
+    RETRYABLE_KINDS = frozenset({"queue_full", "server", "timeout", "transport"})
 
     def __init__(self, kind: ActivatorErrorKind, message: str, *, status_code: int | None = None) -> None:
-        super().__init__(message)
-        self.kind: ActivatorErrorKind = kind
-        self.message = message
-        self.status_code = status_code
-
-    @property
-    def retryable(self) -> bool:
-        """A full queue, an outage, a timeout or a dropped connection: the same call may work later."""
-        return self.kind in ("queue_full", "server", "timeout", "transport")
-
-    def __repr__(self) -> str:
-        return f"ActivatorError(kind={self.kind!r}, status_code={self.status_code!r}, {self.message!r})"
+        super().__init__(kind, message, status_code=status_code)
 
 
 @dataclass(frozen=True)
@@ -105,53 +99,48 @@ def _settings(name: str) -> Any:
     return getattr(settings, name)
 
 
-class ActivatorClient:
+class ActivatorClient(HttpClient):
     """Synchronous activator client. Use as a context manager or call `close()`.
 
     ``ActivatorClient()`` reads CHIP_ACTIVATOR_URL, CHIP_ACTIVATOR_API_KEY and HTTP_TIMEOUT_SECONDS.
     """
 
+    service = "activator"
+    error_class = ActivatorError
+
     def __init__(self, *, base_url: str | None = None, api_key: str | None = None, timeout: float | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
-        base_url = base_url if base_url is not None else _settings("CHIP_ACTIVATOR_URL")
-        api_key = api_key if api_key is not None else _settings("CHIP_ACTIVATOR_API_KEY")
-        seconds = float(timeout if timeout is not None else _settings("HTTP_TIMEOUT_SECONDS"))
-        self.base_url = str(base_url).rstrip("/")
-        self._http = httpx.Client(
-            verify=tls_context(),
-            base_url=self.base_url,
-            headers={"X-API-Key": str(api_key), "Accept": "application/json"},
-            timeout=httpx.Timeout(connect=min(seconds, 5.0), read=seconds, write=seconds, pool=seconds),
+        super().__init__(
+            base_url=base_url if base_url is not None else _settings("CHIP_ACTIVATOR_URL"),
+            headers={"X-API-Key": str(api_key if api_key is not None else _settings("CHIP_ACTIVATOR_API_KEY"))},
+            timeout=float(timeout if timeout is not None else _settings("HTTP_TIMEOUT_SECONDS")),
             transport=transport,
         )
 
-    def _request(self, method: str, path: str, *, json: Any = None) -> Any:
-        try:
-            response = self._http.request(method, path, json=json)
-        except httpx.TimeoutException as exc:
-            raise ActivatorError("timeout", f"activator {method} {path} timed out: {exc!r}") from exc
-        except httpx.TransportError as exc:
-            raise ActivatorError("transport", f"activator {method} {path} failed: {exc!r}") from exc
+    def error_for(self, response: httpx.Response, *, operation: str, **context: Any) -> ActivatorError | None:
+        if response.is_success:
+            return None
         status = response.status_code
-        if not response.is_success:
-            kind: ActivatorErrorKind
-            if status == 503 and method == "POST" and path == "/activate":
-                kind = "queue_full"
-            elif status in (401, 403):
-                kind = "unauthorized"
-            elif status == 404:
-                kind = "not_found"
-            elif status >= 500 or status == 429:
-                kind = "server"
-            else:
-                kind = "bad_request"
-            raise ActivatorError(kind, f"activator {method} {path} -> {status}: {response.text[:300]}",
-                                 status_code=status)
+        kind: ActivatorErrorKind
+        if status == 503 and operation == "POST /activate":
+            kind = "queue_full"
+        elif status in (401, 403):
+            kind = "unauthorized"
+        elif status == 404:
+            kind = "not_found"
+        elif status >= 500 or status == 429:
+            kind = "server"
+        else:
+            kind = "bad_request"
+        return ActivatorError(kind, f"activator {operation} -> {status}: {response.text[:300]}", status_code=status)
+
+    def _request(self, method: str, path: str, *, json: Any = None) -> Any:
+        response = self.exchange(method, path, operation=f"{method} {path}", json=json)
         try:
             return response.json()
         except ValueError:
-            raise ActivatorError("server", f"activator {method} {path} -> {status} with a non-JSON body",
-                                 status_code=status) from None
+            raise ActivatorError("server", f"activator {method} {path} -> {response.status_code} with a non-JSON body",
+                                 status_code=response.status_code) from None
 
     def health(self) -> dict[str, Any]:
         """``{"status": "healthy" | "degraded" | "unhealthy", ...}`` — no key needed."""
@@ -177,12 +166,3 @@ class ActivatorClient:
             return ActivationStatus.from_api(data)
         except (KeyError, TypeError, AttributeError):
             raise ActivatorError("server", f"unexpected activation status: {data!r:.300}") from None
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> ActivatorClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

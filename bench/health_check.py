@@ -36,12 +36,12 @@ def main() -> None:
 
     settings.CACHES["default"]["KEY_PREFIX"] = "chipfarm-bench"  # before the first cache access
 
-    from chipfarm.sandbox.evolution import FakeEvolution
-    from chipfarm.sandbox.server import FakeServer
     from chips.models import Chip
-    from instances.client import EvolutionClient
+    from instances.gateway.evolution import EvolutionGateway as EvolutionClient
     from instances.health import LAST_CHECK_KEY, instances_check
     from instances.models import Instance
+    from sandbox.evolution import FakeEvolution
+    from sandbox.server import FakeServer
 
     concurrency = args.concurrency or settings.HEALTH_CHECK_CONCURRENCY
     fake = FakeEvolution(api_key="bench-evolution-key")

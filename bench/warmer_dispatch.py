@@ -38,15 +38,15 @@ def main() -> None:
     from django.conf import settings
     from django.db import connection
 
-    from chipfarm.sandbox.server import free_port
     from chips.models import Chip
-    from instances.client import EvolutionClient
+    from instances.gateway.evolution import EvolutionGateway as EvolutionClient
     from instances.models import ChipCapacity
+    from sandbox.server import free_port
     from warmer.models import WarmingAction
     from warmer.services import warming_dispatch
 
     port = free_port()
-    fake = subprocess.Popen([sys.executable, "-m", "chipfarm.sandbox.evolution", "--port", str(port),
+    fake = subprocess.Popen([sys.executable, "-m", "sandbox.evolution", "--port", str(port),
                              "--api-key", API_KEY], cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     try:

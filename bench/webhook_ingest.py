@@ -199,11 +199,11 @@ def main() -> None:
     from django.conf import settings
     from django.db.models import Count
 
-    from chipfarm.sandbox.server import free_port
     from chips.demo import chip_in_state
     from chips.models import Chip
     from instances.models import DeliveryEvent, Instance, OutboundMessage, WebhookReceipt
     from instances.services import instance_register
+    from sandbox.server import free_port
 
     settings.MAX_CHIPS_ACTIVE = max(10_000, args.chips * 2)
     secret = settings.EVOLUTION_WEBHOOK_SECRET

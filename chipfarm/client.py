@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import httpx
 
-from chips.http import tls_context
+from chips.http import ClientError, HttpClient
 
 __all__ = [
     "CANCEL_REASONS",
@@ -43,25 +43,18 @@ _BASE_PATH = "/api/v2/virtual-phone-accounts"
 _T = TypeVar("_T")
 
 
-class SalvyError(Exception):
+class SalvyError(ClientError):
     """A Salvy call that did not succeed, normalised.
 
     `kind` is one of SalvyErrorKind; `status_code` is the HTTP status (None when no answer came back); `code` is
     Salvy's own error code from the body when there was one (e.g. ``"unauthorized"``, ``"area_code_unavailable"``).
+    Retryable: outages, timeouts, transport failures and 429 throttling.
     """
 
     def __init__(self, kind: SalvyErrorKind, message: str, *, status_code: int | None = None,
                  code: str | None = None) -> None:
-        super().__init__(message)
-        self.kind: SalvyErrorKind = kind
-        self.message = message
-        self.status_code = status_code
+        super().__init__(kind, message, status_code=status_code)
         self.code = code
-
-    @property
-    def retryable(self) -> bool:
-        """Worth retrying the same call later: outages, timeouts, transport failures and 429 throttling."""
-        return self.kind in ("server", "timeout", "transport") or self.status_code == 429
 
     def __repr__(self) -> str:
         return f"SalvyError(kind={self.kind!r}, status_code={self.status_code!r}, code={self.code!r}, {self.message!r})"
@@ -140,29 +133,22 @@ def _settings(name: str) -> Any:
     return getattr(settings, name)
 
 
-def _timeout(seconds: float) -> httpx.Timeout:
-    # Explicit on all four phases; connect capped so a dead host fails fast even with a generous read timeout.
-    return httpx.Timeout(connect=min(seconds, 5.0), read=seconds, write=seconds, pool=seconds)
-
-
-class SalvyClient:
+class SalvyClient(HttpClient):
     """Synchronous Salvy client. Use as a context manager or call `close()`.
 
     ``SalvyClient()`` reads SALVY_API_URL, SALVY_API_TOKEN and HTTP_TIMEOUT_SECONDS; `transport` lets tests plug an
     httpx transport (e.g. httpx.MockTransport).
     """
 
+    service = "Salvy"
+    error_class = SalvyError
+
     def __init__(self, *, base_url: str | None = None, token: str | None = None, timeout: float | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
-        base_url = base_url if base_url is not None else _settings("SALVY_API_URL")
-        token = token if token is not None else _settings("SALVY_API_TOKEN")
-        timeout = timeout if timeout is not None else float(_settings("HTTP_TIMEOUT_SECONDS"))
-        self.base_url = str(base_url).rstrip("/")
-        self._http = httpx.Client(
-            verify=tls_context(),
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
-            timeout=_timeout(float(timeout)),
+        super().__init__(
+            base_url=base_url if base_url is not None else _settings("SALVY_API_URL"),
+            headers={"Authorization": f"Bearer {token if token is not None else _settings('SALVY_API_TOKEN')}"},
+            timeout=float(timeout if timeout is not None else _settings("HTTP_TIMEOUT_SECONDS")),
             transport=transport,
         )
 
@@ -170,28 +156,15 @@ class SalvyClient:
 
     def _request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
                  json: Any = None) -> httpx.Response:
-        try:
-            response = self._http.request(method, path, params=params, json=json)
-        except httpx.TimeoutException as exc:
-            raise SalvyError("timeout", f"Salvy {method} {path} timed out: {exc!r}") from exc
-        except httpx.TransportError as exc:
-            raise SalvyError("transport", f"Salvy {method} {path} failed: {exc!r}") from exc
-        if response.is_success:
-            return response
-        raise self._error(method, path, response)
+        return self.exchange(method, path, operation=f"{method} {path}", params=params, json=json)
 
-    @staticmethod
-    def _error(method: str, path: str, response: httpx.Response) -> SalvyError:
+    def error_for(self, response: httpx.Response, *, operation: str, **context: Any) -> SalvyError | None:
+        if response.is_success:
+            return None
         status = response.status_code
-        code: str | None = None
-        message = response.text[:300]
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        if isinstance(body, dict):
-            code = body.get("code") if isinstance(body.get("code"), str) else None
-            message = str(body.get("message") or message)
+        body = self.json_of(response)
+        code = body.get("code") if isinstance(body, dict) and isinstance(body.get("code"), str) else None
+        message = str(body.get("message") or response.text[:300]) if isinstance(body, dict) else response.text[:300]
         kind: SalvyErrorKind
         if status in (401, 403):
             kind = "unauthorized"
@@ -203,7 +176,7 @@ class SalvyClient:
             kind = "server"
         else:
             kind = "bad_request"
-        return SalvyError(kind, f"Salvy {method} {path} -> {status}: {message}", status_code=status, code=code)
+        return SalvyError(kind, f"Salvy {operation} -> {status}: {message}", status_code=status, code=code)
 
     @staticmethod
     def _json(response: httpx.Response) -> Any:
@@ -266,14 +239,3 @@ class SalvyClient:
         if reason not in CANCEL_REASONS:
             raise ValueError(f"reason must be one of {sorted(CANCEL_REASONS)}, not {reason!r}")
         self._request("DELETE", self._path(line_id), params={"reason": reason}, json={"reason": reason})
-
-    # --- lifecycle ------------------------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._http.close()
-
-    def __enter__(self) -> SalvyClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

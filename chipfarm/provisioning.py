@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -14,8 +13,8 @@ from chipfarm.client import SalvyClient, SalvyError
 from chipfarm.models import ChipRelease, OrchestratorOperation
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
-from instances.client import EvolutionClient, EvolutionError
-from instances.services import instance_register
+from instances.gateway import Gateway, GatewayError, gateway
+from instances.services import instance_create
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.task("chipfarm.provision_chip")
@@ -43,7 +42,7 @@ def chips_start_provisioning(*, count: int, area_code: str, reason: str, kind: s
     return chips
 
 
-def chip_provision(*, chip_id: int, salvy: SalvyClient | None = None, evolution: EvolutionClient | None = None
+def chip_provision(*, chip_id: int, salvy: SalvyClient | None = None, evolution: Gateway | None = None
                    ) -> Chip:
     """Buy the chip's line (once), create its Evolution instance with our webhook, then `provisioned`.
 
@@ -56,7 +55,7 @@ def chip_provision(*, chip_id: int, salvy: SalvyClient | None = None, evolution:
     name = instance_name_for(chip)
     own_salvy, own_evolution = salvy is None, evolution is None
     salvy = salvy or SalvyClient()
-    evolution = evolution or EvolutionClient()
+    evolution = evolution or gateway()
     try:
         if not chip.provider_line_id:
             line = next((ln for ln in salvy.list_lines() if ln.name == name and ln.status != "canceled"), None)
@@ -64,16 +63,8 @@ def chip_provision(*, chip_id: int, salvy: SalvyClient | None = None, evolution:
             Chip.objects.filter(pk=chip.pk).update(provider_line_id=line.id, phone=line.phone_number,
                                                    instance_name=name, updated_at=timezone.now())
             chip.refresh_from_db()
-        try:
-            evolution.create_instance(name, number=chip.phone.lstrip("+"), webhook_url=settings.EVOLUTION_WEBHOOK_URL,
-                                      webhook_secret=settings.EVOLUTION_WEBHOOK_SECRET)
-        except EvolutionError as exc:
-            if exc.kind != "exists":
-                raise
-            # Created by an earlier attempt: make sure its webhook points at us.
-            evolution.set_webhook(name, url=settings.EVOLUTION_WEBHOOK_URL, secret=settings.EVOLUTION_WEBHOOK_SECRET)
+        instance_create(chip=chip, name=name, gw=evolution)
         with transaction.atomic():
-            instance_register(chip=chip, name=name)
             chip = chip_transition(chip=chip.pk, transition="provisioned", actor=ACTOR,
                                    reason=f"line {chip.provider_line_id} bought, instance {name} created")
     finally:
@@ -122,7 +113,7 @@ def release_reason(chip: Chip) -> str:
 
 
 def chip_release(*, chip_id: int, reason: str | None = None, salvy: SalvyClient | None = None,
-                 evolution: EvolutionClient | None = None) -> ChipRelease:
+                 evolution: Gateway | None = None) -> ChipRelease:
     """Delete the retired chip's Evolution instance and cancel its Salvy line; each step once."""
     chip = Chip.objects.get(pk=chip_id)
     release, _created = ChipRelease.objects.get_or_create(
@@ -132,14 +123,14 @@ def chip_release(*, chip_id: int, reason: str | None = None, salvy: SalvyClient 
         return release
     own_salvy, own_evolution = salvy is None, evolution is None
     salvy = salvy or SalvyClient()
-    evolution = evolution or EvolutionClient()
+    evolution = evolution or gateway()
     now = timezone.now()
     try:
         if release.instance_deleted_at is None:
             if chip.instance_name:
                 try:
                     evolution.delete(chip.instance_name)
-                except EvolutionError as exc:
+                except GatewayError as exc:
                     if exc.kind != "not_found":
                         raise
             ChipRelease.objects.filter(pk=release.pk).update(instance_deleted_at=now, updated_at=now)
@@ -154,7 +145,7 @@ def chip_release(*, chip_id: int, reason: str | None = None, salvy: SalvyClient 
                                                      reason=f"line cancelled: {release.reason}",
                                                      metadata={"line": chip.provider_line_id})
             ChipRelease.objects.filter(pk=release.pk).update(line_canceled_at=now, updated_at=now)
-    except (SalvyError, EvolutionError) as exc:
+    except (SalvyError, GatewayError) as exc:
         ChipRelease.objects.filter(pk=release.pk).update(attempts=release.attempts + 1, last_error=str(exc)[:300],
                                                          updated_at=now)
         raise

@@ -9,7 +9,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from chipfarm.client import SalvyError
-from instances.client import EvolutionError
+from instances.gateway import GatewayError
 
 logger = logging.getLogger(__name__)
 PROVISION_BACKOFF = (30, 60, 120)
@@ -35,7 +35,7 @@ def provision_chip(self, chip_id: int) -> str:
     except Chip.DoesNotExist:
         logger.warning("provision_chip: chip %s no longer exists; nothing to do", chip_id)
         return "gone"
-    except (SalvyError, EvolutionError) as exc:
+    except (SalvyError, GatewayError) as exc:
         if self.request.retries < self.max_retries and (exc.retryable or getattr(exc, "kind", "") == "no_stock"):
             raise self.retry(exc=exc, countdown=PROVISION_BACKOFF[self.request.retries]) from None
         provisioning_failed(chip_id=chip_id, error=exc)
@@ -53,7 +53,7 @@ def release_chip(self, chip_id: int, reason: str | None = None) -> bool:
     except Chip.DoesNotExist:
         logger.warning("release_chip: chip %s no longer exists; nothing to release", chip_id)
         return False
-    except (SalvyError, EvolutionError) as exc:
+    except (SalvyError, GatewayError) as exc:
         raise self.retry(exc=exc, countdown=min(300, 30 * 2 ** self.request.retries)) from None
 
 

@@ -16,22 +16,26 @@ from typing import Any
 
 import httpx
 
+from chips.http import ClientError, HttpClient
+
 __all__ = ["SlackError", "post_message"]
 
 
-class SlackError(Exception):
+class SlackError(ClientError):
     """A message Slack did not accept. `status_code` is None when no answer came back (timeout, connection)."""
 
     def __init__(self, message: str, *, status_code: int | None = None, retryable: bool = False,
-                 retry_after: float | None = None, error: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status_code = status_code
-        self.retryable = retryable
+                 retry_after: float | None = None, error: str | None = None, kind: str = "rejected") -> None:
+        super().__init__(kind, message, status_code=status_code)
+        self._retryable = retryable
         #: seconds Slack asked us to wait (429 Retry-After); None when it did not say.
         self.retry_after = retry_after
         #: Slack's error string from the body ("invalid_payload", "rate_limited", ...).
         self.error = error
+
+    @property
+    def retryable(self) -> bool:
+        return self._retryable
 
     def __repr__(self) -> str:
         return (f"SlackError(status_code={self.status_code!r}, error={self.error!r}, retryable={self.retryable!r}, "
@@ -61,6 +65,42 @@ def _settings(name: str) -> Any:
     return getattr(settings, name)
 
 
+class SlackClient(HttpClient):
+    """An incoming webhook: one POST of `{"text", "blocks"?}` to its URL."""
+
+    service = "Slack"
+    error_class = SlackError
+
+    def __init__(self, *, webhook_url: str, timeout: float) -> None:
+        # The webhook URL is used as it is (a base URL would gain a trailing slash, which Slack 404s).
+        super().__init__(base_url="", headers={}, timeout=timeout)
+        self.webhook_url = webhook_url
+
+    def error_for(self, response: httpx.Response, *, operation: str, **context: Any) -> SlackError | None:
+        if response.is_success:
+            return None
+        status = response.status_code
+        error = response.text.strip()[:200] or None
+        return SlackError(
+            f"Slack webhook -> {status}: {error}",
+            status_code=status,
+            retryable=status == 429 or status >= 500,
+            retry_after=_retry_after(response.headers.get("retry-after")) if status == 429 else None,
+            error=error,
+        )
+
+    def transport_error(self, kind: str, exc: httpx.HTTPError, *, operation: str, read: float,
+                        **context: Any) -> SlackError:
+        what = "timed out" if kind == "timeout" else "unreachable"
+        return SlackError(f"Slack webhook {what}: {exc!r}", retryable=True, kind=kind)
+
+    def post(self, *, text: str, blocks: list[Any] | None = None) -> None:
+        payload: dict[str, Any] = {"text": text}
+        if blocks:
+            payload["blocks"] = blocks
+        self.exchange("POST", self.webhook_url, operation="post", json=payload)
+
+
 def post_message(*, text: str, blocks: list[Any] | None = None, webhook_url: str | None = None,
                  timeout: float | None = None) -> None:
     """Post `text` (also the notification fallback when `blocks` are given) to an incoming webhook.
@@ -70,28 +110,7 @@ def post_message(*, text: str, blocks: list[Any] | None = None, webhook_url: str
     """
     url = webhook_url if webhook_url is not None else _settings("SLACK_WEBHOOK_URL")
     if not url:
-        raise SlackError("no Slack webhook URL configured (SLACK_WEBHOOK_URL)")
+        raise SlackError("no Slack webhook URL configured (SLACK_WEBHOOK_URL)", kind="not_configured")
     seconds = float(timeout if timeout is not None else _settings("HTTP_TIMEOUT_SECONDS"))
-    payload: dict[str, Any] = {"text": text}
-    if blocks:
-        payload["blocks"] = blocks
-    try:
-        response = httpx.post(
-            url, json=payload,
-            timeout=httpx.Timeout(connect=min(seconds, 5.0), read=seconds, write=seconds, pool=seconds),
-        )
-    except httpx.TimeoutException as exc:
-        raise SlackError(f"Slack webhook timed out: {exc!r}", retryable=True) from exc
-    except httpx.TransportError as exc:
-        raise SlackError(f"Slack webhook unreachable: {exc!r}", retryable=True) from exc
-    if response.is_success:
-        return
-    status = response.status_code
-    error = response.text.strip()[:200] or None
-    raise SlackError(
-        f"Slack webhook -> {status}: {error}",
-        status_code=status,
-        retryable=status == 429 or status >= 500,
-        retry_after=_retry_after(response.headers.get("retry-after")) if status == 429 else None,
-        error=error,
-    )
+    with SlackClient(webhook_url=url, timeout=seconds) as slack:
+        slack.post(text=text, blocks=blocks)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -14,7 +13,7 @@ from django.db.models import Count
 from django.utils import timezone
 
 from chips.models import Chip
-from instances.client import EvolutionError, fetch_connection_states
+from instances.gateway import GatewayError, gateway
 from instances.models import Instance
 
 logger = logging.getLogger(__name__)
@@ -45,18 +44,16 @@ def instances_check(*, concurrency: int | None = None, base_url: str | None = No
     result = CheckResult(checked=len(rows))
     if not rows:
         return result
-    states = asyncio.run(fetch_connection_states(
-        [name for _pk, name, _state, _chip in rows],
-        concurrency=concurrency or settings.HEALTH_CHECK_CONCURRENCY,
-        base_url=base_url, api_key=api_key, timeout=timeout,
-    ))
+    with gateway(base_url=base_url, api_key=api_key, timeout=timeout) as gw:
+        states = gw.connection_states([name for _pk, name, _state, _chip in rows],
+                                      concurrency=concurrency or settings.HEALTH_CHECK_CONCURRENCY)
     now = now or timezone.now()
     changed: list[Instance] = []
     opened: list[int] = []
     closed: list[int] = []
     for pk, name, old, chip_id in rows:
         read = states.get(name)
-        if isinstance(read, EvolutionError) or read is None:
+        if isinstance(read, GatewayError) or read is None:
             new = Instance.State.UNKNOWN
             result.unknown += 1
         else:

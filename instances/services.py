@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from chips.exceptions import DomainError
 from chips.models import Chip
-from instances.client import EvolutionClient, EvolutionError
+from instances.gateway import Gateway, GatewayError, gateway
 from instances.models import Instance, OutboundMessage, RoutingPolicy
 from instances.routing import route_contact
 
@@ -18,9 +19,34 @@ logger = logging.getLogger(__name__)
 
 
 def instance_register(*, chip: Chip, name: str | None = None) -> Instance:
-    """The Instance row of a chip (created once; its name is the chip's Evolution instance name)."""
+    """The Instance row of a chip (created once; its name is the chip's gateway instance name)."""
     instance, _created = Instance.objects.get_or_create(chip=chip, defaults={"name": name or chip.instance_name})
     return instance
+
+
+def webhook_config(gw: Gateway):
+    """What every instance's webhook must be: our receiver's URL and the shared secret header."""
+    return gw.webhook_config(url=settings.EVOLUTION_WEBHOOK_URL, secret=settings.EVOLUTION_WEBHOOK_SECRET)
+
+
+def instance_create(*, chip: Chip, name: str, gw: Gateway | None = None) -> Instance:
+    """Create the chip's session on the gateway (with our webhook) and its Instance row; idempotent.
+
+    An instance left by an earlier attempt ("exists") gets its webhook set again, so it points at us.
+    """
+    own = gw is None
+    gw = gw or gateway()
+    try:
+        try:
+            gw.create_instance(name, number=(chip.phone or "").lstrip("+") or None, webhook=webhook_config(gw))
+        except GatewayError as exc:
+            if exc.kind != "exists":
+                raise
+            gw.set_webhook(name, webhook_config(gw))
+    finally:
+        if own:
+            gw.close()
+    return instance_register(chip=chip, name=name)
 
 
 def sending_pause(*, reason: str, by: str) -> RoutingPolicy:
@@ -58,7 +84,7 @@ class SendOutcome:
     replayed: bool
 
 
-def message_send(*, contact: str, text: str, idempotency_key: str, client: EvolutionClient | None = None
+def message_send(*, contact: str, text: str, idempotency_key: str, client: Gateway | None = None
                  ) -> SendOutcome:
     """Route, store, then call Evolution's sendText exactly once; a repeated key returns the first result.
 
@@ -80,10 +106,10 @@ def message_send(*, contact: str, text: str, idempotency_key: str, client: Evolu
         existing = OutboundMessage.objects.select_related("chip").get(idempotency_key=idempotency_key)
         return _replay(existing, contact, text)
 
-    evolution = client or EvolutionClient()
+    evolution = client or gateway()
     try:
         result = evolution.send_text(decision.instance, number=contact.lstrip("+"), text=text)
-    except EvolutionError as exc:
+    except GatewayError as exc:
         error = str(exc)
         if exc.kind == "timeout":
             error = f"timed out; the message may or may not have been sent (not retried): {exc}"

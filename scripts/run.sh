@@ -5,7 +5,7 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-8000}
 
 bash scripts/services.sh
-bash scripts/bootstrap.sh requirements.txt
+bash scripts/bootstrap.sh requirements-sandbox.txt
 PY=.venv/bin/python
 
 $PY manage.py migrate --noinput

@@ -64,8 +64,8 @@ def celery_worker_queue(django_db_setup, django_db_blocker, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def _evolution_server():
-    from chipfarm.sandbox.evolution import FakeEvolution
-    from chipfarm.sandbox.server import FakeServer
+    from sandbox.evolution import FakeEvolution
+    from sandbox.server import FakeServer
 
     fake = FakeEvolution(api_key="test-evolution-key")
     server = FakeServer(fake.app).start()
@@ -86,8 +86,8 @@ def fake_evolution(_evolution_server, settings):
 
 @pytest.fixture(scope="session")
 def _salvy_server():
-    from chipfarm.sandbox.salvy import FakeSalvy
-    from chipfarm.sandbox.server import FakeServer
+    from sandbox.salvy import FakeSalvy
+    from sandbox.server import FakeServer
 
     fake = FakeSalvy(token="test-salvy-token")
     server = FakeServer(fake.app).start()
@@ -108,8 +108,8 @@ def fake_salvy(_salvy_server, settings):
 
 @pytest.fixture(scope="session")
 def _slack_server():
-    from chipfarm.sandbox.server import FakeServer
-    from chipfarm.sandbox.slack import FakeSlack
+    from sandbox.server import FakeServer
+    from sandbox.slack import FakeSlack
 
     fake = FakeSlack()
     server = FakeServer(fake.app).start()

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from chips.models import Chip, TrustLevel, WarmingPhase
 from instances import hours
-from instances.client import EvolutionClient, EvolutionError
+from instances.gateway import Gateway, GatewayError, gateway
 from instances.models import ChipCapacity, DeliveryEvent, OutboundMessage
 from instances.routing import reserve_capacity
 from warmer.models import ChipDailyMetrics, PhasePlan, TrustBreakdown, WarmingAction, WarmingDay
@@ -218,7 +218,7 @@ class DispatchReport:
     failed: int = 0
 
 
-def warming_dispatch(*, limit: int = 100, now: datetime | None = None, client: EvolutionClient | None = None
+def warming_dispatch(*, limit: int = 100, now: datetime | None = None, client: Gateway | None = None
                      ) -> DispatchReport:
     """Send the due actions. Rows are claimed with SKIP LOCKED in a short transaction, so any number of
     workers can sweep at once and no action is ever sent twice; the HTTP calls happen after commit."""
@@ -234,7 +234,7 @@ def warming_dispatch(*, limit: int = 100, now: datetime | None = None, client: E
     if not ids:
         return report
     own = client is None
-    client = client or EvolutionClient()
+    client = client or gateway()
     try:
         actions = list(WarmingAction.objects.filter(pk__in=ids).select_related("chip", "peer", "chip__capacity")
                        .order_by("due_at"))
@@ -272,7 +272,7 @@ def _bump(chip_id: int, day: date, **deltas: int) -> None:
         )
 
 
-def _dispatch_one(action: WarmingAction, now: datetime, client: EvolutionClient) -> str:
+def _dispatch_one(action: WarmingAction, now: datetime, client: Gateway) -> str:
     chip, peer = action.chip, action.peer
     if not hours.is_business_time(now):
         _finish(action, A.SKIPPED, "outside business hours")
@@ -291,7 +291,7 @@ def _dispatch_one(action: WarmingAction, now: datetime, client: EvolutionClient)
     try:
         result = client.send_text(chip.instance_name, number=peer.phone.lstrip("+"), text=action.text,
                                   delay_ms=action.typing_ms or None)
-    except EvolutionError as exc:
+    except GatewayError as exc:
         _finish(action, A.FAILED, str(exc))
         _bump(chip.pk, action.day, send_failures=1)
         return "failed"

@@ -4,6 +4,7 @@
 never at the first request.
 """
 
+import importlib.util
 from datetime import time
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -39,6 +40,10 @@ INSTALLED_APPS = [
     "warmer",
     "chipfarm",
 ]
+# The fake providers are an app of their own, installed only where their requirements are (the demo, the
+# tests, the compose stack's sandbox service): production images without starlette do not carry it.
+if importlib.util.find_spec("starlette") is not None:
+    INSTALLED_APPS.append("sandbox")
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
@@ -131,6 +136,8 @@ CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=90)
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 
 # --- Outside systems (DESIGN §10) ---
+# The WhatsApp gateway implementation (instances.gateway): Evolution 2.3.7 today.
+GATEWAY_BACKEND = env.str("GATEWAY_BACKEND", default="instances.gateway.evolution.EvolutionGateway")
 EVOLUTION_API_URL = env.str("EVOLUTION_API_URL", default="http://127.0.0.1:8081")
 EVOLUTION_API_KEY = env.str("EVOLUTION_API_KEY", default="dev-evolution-key")
 EVOLUTION_WEBHOOK_SECRET = env.str("EVOLUTION_WEBHOOK_SECRET", default="dev-evolution-webhook-secret")

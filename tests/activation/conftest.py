@@ -22,10 +22,10 @@ from django.utils import timezone
 from activation import services
 from activation.models import ActivationJob
 from activation.signing import signed_headers
-from chipfarm.sandbox.activator import FakeActivator
-from chipfarm.sandbox.salvy import FakeSalvy
-from chipfarm.sandbox.server import FakeServer
 from chips.models import Chip
+from sandbox.activator import FakeActivator
+from sandbox.salvy import FakeSalvy
+from sandbox.server import FakeServer
 from tests.factories import PATHS, chip_in_state, chip_walk
 
 ROOT = Path(__file__).resolve().parents[2]

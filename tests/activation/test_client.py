@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from activation.client import ActivationStatus, ActivatorClient, ActivatorError, national_number
-from chipfarm.sandbox.activator import FakeActivator
-from chipfarm.sandbox.server import FakeServer, free_port
+from sandbox.activator import FakeActivator
+from sandbox.server import FakeServer, free_port
 
 KEY = "test-activator-key"
 QR_URL = "http://evolution.test/instance/connect/pool-0001"

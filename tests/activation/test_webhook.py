@@ -11,8 +11,8 @@ from activation import services
 from activation.models import ActivationJob, SmsReceipt
 from activation.services import whatsapp_code
 from activation.signing import signed_headers
-from chipfarm.sandbox.server import free_port
 from chips.models import Chip, ChipTransition
+from sandbox.server import free_port
 from tests.activation.conftest import SALVY_SECRET, URL, sms_envelope
 from tests.factories import chip_in_state
 

@@ -16,8 +16,8 @@ from starlette.routing import Route
 
 from activation.signing import SignatureError, sign, signed_headers, verify
 from chipfarm.client import SalvyClient, SalvyError, SalvyLine, SalvySms
-from chipfarm.sandbox.salvy import DEFAULT_WEBHOOK_SECRET, FakeSalvy
-from chipfarm.sandbox.server import FakeServer, free_port
+from sandbox.salvy import DEFAULT_WEBHOOK_SECRET, FakeSalvy
+from sandbox.server import FakeServer, free_port
 
 TOKEN = "test-salvy-token"
 SECRET = DEFAULT_WEBHOOK_SECRET

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from chipfarm.sandbox.runner import Sandbox
-from chipfarm.sandbox.server import free_port
+from sandbox.runner import Sandbox
+from sandbox.server import free_port
 
 pytestmark = pytest.mark.django_db
 
@@ -23,7 +23,7 @@ def sandbox(settings):
 
 def test_the_world_texts_codes_links_activations_and_delivers_pool_messages(sandbox, settings):
     from chipfarm.client import SalvyClient
-    from instances.client import EvolutionClient
+    from instances.gateway.evolution import EvolutionGateway as EvolutionClient
 
     with SalvyClient() as salvy:
         line = salvy.provision(area_code=11, name="chipfarm-1")
@@ -33,7 +33,7 @@ def test_the_world_texts_codes_links_activations_and_delivers_pool_messages(sand
 
     number = line.phone_number.lstrip("+")
     with EvolutionClient() as evolution:
-        hook = {"webhook_url": "http://127.0.0.1:9/webhooks/evolution", "webhook_secret": "s"}
+        hook = {"webhook": evolution.webhook_config(url="http://127.0.0.1:9/webhooks/evolution", secret="s")}
         evolution.create_instance("chipfarm-1", number=number, **hook)
         evolution.create_instance("chipfarm-2", number="5521988880000", **hook)
     sandbox.evolution.link("chipfarm-2", "5521988880000")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from chipfarm.sandbox.server import FakeServer, free_port
-from chipfarm.sandbox.slack import FakeSlack
 from chips.client import SlackError, post_message
+from sandbox.server import FakeServer, free_port
+from sandbox.slack import FakeSlack
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from chipfarm.sandbox.evolution import FakeEvolution, build_app
-from chipfarm.sandbox.server import FakeServer, free_port
-from instances.client import (
-    WEBHOOK_EVENTS,
-    ConnectResult,
-    EvolutionClient,
-    EvolutionError,
-    fetch_connection_states,
-    normalize_messages,
-)
+from instances.gateway import ConnectInfo as ConnectResult
+from instances.gateway import GatewayError as EvolutionError
+from instances.gateway.evolution import WEBHOOK_EVENTS, normalize_messages
+from instances.gateway.evolution import EvolutionGateway as EvolutionClient
+from instances.gateway.evolution.bulk import fetch_connection_states
+from sandbox.evolution import FakeEvolution, build_app
+from sandbox.server import FakeServer, free_port
 
 KEY = "test-evolution-key"
 SECRET = "test-webhook-secret"
@@ -45,8 +42,9 @@ class Receiver:
             status = {"reject": 403, "flaky": 500}.get(request.path_params["kind"], 200)
             return JSONResponse({"ok": status == 200}, status_code=status)
 
-        self.app = Starlette(routes=[Route("/{kind}", receive, methods=["POST"]),
-                                     Route("/{kind}/{suffix}", receive, methods=["POST"])])
+        self.app = Starlette(
+            routes=[Route("/{kind}", receive, methods=["POST"]), Route("/{kind}/{suffix}", receive, methods=["POST"])]
+        )
 
     def events(self, path: str = "/hook") -> list[tuple[str, dict]]:
         with self.lock:
@@ -111,7 +109,7 @@ def linked(fake: FakeEvolution, client: EvolutionClient, name: str = "pool-1", *
 
 
 def test_create_returns_201_and_stores_the_webhook_block(fake, client, hook_url):
-    created = client.create_instance("pool-1", webhook_url=hook_url, webhook_secret=SECRET)
+    created = client.create_instance("pool-1", webhook=client.webhook_config(url=hook_url, secret=SECRET))
 
     assert fake.requests[-1]["route"] == "create" and fake.requests[-1]["status"] == 201
     assert created["instance"]["instanceName"] == "pool-1"
@@ -122,7 +120,7 @@ def test_create_returns_201_and_stores_the_webhook_block(fake, client, hook_url)
     hook = fake.instance_info("pool-1")["webhook"]
     assert hook["url"] == hook_url and hook["enabled"] is True
     assert hook["headers"] == {"X-Webhook-Secret": SECRET}
-    assert hook["events"] == WEBHOOK_EVENTS and hook["webhookByEvents"] is False
+    assert hook["events"] == list(WEBHOOK_EVENTS) and hook["webhookByEvents"] is False
 
 
 def test_create_body_is_exactly_what_evolution_expects():
@@ -132,16 +130,27 @@ def test_create_body_is_exactly_what_evolution_expects():
         seen.append(request)
         return httpx.Response(201, json={"instance": {"instanceName": "x"}, "hash": "H"})
 
-    with EvolutionClient(base_url="http://evo.test", api_key="k", timeout=1,
-                         transport=httpx.MockTransport(handler)) as c:
-        c.create_instance("pool-7", number="+55 11 99999-0001", webhook_url="http://rx/hook", webhook_secret="s")
+    with EvolutionClient(
+        base_url="http://evo.test", api_key="k", timeout=1, transport=httpx.MockTransport(handler)
+    ) as c:
+        c.create_instance(
+            "pool-7", number="+55 11 99999-0001", webhook=c.webhook_config(url="http://rx/hook", secret="s")
+        )
     request = seen[0]
     assert request.headers["apikey"] == "k"
     assert request.url.path == "/instance/create"
     assert json.loads(request.content) == {
-        "instanceName": "pool-7", "integration": "WHATSAPP-BAILEYS", "qrcode": False, "number": "5511999990001",
-        "webhook": {"url": "http://rx/hook", "byEvents": False, "base64": False,
-                    "headers": {"X-Webhook-Secret": "s"}, "events": WEBHOOK_EVENTS},
+        "instanceName": "pool-7",
+        "integration": "WHATSAPP-BAILEYS",
+        "qrcode": False,
+        "number": "5511999990001",
+        "webhook": {
+            "url": "http://rx/hook",
+            "byEvents": False,
+            "base64": False,
+            "headers": {"X-Webhook-Secret": "s"},
+            "events": list(WEBHOOK_EVENTS),
+        },
     }
 
 
@@ -185,13 +194,13 @@ def test_connect_before_and_after_the_qr_and_once_open(fake, client):
     client.create_instance("pool-1")
     first = client.connect("pool-1")
     assert isinstance(first, ConnectResult)
-    assert first.count == 0 and first.code is None and first.base64 is None and first.raw == {"count": 0}
+    assert first.count == 0 and first.code is None and first.image is None and first.raw == {"count": 0}
     assert client.connection_state("pool-1") == "connecting"
 
     assert fake.qr("pool-1")["count"] == 1
     second = client.connect("pool-1")
     assert second.count == 1 and second.code.startswith("2@") and second.pairing_code is None
-    assert second.base64.startswith("data:image/png;base64,")
+    assert second.image.startswith("data:image/png;base64,")
 
     fake.link("pool-1", PHONE)
     third = client.connect("pool-1")
@@ -231,13 +240,16 @@ def test_fetch_instances(fake, client):
 
 def test_set_webhook(fake, client, hook_url):
     client.create_instance("pool-1")
-    row = client.set_webhook("pool-1", url=hook_url, secret="other-secret")
+    assert client.find_webhook("pool-1") is None
+    client.set_webhook("pool-1", client.webhook_config(url=hook_url, secret="other-secret"))
     assert fake.requests[-1]["status"] == 201
-    assert row["url"] == hook_url and row["enabled"] is True and row["events"] == WEBHOOK_EVENTS
-    assert row["headers"] == {"X-Webhook-Secret": "other-secret"}
+    found = client.find_webhook("pool-1")
+    assert found.url == hook_url and found.enabled is True and found.events == WEBHOOK_EVENTS
+    assert found.secret == "other-secret"
     assert fake.instance_info("pool-1")["webhook"]["headers"] == {"X-Webhook-Secret": "other-secret"}
+    bad = client.webhook_config(url=hook_url, secret="s")
     with pytest.raises(EvolutionError) as exc:
-        client.set_webhook("pool-1", url=hook_url, secret="s", events=["NEW_JWT_TOKEN"])
+        client.set_webhook("pool-1", type(bad)(url=bad.url, secret=bad.secret, events=("NEW_JWT_TOKEN",)))
     assert exc.value.kind == "bad_request" and "is not one of enum values" in exc.value.messages[0]
 
 
@@ -266,7 +278,8 @@ def test_restart_on_a_closed_instance_is_an_error_body(fake, client):
     err = exc.value
     assert err.kind == "error_body" and err.status_code == 200 and err.messages == ["[object Object]"]
     fake.link("pool-1", PHONE)
-    assert client.restart("pool-1") == {"instance": {"instanceName": "pool-1", "state": "open"}}
+    assert client.restart("pool-1") is None
+    assert fake.requests[-1]["status"] == 200 and client.connection_state("pool-1") == "open"
 
 
 def test_200_with_error_true_is_an_error_body_and_is_not_retried(fake, client):
@@ -298,7 +311,7 @@ def test_send_text_failure_is_raised_once_and_never_retried(fake, client):
     with pytest.raises(EvolutionError) as exc:
         client.send_text("pool-1", number=CONTACT, text="hi")
     err = exc.value
-    assert err.kind == "server" and err.status_code == 500 and err.retryable
+    assert err.kind == "connection_closed" and err.status_code == 500 and err.retryable
     assert err.messages == ["Connection Closed"]
     assert fake.request_count("sendText") == 1
     assert fake.sent_messages == []
@@ -341,8 +354,10 @@ def test_a_5xx_on_a_read_is_retried_once(fake, client):
 
 
 def test_transport_error_when_nothing_listens():
-    with EvolutionClient(base_url=f"http://127.0.0.1:{free_port()}", api_key=KEY, timeout=1) as dead, \
-            pytest.raises(EvolutionError) as exc:
+    with (
+        EvolutionClient(base_url=f"http://127.0.0.1:{free_port()}", api_key=KEY, timeout=1) as dead,
+        pytest.raises(EvolutionError) as exc,
+    ):
         dead.send_text("pool-1", number=CONTACT, text="hi")
     assert exc.value.kind == "transport" and exc.value.status_code is None and exc.value.retryable
 
@@ -353,8 +368,9 @@ def test_non_json_bodies_are_handled():
             return httpx.Response(200, text="<html>proxy</html>")
         return httpx.Response(502, text="<html>Bad Gateway</html>")
 
-    with EvolutionClient(base_url="http://evo.test", api_key="k", timeout=1,
-                         transport=httpx.MockTransport(handler)) as c:
+    with EvolutionClient(
+        base_url="http://evo.test", api_key="k", timeout=1, transport=httpx.MockTransport(handler)
+    ) as c:
         with pytest.raises(EvolutionError) as exc:
             c.connection_state("pool-1")
         assert exc.value.kind == "error_body" and exc.value.payload is None
@@ -366,9 +382,10 @@ def test_non_json_bodies_are_handled():
 
 def test_message_normalisation_and_pickling():
     assert normalize_messages("Unauthorized") == ["Unauthorized"]
-    assert normalize_messages([["instance requires property \"text\""]]) == ['instance requires property "text"']
+    assert normalize_messages([['instance requires property "text"']]) == ['instance requires property "text"']
     assert normalize_messages([{"jid": "1@s.whatsapp.net", "exists": False, "number": "1"}]) == [
-        "number 1 not on WhatsApp"]
+        "number 1 not on WhatsApp"
+    ]
     assert normalize_messages([{"a": 1}]) == ['{"a":1}']
     err = EvolutionError("server", operation="sendText", instance="p", status_code=500, messages=["x"])
     clone = pickle.loads(pickle.dumps(err))
@@ -383,8 +400,7 @@ def test_fetch_connection_states_is_concurrent_and_bounded(fake, server):
     names = [f"bulk-{i:04d}" for i in range(200)]
     fake.add_instances(names)
     fake.set_latency(0.05)
-    states = asyncio.run(fetch_connection_states(names, concurrency=50, base_url=server.url, api_key=KEY,
-                                                 timeout=5))
+    states = asyncio.run(fetch_connection_states(names, concurrency=50, base_url=server.url, api_key=KEY, timeout=5))
     assert states == dict.fromkeys(names, "open")
     assert fake.request_count("connectionState") == 200
     assert 25 <= fake.peak_in_flight <= 50
@@ -394,12 +410,13 @@ def test_fetch_connection_states_turns_failures_into_values(fake, server):
     names = [f"bulk-{i:04d}" for i in range(60)]
     fake.add_instances(names)
     fake.fail_next(7, status=500, route="connectionState")
-    states = asyncio.run(fetch_connection_states([*names, "ghost"], concurrency=10, base_url=server.url,
-                                                 api_key=KEY, timeout=5))
+    states = asyncio.run(
+        fetch_connection_states([*names, "ghost"], concurrency=10, base_url=server.url, api_key=KEY, timeout=5)
+    )
     errors = {n: v for n, v in states.items() if isinstance(v, EvolutionError)}
     assert len(states) == 61
     assert states["ghost"].kind == "not_found"
-    assert sorted(e.kind for n, e in errors.items() if n != "ghost") == ["server"] * 7
+    assert sorted(e.kind for n, e in errors.items() if n != "ghost") == ["connection_closed"] * 7
     assert sum(1 for v in states.values() if v == "open") == 53
     assert fake.request_count("connectionState") == 61  # no retries inside a sweep
 
@@ -415,7 +432,7 @@ def test_fetch_connection_states_timeout_becomes_a_value(fake, server):
 
 
 def test_link_close_inbound_send_and_ack_deliver_envelopes(fake, client, receiver, hook_url, server):
-    client.create_instance("pool-1", webhook_url=hook_url, webhook_secret=SECRET)
+    client.create_instance("pool-1", webhook=client.webhook_config(url=hook_url, secret=SECRET))
     records = fake.link("pool-1", PHONE)
     assert [r["status_code"] for r in records] == [200, 200]
     (_, c1), (_, c2) = receiver.events()
@@ -449,8 +466,12 @@ def test_link_close_inbound_send_and_ack_deliver_envelopes(fake, client, receive
     (_, ok), (_, failed) = receiver.events()
     assert ok["body"]["event"] == "messages.update"
     assert {k: v for k, v in ok["body"]["data"].items() if k != "messageId"} == {
-        "keyId": sent.message_id, "remoteJid": f"{CONTACT}@s.whatsapp.net", "fromMe": True,
-        "status": "DELIVERY_ACK", "instanceId": fake.instance_info("pool-1")["id"]}
+        "keyId": sent.message_id,
+        "remoteJid": f"{CONTACT}@s.whatsapp.net",
+        "fromMe": True,
+        "status": "DELIVERY_ACK",
+        "instanceId": fake.instance_info("pool-1")["id"],
+    }
     assert failed["body"]["data"]["status"] == "ERROR" and failed["body"]["data"]["errorCode"] == 463
     assert failed["body"]["data"]["errorMessage"]
 
@@ -465,7 +486,7 @@ def test_link_close_inbound_send_and_ack_deliver_envelopes(fake, client, receive
 
 def test_transient_close_and_qr_events_and_set_webhook_secret(fake, client, receiver, hook_url):
     client.create_instance("pool-1")
-    client.set_webhook("pool-1", url=hook_url, secret="rotated")
+    client.set_webhook("pool-1", client.webhook_config(url=hook_url, secret="rotated"))
     fake.qr("pool-1")
     fake.link("pool-1", PHONE)
     receiver.clear()
@@ -485,10 +506,14 @@ def test_transient_close_and_qr_events_and_set_webhook_secret(fake, client, rece
 def test_delivery_retries_are_bounded_and_skip_non_retryable(fake, client, receiver, receiver_server):
     fake.webhook_backoff = (0.01,)
     try:
-        client.create_instance("flaky", webhook_url=receiver_server.url + "/flaky", webhook_secret=SECRET)
-        client.create_instance("reject", webhook_url=receiver_server.url + "/reject", webhook_secret=SECRET)
+        client.create_instance(
+            "flaky", webhook=client.webhook_config(url=receiver_server.url + "/flaky", secret=SECRET)
+        )
+        client.create_instance(
+            "reject", webhook=client.webhook_config(url=receiver_server.url + "/reject", secret=SECRET)
+        )
         dead_url = f"http://127.0.0.1:{free_port()}/webhooks/evolution"
-        client.create_instance("dead", webhook_url=dead_url, webhook_secret=SECRET)
+        client.create_instance("dead", webhook=client.webhook_config(url=dead_url, secret=SECRET))
         flaky = fake.inbound("flaky", CONTACT, "x")
         fake.inbound("reject", CONTACT, "x")
         fake.inbound("dead", CONTACT, "x")  # receiver not running: recorded, never raised
@@ -502,7 +527,7 @@ def test_delivery_retries_are_bounded_and_skip_non_retryable(fake, client, recei
 
 
 def test_http_controls_drive_the_fake(fake, client, server, receiver, hook_url):
-    client.create_instance("pool-1", webhook_url=hook_url, webhook_secret=SECRET)
+    client.create_instance("pool-1", webhook=client.webhook_config(url=hook_url, secret=SECRET))
     with httpx.Client(base_url=server.url + "/__fake__", timeout=5) as ctl:
         r = ctl.post("/link/pool-1", json={"number": PHONE})
         assert r.status_code == 200 and [d["status_code"] for d in r.json()["deliveries"]] == [200, 200]
@@ -533,4 +558,3 @@ def test_welcome_needs_no_key_and_unknown_routes_answer_like_express(server):
 def test_build_app_exposes_the_fake():
     app = build_app("k", None)
     assert isinstance(app.state.fake, FakeEvolution) and app.state.fake.api_key == "k"
-

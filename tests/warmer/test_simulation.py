@@ -65,7 +65,9 @@ def test_clean_chip_walks_every_phase_reaches_85_and_is_promoted(warming_pool, f
 
     def day_end(day: int, as_of: datetime) -> None:
         if day >= 19:  # the last days' trust runs in the real worker, through Redis
-            recompute_trust.apply_async(args=[None, as_of.isoformat()], queue=celery_worker_queue).get(timeout=30)
+            # ignore_result=False: the task ignores results, and .get() would then return at once (a race)
+            recompute_trust.apply_async(args=[None, as_of.isoformat()], queue=celery_worker_queue,
+                                        ignore_result=False).get(timeout=30)
         else:
             trust_recompute(as_of=as_of)
 

@@ -134,7 +134,7 @@ def build_app() -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m chipfarm.sandbox.slack --port 8084`` then SLACK_WEBHOOK_URL=http://127.0.0.1:8084/alerts."""
+    """``python -m sandbox.slack --port 8084`` then SLACK_WEBHOOK_URL=http://127.0.0.1:8084/alerts."""
     import uvicorn
 
     parser = argparse.ArgumentParser(description="Fake Slack incoming webhooks (loopback only)")

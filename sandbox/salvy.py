@@ -454,7 +454,7 @@ def build_app(token: str = DEFAULT_TOKEN, webhook_url: str | None = None,
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m chipfarm.sandbox.salvy --port 8082 --webhook-url http://127.0.0.1:8000/...`` (foreground)."""
+    """``python -m sandbox.salvy --port 8082 --webhook-url http://127.0.0.1:8000/...`` (foreground)."""
     import uvicorn
 
     parser = argparse.ArgumentParser(description="Fake Salvy API (loopback only)")

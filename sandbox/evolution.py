@@ -23,7 +23,7 @@ Driving it:
   thread except the server's own event loop (they deliver webhooks with a blocking client).
 * HTTP (another process, e.g. ``manage.py sandbox``): the same controls under ``/__fake__/`` (no apikey; loopback
   only). See :meth:`FakeEvolution._control_routes`.
-* Standalone: ``python -m chipfarm.sandbox.evolution --port 8081 --webhook-url ...`` (:func:`main`).
+* Standalone: ``python -m sandbox.evolution --port 8081 --webhook-url ...`` (:func:`main`).
 """
 
 from __future__ import annotations
@@ -1055,7 +1055,7 @@ def build_app(api_key: str | None = None, webhook_url: str | None = None, *, ser
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run the fake in the foreground: ``python -m chipfarm.sandbox.evolution --port 8081``."""
+    """Run the fake in the foreground: ``python -m sandbox.evolution --port 8081``."""
     import uvicorn
 
     parser = argparse.ArgumentParser(description="Fake Evolution API v2 on loopback")

@@ -18,11 +18,11 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 
-from chipfarm.sandbox.activator import FakeActivator
-from chipfarm.sandbox.evolution import FakeEvolution
-from chipfarm.sandbox.salvy import FakeSalvy
-from chipfarm.sandbox.server import FakeServer
-from chipfarm.sandbox.slack import FakeSlack
+from sandbox.activator import FakeActivator
+from sandbox.evolution import FakeEvolution
+from sandbox.salvy import FakeSalvy
+from sandbox.server import FakeServer
+from sandbox.slack import FakeSlack
 
 logger = logging.getLogger(__name__)
 

@@ -276,7 +276,7 @@ def build_app(api_key: str = DEFAULT_API_KEY) -> Starlette:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m chipfarm.sandbox.activator --port 8083`` (foreground)."""
+    """``python -m sandbox.activator --port 8083`` (foreground)."""
     import uvicorn
 
     parser = argparse.ArgumentParser(description="Fake VPS chip activator (loopback only)")

@@ -7,7 +7,7 @@ for new lines, linked instances after activation, some inbound traffic and recei
 
 from django.core.management.base import BaseCommand
 
-from chipfarm.sandbox.runner import Sandbox
+from sandbox.runner import Sandbox
 
 
 class Command(BaseCommand):
