@@ -16,7 +16,6 @@ tasks module that imports it, and chipfarm's `cancel_line`, which activation may
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -36,6 +35,7 @@ from django.utils.translation import gettext as _
 from activation.client import ActivationStatus, ActivatorClient, ActivatorError
 from activation.models import ActivationJob, SmsReceipt
 from chips.exceptions import DomainError, InvalidInput, NotFound
+from chips.inbound import parse_json_body
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
 
@@ -165,10 +165,8 @@ def whatsapp_code(data: dict[str, Any]) -> str:
 
 def salvy_event_parse(body: bytes) -> SalvyEvent:
     """The event type and, for `sms.received`, its SMS. Raises InvalidInput naming the bad field."""
-    try:
-        envelope = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput(_("The body is not JSON."), field="body") from None
+    # NUL characters are stripped (PostgreSQL cannot store them; a real SMS may carry one): the SMS still counts.
+    envelope = parse_json_body(body, strip_nuls=True)
     if not isinstance(envelope, dict):
         raise InvalidInput(_("The body must be a JSON object."), field="body")
     event_type = envelope.get("type")

@@ -116,10 +116,14 @@ class PoolSnapshotAdmin(ReadOnlyAdmin):
 
 
 @admin.register(ChipRelease)
-class ChipReleaseAdmin(admin.ModelAdmin):
-    list_display = ["chip", "reason", "instance_deleted_at", "line_canceled_at", "attempts", "last_error"]
+class ChipReleaseAdmin(ReadOnlyAdmin):
+    list_display = ["chip", "reason", "instance_deleted_at", "line_canceled_at", "instance_attempts",
+                    "line_attempts", "next_attempt_at", "gave_up_at", "last_error"]
+    list_filter = [("instance_deleted_at", admin.EmptyFieldListFilter),
+                   ("line_canceled_at", admin.EmptyFieldListFilter)]
     list_select_related = ["chip"]
     raw_id_fields = ["chip"]
 
-    def has_add_permission(self, request) -> bool:
-        return False
+    @admin.display(description=_("last error"))
+    def last_error(self, release: ChipRelease) -> str:
+        return release.instance_error or release.line_error

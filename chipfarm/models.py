@@ -178,20 +178,34 @@ class PoolSnapshot(models.Model):
 
 
 class ChipRelease(models.Model):
-    """The outside resources of a retired chip given back: its Evolution instance and its Salvy line."""
+    """The outside resources of a retired chip given back: its gateway instance and its Salvy line.
+
+    Each side is done on its own: the paid line is cancelled whatever the gateway answers (field notes §3), and the
+    side that failed is retried at `next_attempt_at` with backoff (a due-at row, picked by the release sweep).
+    """
 
     chip = models.OneToOneField("chips.Chip", on_delete=models.CASCADE, related_name="release")
     reason = models.CharField(_("reason"), max_length=40)
     instance_deleted_at = models.DateTimeField(_("instance deleted at"), null=True, blank=True)
     line_canceled_at = models.DateTimeField(_("line canceled at"), null=True, blank=True)
-    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
-    last_error = models.CharField(_("last error"), max_length=300, blank=True)
+    instance_attempts = models.PositiveSmallIntegerField(_("instance clean-up attempts"), default=0)
+    instance_error = models.CharField(_("instance clean-up error"), max_length=300, blank=True)
+    line_attempts = models.PositiveSmallIntegerField(_("line cancel attempts"), default=0)
+    line_error = models.CharField(_("line cancel error"), max_length=300, blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    gave_up_at = models.DateTimeField(_("gave up at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         verbose_name = _("chip release")
         verbose_name_plural = _("chip releases")
+        indexes = [
+            # The release sweep: unfinished releases that are due.
+            models.Index(fields=["next_attempt_at"], condition=models.Q(gave_up_at__isnull=True,
+                                                                        next_attempt_at__isnull=False),
+                         name="chiprelease_due_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"release of chip {self.chip_id}"
@@ -199,3 +213,9 @@ class ChipRelease(models.Model):
     @property
     def done(self) -> bool:
         return self.instance_deleted_at is not None and self.line_canceled_at is not None
+
+    @property
+    def pending(self) -> list[str]:
+        """What is not given back yet: "instance", "line"."""
+        return [side for side, at in (("instance", self.instance_deleted_at), ("line", self.line_canceled_at))
+                if at is None]

@@ -282,7 +282,9 @@ def release_retired(config: PoolConfiguration, now: datetime) -> int:
 
     chips = Chip.objects.filter(pk__in=chip_ids)
     with transaction.atomic():
-        ChipRelease.objects.bulk_create([ChipRelease(chip=c, reason=release_reason(c)) for c in chips],
+        # Due in 10 minutes: if the task queued below is lost, the release sweep picks the row up then.
+        ChipRelease.objects.bulk_create([ChipRelease(chip=c, reason=release_reason(c),
+                                                     next_attempt_at=now + timedelta(minutes=10)) for c in chips],
                                         ignore_conflicts=True)
         for chip_id in chip_ids:
             release_chip.delay_on_commit(chip_id)

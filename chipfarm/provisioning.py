@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -14,6 +15,8 @@ from chipfarm.models import ChipRelease, OrchestratorOperation
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
 from instances.gateway import Gateway, GatewayError, gateway
+from instances.maintenance import instance_release
+from instances.models import Instance
 from instances.services import instance_create
 
 logger = logging.getLogger(__name__)
@@ -112,47 +115,118 @@ def release_reason(chip: Chip) -> str:
     return "unnecessary"
 
 
+# Seconds before the next try of a release side that failed (then a warning alert, RELEASE_MAX_ATTEMPTS).
+RELEASE_BACKOFF = (60, 300, 900, 3600, 3 * 3600, 6 * 3600)
+
+
+def _release_backoff(attempts: int) -> timedelta:
+    return timedelta(seconds=RELEASE_BACKOFF[min(attempts, len(RELEASE_BACKOFF)) - 1])
+
+
 def chip_release(*, chip_id: int, reason: str | None = None, salvy: SalvyClient | None = None,
-                 evolution: Gateway | None = None) -> ChipRelease:
-    """Delete the retired chip's Evolution instance and cancel its Salvy line; each step once."""
+                 evolution: Gateway | None = None, now=None) -> ChipRelease:
+    """Give back a retired chip's outside resources: log out and delete its session, cancel its Salvy line.
+
+    The two sides are independent: the line is cancelled in the same run whatever the gateway answered (a 400 on
+    delete must not keep paying for the line). A side that failed is counted and retried at `next_attempt_at`
+    with backoff by the release sweep; after RELEASE_MAX_ATTEMPTS a warning alert names what is left.
+    """
     chip = Chip.objects.get(pk=chip_id)
     release, _created = ChipRelease.objects.get_or_create(
         chip=chip, defaults={"reason": reason or release_reason(chip)}
     )
     if release.done:
         return release
+    now = now or timezone.now()
     own_salvy, own_evolution = salvy is None, evolution is None
-    salvy = salvy or SalvyClient()
-    evolution = evolution or gateway()
-    now = timezone.now()
+    updates: dict = {}
     try:
         if release.instance_deleted_at is None:
-            if chip.instance_name:
-                try:
-                    evolution.delete(chip.instance_name)
-                except GatewayError as exc:
-                    if exc.kind != "not_found":
-                        raise
-            ChipRelease.objects.filter(pk=release.pk).update(instance_deleted_at=now, updated_at=now)
+            instance = Instance.objects.filter(chip=chip).first()
+            try:
+                if instance is not None:
+                    evolution = evolution or gateway()
+                    instance_release(instance=instance, gw=evolution, attempt=release.instance_attempts + 1)
+            except GatewayError as exc:
+                updates.update(instance_attempts=release.instance_attempts + 1, instance_error=str(exc)[:300])
+            else:
+                updates.update(instance_deleted_at=now, instance_error="")
         if release.line_canceled_at is None:
-            if chip.provider_line_id:
-                try:
-                    salvy.cancel(chip.provider_line_id, reason=release.reason)
-                except SalvyError as exc:
-                    if exc.kind != "not_found" and exc.code != "already_canceled":
-                        raise
-                OrchestratorOperation.objects.create(kind=Op.CANCEL, chip=chip,
-                                                     reason=f"line cancelled: {release.reason}",
-                                                     metadata={"line": chip.provider_line_id})
-            ChipRelease.objects.filter(pk=release.pk).update(line_canceled_at=now, updated_at=now)
-    except (SalvyError, GatewayError) as exc:
-        ChipRelease.objects.filter(pk=release.pk).update(attempts=release.attempts + 1, last_error=str(exc)[:300],
-                                                         updated_at=now)
-        raise
+            try:
+                if chip.provider_line_id:
+                    salvy = salvy or SalvyClient()
+                    _cancel_line(salvy, chip, release.reason)
+            except SalvyError as exc:
+                updates.update(line_attempts=release.line_attempts + 1, line_error=str(exc)[:300])
+            else:
+                updates.update(line_canceled_at=now, line_error="")
     finally:
-        if own_salvy:
+        if own_salvy and salvy is not None:
             salvy.close()
-        if own_evolution:
+        if own_evolution and evolution is not None:
             evolution.close()
-    release.refresh_from_db()
+    for name, value in updates.items():
+        setattr(release, name, value)
+    failed = max(release.instance_attempts if release.instance_deleted_at is None else 0,
+                 release.line_attempts if release.line_canceled_at is None else 0)
+    if release.done:
+        release.next_attempt_at = None
+    elif failed >= settings.RELEASE_MAX_ATTEMPTS:
+        release.next_attempt_at, release.gave_up_at = None, now
+        _release_gave_up(release, chip)
+    else:
+        release.next_attempt_at = now + _release_backoff(max(1, failed))
+    release.save()
     return release
+
+
+def _cancel_line(salvy: SalvyClient, chip: Chip, reason: str) -> None:
+    try:
+        salvy.cancel(chip.provider_line_id, reason=reason)
+    except SalvyError as exc:
+        if exc.kind != "not_found" and exc.code != "already_canceled":
+            raise
+    OrchestratorOperation.objects.create(kind=Op.CANCEL, chip=chip, reason=f"line cancelled: {reason}",
+                                         metadata={"line": chip.provider_line_id})
+
+
+def _release_gave_up(release: ChipRelease, chip: Chip) -> None:
+    left = []
+    if release.instance_deleted_at is None:
+        left.append(_("instance %(name)s (%(error)s)") % {"name": chip.instance_name, "error": release.instance_error})
+    if release.line_canceled_at is None:
+        left.append(_("Salvy line %(line)s (%(error)s)") % {"line": chip.provider_line_id, "error": release.line_error})
+    alert_raise(kind="release_failed", severity=ChipAlert.Severity.WARNING, chip=chip,
+                message=_("Retired chip %(chip)s could not be fully released after %(n)d tries: %(left)s.")
+                % {"chip": chip, "n": settings.RELEASE_MAX_ATTEMPTS, "left": "; ".join(left)},
+                action_taken=_("clean it up by hand on the gateway / in Salvy"))
+
+
+def releases_sweep(*, now=None, limit: int = 50) -> list[int]:
+    """Queue the due retries of unfinished releases (claimed with SKIP LOCKED: two sweeps never queue one twice)."""
+    from chipfarm.tasks import release_chip
+
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = list(ChipRelease.objects.select_for_update(skip_locked=True)
+                   .filter(gave_up_at__isnull=True, next_attempt_at__lte=now)
+                   .order_by("next_attempt_at").values_list("pk", "chip_id")[:limit])
+        if due:
+            # Claimed: the task's own run sets the real next attempt; a lost task is picked again in 10 minutes.
+            ChipRelease.objects.filter(pk__in=[pk for pk, _ in due]).update(
+                next_attempt_at=now + timedelta(minutes=10), updated_at=now)
+            for _pk, chip_id in due:
+                release_chip.delay_on_commit(chip_id)
+    return [chip_id for _pk, chip_id in due]
+
+
+def chip_release_summary(chip: Chip) -> dict | None:
+    """The chip API's `release`: for a retired chip, what is given back and what is still pending."""
+    release = ChipRelease.objects.filter(chip_id=chip.pk).first()
+    if release is None:
+        return None if chip.status != Chip.Status.RETIRED else {
+            "reason": release_reason(chip), "pending": ["instance", "line"], "instance_deleted_at": None,
+            "line_canceled_at": None, "next_attempt_at": None, "gave_up_at": None, "last_error": ""}
+    return {"reason": release.reason, "pending": release.pending, "instance_deleted_at": release.instance_deleted_at,
+            "line_canceled_at": release.line_canceled_at, "next_attempt_at": release.next_attempt_at,
+            "gave_up_at": release.gave_up_at, "last_error": release.instance_error or release.line_error}

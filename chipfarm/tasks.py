@@ -42,9 +42,9 @@ def provision_chip(self, chip_id: int) -> str:
         return "failed"
 
 
-@shared_task(name="chipfarm.release_chip", bind=True, acks_late=True, max_retries=5)
-def release_chip(self, chip_id: int, reason: str | None = None) -> bool:
-    """Delete a retired chip's instance and cancel its line (retried with backoff)."""
+@shared_task(name="chipfarm.release_chip", acks_late=True, ignore_result=True, soft_time_limit=60, time_limit=75)
+def release_chip(chip_id: int, reason: str | None = None) -> bool:
+    """Give back a retired chip's instance and line; what failed is retried by the release sweep (due-at)."""
     from chipfarm.provisioning import chip_release
     from chips.models import Chip
 
@@ -53,8 +53,14 @@ def release_chip(self, chip_id: int, reason: str | None = None) -> bool:
     except Chip.DoesNotExist:
         logger.warning("release_chip: chip %s no longer exists; nothing to release", chip_id)
         return False
-    except (SalvyError, GatewayError) as exc:
-        raise self.retry(exc=exc, countdown=min(300, 30 * 2 ** self.request.retries)) from None
+
+
+@shared_task(name="chipfarm.sweep_releases", ignore_result=True)
+def sweep_releases() -> list[int]:
+    """Every minute: queue the releases whose retry is due."""
+    from chipfarm.provisioning import releases_sweep
+
+    return releases_sweep()
 
 
 @shared_task(name="chipfarm.cancel_line", acks_late=True)

@@ -33,6 +33,7 @@ def _detail(chip: Chip) -> dict:
     data = ChipOut.model_validate(chip).model_dump()
     data["history"] = list(chip.transitions.all()[: selectors.HISTORY_LIMIT])
     data["allowed_transitions"] = services.chip_allowed_transitions(chip=chip, operator_only=True)
+    data.update(selectors.chip_detail_sections(chip))
     return data
 
 

@@ -47,9 +47,22 @@ class ChipOut(Schema):
     updated_at: datetime
 
 
+class ReleaseOut(Schema):
+    """What a retired chip has not given back yet (its gateway instance, its paid line), and why."""
+
+    reason: str
+    pending: list[str] = Field(description='"instance" and/or "line": what is not released yet.')
+    instance_deleted_at: datetime | None
+    line_canceled_at: datetime | None
+    next_attempt_at: datetime | None
+    gave_up_at: datetime | None
+    last_error: str
+
+
 class ChipDetailOut(ChipOut):
     allowed_transitions: list[str]
     history: list[TransitionOut]
+    release: ReleaseOut | None = None
 
 
 class TransitionIn(Schema):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from django.db.models import Prefetch
 
 from chips.exceptions import NotFound
@@ -24,3 +27,17 @@ def chip_detail(*, chip_id: int) -> Chip:
     if chip is None:
         raise NotFound(f"Chip {chip_id} does not exist.")
     return chip
+
+
+# Facts about a chip that higher apps own (its release, its session): they register a provider at start-up, so
+# the chip API can show them without `chips` importing upward (DESIGN §11).
+_DETAIL_SECTIONS: dict[str, Callable[[Chip], Any]] = {}
+
+
+def register_detail_section(name: str, provider: Callable[[Chip], Any]) -> None:
+    """Called by a higher app's AppConfig.ready(): `provider(chip)` fills the detail's `name` (None: nothing)."""
+    _DETAIL_SECTIONS[name] = provider
+
+
+def chip_detail_sections(chip: Chip) -> dict[str, Any]:
+    return {name: provider(chip) for name, provider in _DETAIL_SECTIONS.items()}

@@ -27,6 +27,9 @@ app.conf.beat_schedule = {
     "warmer-recompute-recent-trust": {"task": "warmer.recompute_recent_trust", "schedule": 300.0},
     "warmer-recompute-all-trust": {"task": "warmer.recompute_trust", "schedule": crontab(hour=9, minute=30)},
     "prune-pool-snapshots": {"task": "chipfarm.prune_snapshots", "schedule": crontab(hour=4, minute=17)},
+    "prune-webhook-receipts": {"task": "instances.prune_receipts", "schedule": crontab(hour=4, minute=27)},
+    "heal-webhook-drift": {"task": "instances.heal_webhooks", "schedule": crontab(hour=5, minute=7)},
+    "sweep-releases": {"task": "chipfarm.sweep_releases", "schedule": 60.0},
     # /health/deep's "beat" check; a tick no worker ran within a minute is dropped, not run late.
     "beat-heartbeat": {"task": "config.heartbeat", "schedule": 30.0, "options": {"expires": 60}},
 }

@@ -44,3 +44,28 @@ class RequestIdMiddleware:
 @receiver(request_finished, dispatch_uid="config.middleware.clear_request_id")
 def _clear_request_id(**kwargs) -> None:
     request_id.set(None)
+
+
+class MachineBodyLimitMiddleware:
+    """The API and the webhooks answer an oversized body with a JSON 413 (Django's own refusal is an HTML 400).
+
+    Django raises RequestDataTooBig when `request.body` is read past DATA_UPLOAD_MAX_MEMORY_SIZE; reading it here,
+    before the view, turns that into the `{code, message}` every machine client gets for bad input.
+    """
+
+    PREFIXES = ("/api/", "/webhooks/", "/activation/")
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and request.path.startswith(self.PREFIXES):
+            from django.core.exceptions import RequestDataTooBig
+            from django.http import JsonResponse
+
+            try:
+                request.body  # noqa: B018 - read once, here, so the limit is enforced before the view
+            except RequestDataTooBig:
+                return JsonResponse({"code": "body_too_large", "message": "The request body is too large.",
+                                     "field": "body"}, status=413)
+        return self.get_response(request)

@@ -1,24 +1,41 @@
-"""The periodic instance check: every instance's state read concurrently, only changes written."""
+"""The periodic instance check: the gateway's durable truth, reconciled with what the pool believes.
+
+Webhooks are the fast path and get lost (field notes §2). Every minute the check reads, per gateway server, the
+instance list once (``fetchInstances``: persisted disconnection codes, and which instances still exist) and every
+session's live state concurrently (``connectionState``), then:
+
+* a final close the pool missed (402/403/406 → ban, 401 → logged out) is applied as if its webhook had come;
+* an instance the gateway no longer has (absent from the list, or 404) is gone: out of routing, one alert;
+* the live state wins over webhook order (a late ``connecting`` after ``open``); a dead socket is believed open
+  again only once a restart had time to heal it;
+* a session that keeps connecting for ``LINK_STUCK_MINUTES`` without opening is reported as a stuck link.
+
+One query reads the instances; the plain state changes are written in bulk; only real changes cost more.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
-from chips.models import Chip
-from instances.gateway import GatewayError, gateway
+from chips.models import Chip, ChipAlert
+from chips.services import alert_raise
+from instances import sessions
+from instances.gateway import GatewayError, InstanceRecord, gateway
 from instances.models import Instance
 
 logger = logging.getLogger(__name__)
 LAST_CHECK_KEY = "instances:last_check"
 KNOWN_STATES = {s.value for s in Instance.State}
+S = Instance.State
 
 
 @dataclass
@@ -26,59 +43,116 @@ class CheckResult:
     checked: int = 0
     changed: int = 0
     unknown: int = 0
+    gone: int = 0
+    finals: int = 0
     changes: list[tuple[str, str, str]] = field(default_factory=list)  # (name, old, new)
+
+
+def _missed_final_close(instance: Instance, record: InstanceRecord | None) -> bool:
+    """A final close persisted by the gateway that the pool has not applied (its webhook was lost)."""
+    if record is None or record.status != "close" or record.disconnection_code not in sessions.FINAL_CODES:
+        return False
+    if instance.last_disconnect_at is None or record.disconnection_at is None:
+        return instance.last_disconnect_code != record.disconnection_code or instance.state != S.CLOSE
+    return record.disconnection_at > instance.last_disconnect_at + timedelta(seconds=5) or (
+        instance.last_disconnect_code != record.disconnection_code)
 
 
 def instances_check(*, concurrency: int | None = None, base_url: str | None = None, api_key: str | None = None,
                     timeout: float | None = None, now: datetime | None = None) -> CheckResult:
-    """Read every live instance's connectionState (bounded concurrency) and write what changed.
-
-    One query reads the instances, the reads run concurrently, and the changes are written in bulk in
-    one transaction: the SQL does not grow with the pool, only with the number of changes. A read that
-    fails or times out makes that instance `unknown` (its chip's connected flag is left as it was: we do
-    not know), never a crash of the whole check.
-    """
-    rows = list(
-        Instance.objects.exclude(chip__status=Chip.Status.RETIRED).values_list("pk", "name", "state", "chip_id")
-    )
-    result = CheckResult(checked=len(rows))
-    if not rows:
+    """Reconcile every live instance with the gateway (see module docstring). A read that fails or times out makes
+    that instance `unknown` (its chip's connected flag is left as it was: we do not know), never a crash of the
+    whole check; a failed list call skips the reconciliation, not the state reads."""
+    instances = list(Instance.objects.exclude(chip__status=Chip.Status.RETIRED).select_related("chip")
+                     .only("pk", "name", "state", "chip_id", "chip__status", "last_disconnect_code",
+                           "last_disconnect_at", "closing_by_us_at", "connecting_since", "dead_socket_at",
+                           "restart_requested_at"))
+    result = CheckResult(checked=len(instances))
+    if not instances:
         return result
     with gateway(base_url=base_url, api_key=api_key, timeout=timeout) as gw:
-        states = gw.connection_states([name for _pk, name, _state, _chip in rows],
-                                      concurrency=concurrency or settings.HEALTH_CHECK_CONCURRENCY)
+        try:
+            records: dict[str, InstanceRecord] | None = {r.name: r for r in gw.list_instances()}
+        except GatewayError as exc:
+            logger.warning("instance check: could not list the gateway's instances: %s", exc)
+            records = None
+        names = [i.name for i in instances if i.state != S.GONE or records is None or i.name in records]
+        states = gw.connection_states(names, concurrency=concurrency or settings.HEALTH_CHECK_CONCURRENCY)
     now = now or timezone.now()
     changed: list[Instance] = []
-    opened: list[int] = []
+    opened: list[Instance] = []
     closed: list[int] = []
-    for pk, name, old, chip_id in rows:
-        read = states.get(name)
+    for inst in instances:
+        record = records.get(inst.name) if records is not None else None
+        read = states.get(inst.name)
+        # Gone: absent from the gateway's own list; when the list could not be read, a 404 on the state read.
+        if record is None and (records is not None or isinstance(read, GatewayError) and read.kind == "not_found"):
+            if inst.state != S.GONE:
+                sessions.session_gone(inst, now, source="instance check")
+                result.gone += 1
+                result.changes.append((inst.name, inst.state, S.GONE))
+            continue
+        if _missed_final_close(inst, record):
+            if sessions.session_closed(inst, code=record.disconnection_code, at=record.disconnection_at, now=now,
+                                       source="instances.check"):
+                result.finals += 1
+                result.changes.append((inst.name, "missed close", str(record.disconnection_code)))
+            continue
         if isinstance(read, GatewayError) or read is None:
-            new = Instance.State.UNKNOWN
+            new = S.UNKNOWN
             result.unknown += 1
         else:
-            new = read if read in KNOWN_STATES else Instance.State.UNKNOWN
-        if new == old:
+            new = read if read in KNOWN_STATES else S.UNKNOWN
+        if new == S.OPEN and inst.dead_socket_at:
+            if sessions.dead_socket_healed(inst, now):  # rare: one by one
+                sessions.session_opened(inst, now)
+                result.changes.append((inst.name, "dead socket", new))
             continue
-        changed.append(Instance(pk=pk, state=new, state_changed_at=now, updated_at=now))
-        result.changes.append((name, old, new))
-        logger.info("instance %s: %s → %s (check)", name, old, new)
-        if new == Instance.State.OPEN:
-            opened.append(chip_id)
-        elif new == Instance.State.CLOSE:
-            closed.append(chip_id)
+        if new == inst.state or inst.state == S.GONE:
+            _report_stuck(inst, now)
+            continue
+        result.changes.append((inst.name, inst.state, new))
+        logger.info("instance %s: %s → %s (check)", inst.name, inst.state, new)
+        if new == S.OPEN:
+            opened.append(inst)
+            continue
+        changed.append(Instance(pk=inst.pk, state=new, state_changed_at=now, updated_at=now))
+        if new == S.CLOSE:
+            closed.append(inst.chip_id)
+        _report_stuck(inst, now)
     with transaction.atomic():
         Instance.objects.bulk_update(changed, ["state", "state_changed_at", "updated_at"], batch_size=500)
         if opened:
-            Chip.objects.filter(pk__in=opened, is_connected=False).update(
+            # In bulk what sessions.session_opened does one by one: open, nothing pending, the chip connected.
+            Instance.objects.filter(pk__in=[i.pk for i in opened]).update(
+                state=S.OPEN, state_changed_at=now, connecting_since=None, restart_requests=0, gone_at=None,
+                closing_by_us_at=None, qr_code="", qr_image="", updated_at=now)
+            Chip.objects.filter(pk__in=[i.chip_id for i in opened], is_connected=False).update(
                 is_connected=True, connection_changed_at=now, updated_at=now)
         if closed:
             Chip.objects.filter(pk__in=closed, is_connected=True).update(
                 is_connected=False, connection_changed_at=now, updated_at=now)
-    result.changed = len(changed)
-    cache.set(LAST_CHECK_KEY, {"at": now.isoformat(), "checked": result.checked, "changed": result.changed,
-                               "unknown": result.unknown}, timeout=None)
+    result.changed = len(result.changes)
+    try:
+        cache.set(LAST_CHECK_KEY, {"at": now.isoformat(), "checked": result.checked, "changed": result.changed,
+                                   "unknown": result.unknown, "gone": result.gone}, timeout=None)
+    except Exception:  # Redis down: the check's writes are done; /health/instances shows the counts
+        logger.warning("could not record the instance check in the cache")
     return result
+
+
+def _report_stuck(inst: Instance, now: datetime) -> None:
+    """A session connecting for minutes without opening (WhatsApp unreachable, a reconnect loop): say so."""
+    if inst.connecting_since is None or inst.chip.status in Chip.PIPELINE_STATES:
+        return
+    stuck_for = now - inst.connecting_since
+    if stuck_for < timedelta(minutes=settings.LINK_STUCK_MINUTES):
+        return
+    alert_raise(kind="stuck_link", severity=ChipAlert.Severity.WARNING, chip=inst.chip,
+                message=_("Instance %(name)s has been trying to connect for %(minutes)d minutes without opening "
+                          "(WhatsApp unreachable, or a reconnect loop).")
+                % {"name": inst.name, "minutes": int(stuck_for.total_seconds() // 60)},
+                action_taken=_("out of routing while it is not open; re-link it if it does not recover"))
 
 
 def instances_summary() -> dict:
@@ -92,7 +166,7 @@ def instances_summary() -> dict:
         last = None
     total = sum(counts.values())
     return {
-        "status": "ok" if total == counts.get(Instance.State.OPEN, 0) else "degraded",
+        "status": "ok" if total == counts.get(S.OPEN, 0) else "degraded",
         "total": total,
         "by_state": {state: counts.get(state, 0) for state in KNOWN_STATES},
         "last_check": last,

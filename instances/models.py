@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -12,7 +14,7 @@ from chips.models import Chip
 
 
 class Instance(models.Model):
-    """The Evolution session of one chip, as last seen by a check or a webhook."""
+    """The gateway session of one chip, as last seen by a check or a webhook."""
 
     class State(models.TextChoices):
         UNKNOWN = "unknown", _("Unknown")
@@ -20,6 +22,10 @@ class Instance(models.Model):
         CONNECTING = "connecting", _("Connecting")
         CLOSE = "close", _("Closed")
         REFUSED = "refused", _("Refused")
+        GONE = "gone", _("Gone from the gateway")
+
+    #: How long a QR code lives on the gateway (Evolution: 45 s, field notes §6).
+    QR_TTL = timedelta(seconds=45)
 
     chip = models.OneToOneField(Chip, on_delete=models.CASCADE, related_name="instance")
     name = models.CharField(_("name"), max_length=64, unique=True)
@@ -31,6 +37,18 @@ class Instance(models.Model):
     qr_updated_at = models.DateTimeField(_("QR updated at"), null=True, blank=True)
     last_disconnect_code = models.PositiveSmallIntegerField(_("last disconnection code"), null=True, blank=True)
     last_disconnect_at = models.DateTimeField(_("last disconnection at"), null=True, blank=True)
+    closing_by_us_at = models.DateTimeField(
+        _("closed by the pool at"), null=True, blank=True,
+        help_text=_("Set when the pool logs out or deletes the session: the 401 close that follows is expected."),
+    )
+    connecting_since = models.DateTimeField(_("connecting since"), null=True, blank=True)
+    dead_socket_at = models.DateTimeField(
+        _("socket found dead at"), null=True, blank=True,
+        help_text=_("A send failed with \"Connection Closed\": out of routing until the session opens again."),
+    )
+    restart_requested_at = models.DateTimeField(_("restart requested at"), null=True, blank=True)
+    restart_requests = models.PositiveSmallIntegerField(_("restart requests"), default=0)
+    gone_at = models.DateTimeField(_("gone from the gateway at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -41,6 +59,45 @@ class Instance(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def qr_is_live(self, now: datetime | None = None) -> bool:
+        """A QR is worth showing only while the session is linking and the code has not rotated away."""
+        now = now or timezone.now()
+        return (self.state == self.State.CONNECTING and bool(self.qr_code or self.qr_image)
+                and self.qr_updated_at is not None and now - self.qr_updated_at < self.QR_TTL)
+
+    def closed_by_us(self, now: datetime | None = None) -> bool:
+        """Whether a close now is one the pool caused (its own logout/delete, within the last minutes)."""
+        return self.closing_by_us_at is not None and (now or timezone.now()) - self.closing_by_us_at < CLOSED_BY_US
+
+
+#: A close within this long of our own logout/delete is ours (Evolution delivers it within seconds; retries can
+#: take a few minutes).
+CLOSED_BY_US = timedelta(minutes=15)
+
+
+class ContactIdentity(models.Model):
+    """A WhatsApp LID (``<digits>@lid``) and the phone number it stands for, learned when both appear together.
+
+    A LID is not a phone number: inbound messages that carry only the LID are attributed through this table,
+    never by reading the LID's digits as a number (field notes §5).
+    """
+
+    lid = models.CharField(_("LID"), max_length=32, unique=True)
+    phone = models.CharField(_("phone (E.164)"), max_length=16)
+    first_seen_at = models.DateTimeField(_("first seen at"), default=timezone.now)
+    last_seen_at = models.DateTimeField(_("last seen at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("contact identity (LID)")
+        verbose_name_plural = _("contact identities (LID)")
+        indexes = [
+            # "Which LID is this phone?" (a contact's page).
+            models.Index(fields=["phone"], name="contactidentity_phone_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lid}@lid"
 
 
 class RoutingPolicy(models.Model):
@@ -187,7 +244,11 @@ class OutboundMessage(models.Model):
     chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="outbound_messages")
     text = models.TextField(_("text"))
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.SENDING)
-    evolution_message_id = models.CharField(_("Evolution message id"), max_length=64, null=True, blank=True)
+    evolution_message_id = models.CharField(_("gateway message id"), max_length=64, null=True, blank=True)
+    first_contact = models.BooleanField(
+        _("first message to this contact from this chip"), default=False,
+        help_text=_("A reach-out: its refusal is the restriction signal (field notes §1)."),
+    )
     error = models.CharField(_("error"), max_length=500, blank=True)
     sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
@@ -223,7 +284,9 @@ class DeliveryEvent(models.Model):
     chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="delivery_events")
     kind = models.CharField(_("kind"), max_length=15, choices=Kind.choices)
     message_id = models.CharField(_("message id"), max_length=64, blank=True)
-    remote = models.CharField(_("remote"), max_length=32, blank=True)
+    remote = models.CharField(_("remote phone"), max_length=32, blank=True)
+    remote_lid = models.CharField(_("remote LID"), max_length=32, blank=True)
+    first_contact = models.BooleanField(_("first contact"), default=False)
     detail = models.CharField(_("detail"), max_length=200, blank=True)
     occurred_at = models.DateTimeField(_("occurred at"), default=timezone.now)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
@@ -235,6 +298,9 @@ class DeliveryEvent(models.Model):
         indexes = [
             # The trust score reads one chip's events over a 7-day window.
             models.Index(fields=["chip", "occurred_at"], name="deliveryevent_chip_at_idx"),
+            # The restriction signal: a chip's failed first contacts in the last hours.
+            models.Index(fields=["chip", "occurred_at"], condition=Q(kind="failed", first_contact=True),
+                         name="deliveryevent_failed_first_idx"),
         ]
 
     def __str__(self) -> str:
@@ -242,7 +308,11 @@ class DeliveryEvent(models.Model):
 
 
 class WebhookReceipt(models.Model):
-    """One row per distinct Evolution delivery: a duplicate hits the unique key and is skipped."""
+    """One row per distinct message event from the gateway: a duplicate hits the unique key and is skipped.
+
+    Only events with an id of their own get one (a message's key id and status); state events are applied
+    idempotently without a receipt. Pruned after WEBHOOK_RECEIPT_RETENTION_DAYS.
+    """
 
     dedup_key = models.CharField(_("dedup key"), max_length=200, unique=True)
     event = models.CharField(_("event"), max_length=40)

@@ -21,3 +21,11 @@ def normalize_contact(raw: str) -> str:
     if not phonenumbers.is_valid_number(parsed):
         raise ValueError("not a valid phone number")
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def mask(phone: str) -> str:
+    """A number for people's eyes in alerts and Slack: country and area code, then only the last four digits."""
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    if len(digits) <= 6:
+        return "*" * len(digits)
+    return f"+{digits[:4]}{'*' * (len(digits) - 8)}{digits[-4:]}" if len(digits) > 8 else f"+{'*' * 4}{digits[-4:]}"

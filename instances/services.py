@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -11,6 +12,7 @@ from django.utils import timezone
 
 from chips.exceptions import DomainError
 from chips.models import Chip
+from instances import sessions
 from instances.gateway import Gateway, GatewayError, gateway
 from instances.models import Instance, OutboundMessage, RoutingPolicy
 from instances.routing import route_contact
@@ -100,6 +102,8 @@ def message_send(*, contact: str, text: str, idempotency_key: str, client: Gatew
             decision = route_contact(contact=contact)
             message = OutboundMessage.objects.create(
                 idempotency_key=idempotency_key, contact=contact, chip_id=decision.chip_id, text=text,
+                # The chip's first message to a contact just bound to it: a reach-out (restriction signal).
+                first_contact=decision.binding in ("new", "moved"),
             )
     except IntegrityError:
         # The same key raced us and won; its reservation stands, ours was rolled back with this transaction.
@@ -117,6 +121,7 @@ def message_send(*, contact: str, text: str, idempotency_key: str, client: Gatew
             status=OutboundMessage.Status.FAILED, error=error[:500], updated_at=timezone.now()
         )
         logger.warning("send failed on chip %s: %s", decision.chip_id, exc.kind)
+        send_failure_observed(chip_id=decision.chip_id, error=exc)
     else:
         OutboundMessage.objects.filter(pk=message.pk).update(
             status=OutboundMessage.Status.SENT, evolution_message_id=result.message_id, sent_at=timezone.now(),
@@ -127,6 +132,21 @@ def message_send(*, contact: str, text: str, idempotency_key: str, client: Gatew
             evolution.close()
     message.refresh_from_db()
     return SendOutcome(message=message, binding=decision.binding, replayed=False)
+
+
+def send_failure_observed(*, chip_id: int, error: GatewayError, now: datetime | None = None) -> None:
+    """What a failed send says about the chip's session, for every sender (the API's sends, the warmer's): a dead
+    socket takes the chip out of routing and asks for a restart; a 404 means the gateway lost the instance."""
+    if error.kind not in ("connection_closed", "not_found"):
+        return
+    instance = Instance.objects.filter(chip_id=chip_id).first()
+    if instance is None:
+        return
+    now = now or timezone.now()
+    if error.kind == "not_found":
+        sessions.session_gone(instance, now, source="send answered 404")
+    else:
+        sessions.session_socket_dead(instance, now)
 
 
 def _replay(existing: OutboundMessage, contact: str, text: str) -> SendOutcome:

@@ -1,4 +1,4 @@
-"""Celery entry points for instances."""
+"""Celery entry points for instances: take ids, call one service."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from instances.health import instances_check
 @shared_task(name="instances.check_instances", acks_late=True, ignore_result=True,
              soft_time_limit=50, time_limit=55)
 def check_instances() -> dict:
-    """Every minute: read every instance's state and record the changes (idempotent)."""
+    """Every minute: reconcile every instance with the gateway (idempotent)."""
     result = instances_check()
-    return {"checked": result.checked, "changed": result.changed, "unknown": result.unknown}
+    return {"checked": result.checked, "changed": result.changed, "unknown": result.unknown, "gone": result.gone,
+            "finals": result.finals}
 
 
 @shared_task(name="instances.reset_counters", ignore_result=True)
@@ -21,3 +22,30 @@ def reset_counters() -> int:
     from instances.routing import counters_reset
 
     return counters_reset()
+
+
+@shared_task(name="instances.restart_instance", acks_late=True, ignore_result=True, soft_time_limit=30,
+             time_limit=40)
+def restart_instance(instance_id: int) -> str:
+    """A send found the session's socket dead: ask the gateway to restart it (idempotent)."""
+    from instances.maintenance import instance_restart
+
+    return instance_restart(instance_id=instance_id)
+
+
+@shared_task(name="instances.heal_webhooks", acks_late=True, ignore_result=True, soft_time_limit=600,
+             time_limit=660)
+def heal_webhooks() -> dict:
+    """Daily (and from the admin): set every instance's webhook again where it drifted from ours."""
+    from instances.maintenance import webhooks_heal
+
+    result = webhooks_heal()
+    return {"checked": result.checked, "healed": len(result.healed), "failed": len(result.failed)}
+
+
+@shared_task(name="instances.prune_receipts", ignore_result=True)
+def prune_receipts() -> int:
+    """Daily: drop webhook receipts past their retention."""
+    from instances.maintenance import receipts_prune
+
+    return receipts_prune()

@@ -1,20 +1,22 @@
-"""Evolution webhooks: authenticate, deduplicate, and apply each event in one short transaction.
+"""Gateway webhooks: authenticate, deduplicate message events, and apply each event in one short transaction.
 
-Everything here is database work only (no outbound HTTP), so the endpoint answers fast and Evolution's
-at-least-once retries are harmless: a delivery is recorded under its dedup key in the same transaction
-that applies it, so a failure leaves no receipt and the retry is processed; a success makes any retry a
-no-op.
+Everything here is database work only (no outbound HTTP), so the endpoint answers fast. Any authenticated,
+well-formed envelope is answered 2xx whatever its ``data`` holds — arrays for ``chats.upsert`` and friends, null,
+shapes we do not use (field notes §4): a 4xx would make Evolution drop or retry a real event.
+
+Message events have an id of their own (the message key, plus the receipt status) and get a receipt row in the
+same transaction that applies them, so a retry is a no-op. State events (``connection.update``, ``qrcode.updated``,
+``status.instance``, ...) have none — their body changes with ``date_time``, so hashing it would store every one of
+the ``connecting`` events a stuck instance sends twice a second — and are applied idempotently instead.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import hmac
-import json
 import logging
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -22,25 +24,24 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from chips.exceptions import InvalidInput, TransitionConflict, TransitionNotAllowed
-from chips.models import Chip, ChipAlert
-from chips.services import Actor, alert_raise, chip_transition
-from instances.models import ChipCapacity, DeliveryEvent, Instance, OutboundMessage, WebhookReceipt
-from instances.routing import bindings_release
+from chips.exceptions import InvalidInput
+from chips.inbound import parse_json_body
+from chips.models import ChipAlert
+from chips.services import alert_raise
+from instances import sessions
+from instances.contacts import remote_identity
+from instances.models import DeliveryEvent, Instance, OutboundMessage, WebhookReceipt
+from instances.restriction import explicit_code, receipt_failed
 
 logger = logging.getLogger(__name__)
 
-BAN_CODES = {402, 403, 406}
-LOGGED_OUT = 401
-TIMELOCK_CODE = 463
 ACK_KINDS = {
     "SERVER_ACK": DeliveryEvent.Kind.SERVER_ACK,
     "DELIVERY_ACK": DeliveryEvent.Kind.DELIVERED,
     "READ": DeliveryEvent.Kind.READ,
     "PLAYED": DeliveryEvent.Kind.READ,
-    "ERROR": DeliveryEvent.Kind.FAILED,
 }
-ACTOR = Actor.webhook("evolution")
+SOURCE = "evolution"
 
 
 def secret_matches(header_value: str | None) -> bool:
@@ -49,29 +50,27 @@ def secret_matches(header_value: str | None) -> bool:
 
 
 def parse_envelope(body: bytes) -> dict[str, Any]:
-    try:
-        envelope = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidInput("The body is not JSON.", field="body") from None
+    """The envelope, NUL characters stripped. InvalidInput (4xx) for a body that is not a JSON object with a
+    string ``event`` and ``instance``; ``data`` may hold anything."""
+    envelope = parse_json_body(body, strip_nuls=True)
     if not isinstance(envelope, dict):
-        raise InvalidInput("The body must be a JSON object.", field="body")
+        raise InvalidInput(_("The body must be a JSON object."), field="body")
     for field in ("event", "instance"):
         if not isinstance(envelope.get(field), str) or not envelope[field]:
-            raise InvalidInput(f"{field} is required.", field=field)
-    data = envelope.get("data")
-    if data is not None and not isinstance(data, dict):
-        raise InvalidInput("data must be an object or null.", field="data")
+            raise InvalidInput(_("%(field)s is required.") % {"field": field}, field=field)
     return envelope
 
 
-def _dedup_key(envelope: dict[str, Any], body: bytes) -> str:
-    """The event's own id where it has one (message key id + status), else a hash of the delivery."""
-    event, instance, data = envelope["event"], envelope["instance"], envelope.get("data") or {}
+def _dedup_key(event: str, instance: str, data: Any) -> str | None:
+    """The event's own id (a message's key id, plus the status of a receipt), or None for state events."""
+    if not isinstance(data, dict):
+        return None
     if event == "messages.update" and data.get("keyId"):
         return f"{event}:{instance}:{data['keyId']}:{data.get('status', '')}"[:200]
-    if event == "messages.upsert" and isinstance(data.get("key"), dict) and data["key"].get("id"):
-        return f"{event}:{instance}:{data['key']['id']}"[:200]
-    return f"{event}:{instance}:{hashlib.sha256(body).hexdigest()}"[:200]
+    key = data.get("key")
+    if event in ("messages.upsert", "send.message") and isinstance(key, dict) and key.get("id"):
+        return f"{event}:{instance}:{key['id']}"[:200]
+    return None
 
 
 def _counted(process: Callable[..., str]) -> Callable[..., str]:
@@ -97,123 +96,120 @@ def _counted(process: Callable[..., str]) -> Callable[..., str]:
 def evolution_event_process(envelope: dict[str, Any], body: bytes, *, now: datetime | None = None) -> str:
     """Apply one delivery; returns what happened: processed, duplicate, unknown_instance or ignored."""
     now = now or timezone.now()
-    event, name = envelope["event"], envelope["instance"]
+    event, name = envelope["event"], envelope["instance"][:64]
+    handler = HANDLERS.get(event)
+    if handler is None:
+        return "ignored"
     instance = Instance.objects.select_related("chip").filter(name=name).first()
     if instance is None:
-        logger.warning("evolution webhook %s for unknown instance %s: ignored", event, name)
+        logger.warning("gateway webhook %s for unknown instance %s: ignored", event, name)
         return "unknown_instance"
-    handler = HANDLERS.get(event)
+    data = envelope.get("data")
+    key = _dedup_key(event, name, data)
     try:
         with transaction.atomic():
-            WebhookReceipt.objects.create(dedup_key=_dedup_key(envelope, body), event=event, instance_name=name,
-                                          received_at=now)
-            if handler is None:
-                return "ignored"
-            handler(instance, envelope.get("data") or {}, now)
+            if key is not None:
+                WebhookReceipt.objects.create(dedup_key=key, event=event[:40], instance_name=name, received_at=now)
+            handler(instance, data, now)
     except IntegrityError:
         return "duplicate"
     return "processed"
 
 
-# --- handlers --------------------------------------------------------------------------------------------
+# --- handlers: each takes whatever `data` holds and ignores what it does not use ----------------------------
 
-def _set_state(instance: Instance, state: str, now: datetime) -> None:
-    if instance.state != state:
-        Instance.objects.filter(pk=instance.pk).update(state=state, state_changed_at=now, updated_at=now)
-        logger.info("instance %s: %s → %s (webhook)", instance.name, instance.state, state)
-        instance.state = state
-
-
-def _set_connected(chip: Chip, connected: bool, now: datetime) -> None:
-    # Plain field update: never touches the protected status column, so it cannot race a transition.
-    Chip.objects.filter(pk=chip.pk).exclude(is_connected=connected).update(
-        is_connected=connected, connection_changed_at=now, updated_at=now
-    )
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
-def on_connection_update(instance: Instance, data: dict[str, Any], now: datetime) -> None:
+def _when(value: Any, fallback: datetime) -> datetime:
+    """A gateway timestamp of a database row (true UTC); the envelope's `date_time` is never trusted (§3.3)."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return fallback
+        return parsed if parsed.tzinfo else fallback
+    return fallback
+
+
+def on_connection_update(instance: Instance, data: Any, now: datetime) -> None:
+    if not isinstance(data, dict):
+        return
     state = str(data.get("state") or "")
-    code = _int(data.get("statusReason"))
-    chip = instance.chip
     if state == "open":
-        _set_state(instance, Instance.State.OPEN, now)
-        _set_connected(chip, True, now)
-    elif state in ("connecting", "refused"):
-        _set_state(instance, Instance.State.CONNECTING if state == "connecting" else Instance.State.REFUSED, now)
+        sessions.session_opened(instance, now)
+    elif state == "connecting":
+        sessions.session_connecting(instance, now)
+    elif state == "refused":
+        sessions.session_state_read(instance, Instance.State.REFUSED, now)
     elif state == "close":
-        _set_state(instance, Instance.State.CLOSE, now)
-        Instance.objects.filter(pk=instance.pk).update(last_disconnect_code=code, last_disconnect_at=now)
-        _set_connected(chip, False, now)
-        DeliveryEvent.objects.create(chip=chip, kind=DeliveryEvent.Kind.DISCONNECTED, detail=f"close {code}",
-                                     occurred_at=now)
-        if code in BAN_CODES:
-            _ban(chip, code, now)
-        elif code == LOGGED_OUT:
-            alert_raise(kind="logged_out", severity=ChipAlert.Severity.CRITICAL, chip=chip,
-                        message=_("Chip %(chip)s was logged out of WhatsApp (401): the device was unlinked. "
-                                  "It needs a new QR scan.") % {"chip": chip},
-                        action_taken=_("marked disconnected"))
+        sessions.session_closed(instance, code=_int(data.get("statusReason")), now=now, source=SOURCE)
 
 
-def on_status_instance(instance: Instance, data: dict[str, Any], now: datetime) -> None:
+def on_status_instance(instance: Instance, data: Any, now: datetime) -> None:
+    if not isinstance(data, dict):
+        return
     code = _int(data.get("disconnectionReasonCode"))
-    if code is not None:
-        Instance.objects.filter(pk=instance.pk).update(last_disconnect_code=code, last_disconnect_at=now,
-                                                       updated_at=now)
+    if code in sessions.FINAL_CODES:
+        sessions.session_closed(instance, code=code, at=_when(data.get("disconnectionAt"), now), now=now,
+                                source=SOURCE)
 
 
-def on_qrcode_updated(instance: Instance, data: dict[str, Any], now: datetime) -> None:
+def on_remove_instance(instance: Instance, data: Any, now: datetime) -> None:
+    sessions.session_gone(instance, now, source="remove.instance webhook")
+
+
+def on_qrcode_updated(instance: Instance, data: Any, now: datetime) -> None:
+    if not isinstance(data, dict):
+        return
     qrcode = data.get("qrcode")
     if isinstance(qrcode, dict):
         Instance.objects.filter(pk=instance.pk).update(
-            qr_code=str(qrcode.get("code") or ""), qr_image=str(qrcode.get("base64") or ""), qr_updated_at=now,
-            updated_at=now,
-        )
+            qr_code=str(qrcode.get("code") or "")[:2000], qr_image=str(qrcode.get("base64") or ""),
+            qr_updated_at=now, updated_at=now)
+        sessions.session_connecting(instance, now)
     elif data.get("statusCode"):
         alert_raise(kind="qr_limit", severity=ChipAlert.Severity.WARNING, chip=instance.chip,
-                    message=_("Instance %(name)s: %(message)s.")
-                    % {"name": instance.name, "message": data.get("message") or _("QR code limit reached")})
+                    message=_("Instance %(name)s stopped offering QR codes (%(message)s): nobody linked it in time.")
+                    % {"name": instance.name, "message": str(data.get("message") or "")[:200]},
+                    action_taken=_("ask for a new link from the chip's page"))
 
 
-def on_messages_upsert(instance: Instance, data: dict[str, Any], now: datetime) -> None:
+def on_messages_upsert(instance: Instance, data: Any, now: datetime) -> None:
+    if not isinstance(data, dict):
+        return
     key = data.get("key") if isinstance(data.get("key"), dict) else {}
     if key.get("fromMe"):
         return  # typed on the phone: not an inbound reply
+    phone, lid = remote_identity(key, now=now)
     DeliveryEvent.objects.create(chip=instance.chip, kind=DeliveryEvent.Kind.INBOUND,
-                                 message_id=str(key.get("id") or "")[:64],
-                                 remote=str(key.get("remoteJid") or "").split("@")[0][:32], occurred_at=now)
+                                 message_id=str(key.get("id") or "")[:64], remote=phone.lstrip("+")[:32],
+                                 remote_lid=lid[:32], occurred_at=now)
 
 
-def on_messages_update(instance: Instance, data: dict[str, Any], now: datetime) -> None:
+def on_messages_update(instance: Instance, data: Any, now: datetime) -> None:
+    if not isinstance(data, dict):
+        return
     status = str(data.get("status") or "")
     key_id = str(data.get("keyId") or "")[:64]
-    detail = str(data.get("errorMessage") or "")[:200]
     chip = instance.chip
-    if _int(data.get("errorCode")) == TIMELOCK_CODE:
-        _restrict(chip, key_id, detail, now)
+    coded = explicit_code(data)
+    if status == "ERROR" or coded:
+        remote = str(data.get("remoteJid") or "").split("@", 1)[0]
+        receipt_failed(chip=chip, key_id=key_id, remote=remote, now=now, coded=coded)
         status = "ERROR"
     elif status in ACK_KINDS:
-        DeliveryEvent.objects.create(chip=chip, kind=ACK_KINDS[status], message_id=key_id, detail=detail,
-                                     occurred_at=now)
+        DeliveryEvent.objects.create(chip=chip, kind=ACK_KINDS[status], message_id=key_id, occurred_at=now)
     if key_id:
         _apply_ack(key_id, status, now)
 
 
-def _restrict(chip: Chip, key_id: str, detail: str, now: datetime) -> None:
-    """WhatsApp's reach-out timelock: the chip may keep its conversations but reach no new contact."""
-    until = now + timedelta(hours=settings.TIMELOCK_HOURS)
-    ChipCapacity.objects.get_or_create(chip=chip)
-    ChipCapacity.objects.filter(chip=chip).update(restricted_until=until, updated_at=now)
-    DeliveryEvent.objects.create(chip=chip, kind=DeliveryEvent.Kind.TIMELOCK, message_id=key_id, detail=detail,
-                                 occurred_at=now)
-    alert_raise(kind="timelock", severity=ChipAlert.Severity.WARNING, chip=chip,
-                message=_("Chip %(chip)s hit WhatsApp's reach-out timelock (463): no new contacts until %(until)s UTC.")
-                % {"chip": chip, "until": f"{until:%Y-%m-%d %H:%M}"},
-                action_taken=_("restricted from new contacts"))
-
-
 def _apply_ack(key_id: str, status: str, now: datetime) -> None:
-    S = OutboundMessage.Status
+    S = OutboundMessage.Status  # noqa: N806
     qs = OutboundMessage.objects.filter(evolution_message_id=key_id)
     if status == "DELIVERY_ACK":
         qs.exclude(status=S.READ).update(status=S.DELIVERED, delivered_at=now, updated_at=now)
@@ -223,29 +219,10 @@ def _apply_ack(key_id: str, status: str, now: datetime) -> None:
         qs.update(status=S.FAILED, error="WhatsApp reported a delivery error", updated_at=now)
 
 
-def _ban(chip: Chip, code: int | None, now: datetime) -> None:
-    if chip.status in Chip.LIVE_STATES:
-        try:
-            chip_transition(chip=chip.pk, transition="ban", actor=ACTOR,
-                            reason=f"Evolution closed the session with final code {code}")
-        except (TransitionNotAllowed, TransitionConflict) as exc:
-            logger.warning("could not ban chip %s: %s", chip.pk, exc.message)
-    released = bindings_release(chip_id=chip.pk, reason=f"chip banned ({code})", now=now)
-    alert_raise(kind="banned", severity=ChipAlert.Severity.CRITICAL, chip=chip,
-                message=_("Chip %(chip)s was banned by WhatsApp (close code %(code)s).") % {"chip": chip, "code": code},
-                action_taken=_("chip marked banned; %(n)d contact bindings released") % {"n": released})
-
-
-def _int(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-HANDLERS = {
+HANDLERS: dict[str, Callable[[Instance, Any, datetime], None]] = {
     "connection.update": on_connection_update,
     "status.instance": on_status_instance,
+    "remove.instance": on_remove_instance,
     "qrcode.updated": on_qrcode_updated,
     "messages.upsert": on_messages_upsert,
     "messages.update": on_messages_update,

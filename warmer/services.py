@@ -24,7 +24,9 @@ from chips.models import Chip, TrustLevel, WarmingPhase
 from instances import hours
 from instances.gateway import Gateway, GatewayError, gateway
 from instances.models import ChipCapacity, DeliveryEvent, OutboundMessage
+from instances.restriction import is_restricted, restricted_q
 from instances.routing import reserve_capacity
+from instances.services import send_failure_observed
 from warmer.models import ChipDailyMetrics, PhasePlan, TrustBreakdown, WarmingAction, WarmingDay
 from warmer.plans import DEFAULT_PLANS, ensure_default_plans
 from warmer.texts import OPENERS, REPLIES
@@ -139,7 +141,7 @@ def warming_plan_day(*, day: date | None = None, now: datetime | None = None) ->
     plans = phase_plans()
     opens, closes = _business_window(day)
     opens = max(opens, now)
-    restricted = Q(capacity__restricted_until__gt=now)
+    restricted = restricted_q(now=now)
     chips = list(
         Chip.objects.filter(status=S.WARMING, is_connected=True).exclude(restricted)
         .exclude(warming_plan_days__day=day).order_by("pk")
@@ -277,8 +279,7 @@ def _dispatch_one(action: WarmingAction, now: datetime, client: Gateway) -> str:
     if not hours.is_business_time(now):
         _finish(action, A.SKIPPED, "outside business hours")
         return "skipped"
-    capacity = getattr(chip, "capacity", None)
-    restricted = capacity is not None and capacity.restricted_until and capacity.restricted_until > now
+    restricted = is_restricted(getattr(chip, "capacity", None), now)
     if chip.status not in PEER_STATES or not chip.is_connected or restricted or not peer.phone:
         _finish(action, A.SKIPPED, f"chip {chip.status}{'' if chip.is_connected else ', disconnected'}"
                                    f"{', restricted' if restricted else ''}")
@@ -294,6 +295,7 @@ def _dispatch_one(action: WarmingAction, now: datetime, client: Gateway) -> str:
     except GatewayError as exc:
         _finish(action, A.FAILED, str(exc))
         _bump(chip.pk, action.day, send_failures=1)
+        send_failure_observed(chip_id=chip.pk, error=exc)
         return "failed"
     _finish(action, A.SENT, message_id=result.message_id)
     is_reply = action.kind == WarmingAction.Kind.REPLY

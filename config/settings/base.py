@@ -47,6 +47,7 @@ if importlib.util.find_spec("starlette") is not None:
 
 MIDDLEWARE = [
     "config.middleware.RequestIdMiddleware",
+    "config.middleware.MachineBodyLimitMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -165,6 +166,16 @@ MAX_NEW_CONTACTS_PER_DAY = env.int("MAX_NEW_CONTACTS_PER_DAY", default=40)
 BINDING_TTL_DAYS = env.int("BINDING_TTL_DAYS", default=30)
 # WhatsApp's "reach-out timelock" (error 463) does not say when it ends: assume this long.
 TIMELOCK_HOURS = env.int("TIMELOCK_HOURS", default=24)
+# The restriction signal 2.3.7 really sends (no code): first messages to this many different new contacts
+# failing within this many hours (instances.restriction).
+RESTRICTION_MIN_CONTACTS = env.int("RESTRICTION_MIN_CONTACTS", default=2)
+RESTRICTION_WINDOW_HOURS = env.int("RESTRICTION_WINDOW_HOURS", default=6)
+# Message receipts (webhook dedup) are kept this long, then pruned daily.
+WEBHOOK_RECEIPT_RETENTION_DAYS = env.int("WEBHOOK_RECEIPT_RETENTION_DAYS", default=7)
+# A session that keeps "connecting" this long without opening is reported as a stuck link.
+LINK_STUCK_MINUTES = env.int("LINK_STUCK_MINUTES", default=5)
+# Releases of retired chips' outside resources: Evolution clean-up retried this many times (backoff), then alerted.
+RELEASE_MAX_ATTEMPTS = env.int("RELEASE_MAX_ATTEMPTS", default=6)
 HEALTH_CHECK_CONCURRENCY = env.int("HEALTH_CHECK_CONCURRENCY", default=50)
 # Typing presence before a warming message (Evolution's sendText `delay` blocks the call that long).
 WARMER_TYPING_MS_MAX = env.int("WARMER_TYPING_MS_MAX", default=4000)

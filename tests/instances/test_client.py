@@ -462,7 +462,7 @@ def test_link_close_inbound_send_and_ack_deliver_envelopes(fake, client, receive
 
     receiver.clear()
     fake.ack("pool-1", sent.message_id, "DELIVERY_ACK")
-    fake.ack("pool-1", sent.message_id, "ERROR", error_code=463)
+    fake.ack("pool-1", sent.message_id, "ERROR")
     (_, ok), (_, failed) = receiver.events()
     assert ok["body"]["event"] == "messages.update"
     assert {k: v for k, v in ok["body"]["data"].items() if k != "messageId"} == {
@@ -472,8 +472,9 @@ def test_link_close_inbound_send_and_ack_deliver_envelopes(fake, client, receive
         "status": "DELIVERY_ACK",
         "instanceId": fake.instance_info("pool-1")["id"],
     }
-    assert failed["body"]["data"]["status"] == "ERROR" and failed["body"]["data"]["errorCode"] == 463
-    assert failed["body"]["data"]["errorMessage"]
+    # 2.3.7 forwards no error code with an ERROR receipt (field notes §1): the same keys, nothing more.
+    assert set(failed["body"]["data"]) == {"keyId", "remoteJid", "fromMe", "status", "instanceId", "messageId"}
+    assert failed["body"]["data"]["status"] == "ERROR"
 
     receiver.clear()
     fake.close("pool-1", 403)

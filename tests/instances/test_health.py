@@ -68,7 +68,8 @@ def test_reads_every_state_and_writes_only_what_changed(linked, fake_evolution):
     assert set(states().values()) == {"open"}
     assert set(Instance.objects.values_list("state_changed_at", flat=True)) == {NOW}
     assert fake_evolution.request_count("connectionState") == 3
-    assert instances_summary()["last_check"] == {"at": NOW.isoformat(), "checked": 3, "changed": 3, "unknown": 0}
+    assert instances_summary()["last_check"] == {"at": NOW.isoformat(), "checked": 3, "changed": 3, "unknown": 0,
+                                                  "gone": 0}
 
     before = dict(Instance.objects.values_list("name", "updated_at"))
     second = instances_check()
@@ -149,14 +150,16 @@ def test_a_timeout_leaves_that_instance_unknown_without_waiting_for_it(linked, f
     assert set(read) == {c.instance_name for c in chips}
 
 
-def test_an_instance_missing_from_evolution_is_unknown(make_production_chip, fake_evolution):
+def test_an_instance_missing_from_the_gateway_is_gone(make_production_chip, fake_evolution):
     present, missing = make_production_chip(), make_production_chip()
     fake_evolution.add_instances([present.instance_name], "open")
 
     result = instances_check()
 
-    assert (result.checked, result.unknown) == (2, 1)
-    assert states() == {present.instance_name: "open", missing.instance_name: "unknown"}
+    assert (result.checked, result.gone) == (2, 1)
+    assert states() == {present.instance_name: "open", missing.instance_name: "gone"}
+    missing.refresh_from_db()
+    assert missing.is_connected is False
 
 
 def test_concurrency_is_bounded(linked, fake_evolution):
@@ -203,5 +206,5 @@ def test_the_celery_task_delegates_and_returns_the_counts(linked, fake_evolution
     fake_evolution.fail_next(1, 500, route="connectionState")
 
     # The failed one was unknown already (a new row): two changes, one unknown.
-    assert check_instances.run() == {"checked": 3, "changed": 2, "unknown": 1}
+    assert check_instances.run() == {"checked": 3, "changed": 2, "unknown": 1, "gone": 0, "finals": 0}
     assert sorted(states().values()) == ["open", "open", "unknown"]

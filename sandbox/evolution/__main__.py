@@ -1,0 +1,3 @@
+from sandbox.evolution.fake import main
+
+main()
