@@ -10,8 +10,8 @@ from django.utils.translation import ngettext
 
 from activation import services
 from activation.models import ActivationJob, SmsReceipt
-from chips.exceptions import DomainError
 from chips.services import Actor
+from common.exceptions import DomainError
 
 
 class OutcomeFilter(admin.SimpleListFilter):

@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from chips.http import ClientError, HttpClient
+from common.http import ClientError, HttpClient
 
 __all__ = ["ActivationStatus", "ActivatorClient", "ActivatorError", "ActivatorErrorKind", "national_number"]
 

@@ -34,10 +34,10 @@ from django.utils.translation import gettext as _
 
 from activation.client import ActivationStatus, ActivatorClient, ActivatorError
 from activation.models import ActivationJob, SmsReceipt
-from chips.exceptions import DomainError, InvalidInput, NotFound
-from chips.inbound import parse_json_body
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
+from common.exceptions import DomainError, InvalidInput, NotFound
+from common.inbound import parse_json_body
 
 logger = logging.getLogger(__name__)
 

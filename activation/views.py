@@ -12,7 +12,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from activation.services import activator_health, salvy_event_parse, sms_receive
 from activation.signing import SignatureError, verify
-from chips.exceptions import InvalidInput
+from common.exceptions import InvalidInput
 
 logger = logging.getLogger(__name__)
 

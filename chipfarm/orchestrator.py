@@ -21,10 +21,10 @@ from django.utils.translation import gettext as _
 
 from chipfarm.models import ChipRelease, OrchestratorOperation, PoolConfiguration, PoolSnapshot
 from chipfarm.pool import pool_status, state_counts
-from chips.exceptions import DomainError
 from chips.models import Chip, ChipAlert, WarmingPhase
 from chips.notifications import notify
 from chips.services import Actor, alert_raise, chip_transition
+from common.exceptions import DomainError
 from instances import hours
 from instances.routing import bindings_move
 

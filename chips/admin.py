@@ -11,8 +11,8 @@ from django.utils.translation import ngettext
 from django_fsm.admin import FSMAdminMixin
 
 from chips import services
-from chips.exceptions import DomainError
 from chips.models import Chip, ChipAlert, ChipTransition, TrustLevel
+from common.exceptions import DomainError
 
 STATUS_COLOURS = {
     Chip.Status.PROVISIONING: "#6c757d",

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from chips.http import ClientError, HttpClient
+from common.http import ClientError, HttpClient
 
 __all__ = ["SlackError", "post_message"]
 

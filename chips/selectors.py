@@ -7,8 +7,8 @@ from typing import Any
 
 from django.db.models import Prefetch
 
-from chips.exceptions import NotFound
 from chips.models import Chip, ChipTransition
+from common.exceptions import NotFound
 
 HISTORY_LIMIT = 100
 

@@ -12,8 +12,8 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from chips.exceptions import InvalidInput, NotFound, TransitionConflict, TransitionNotAllowed
 from chips.models import Chip, ChipAlert, ChipTransition
+from common.exceptions import InvalidInput, NotFound, TransitionConflict, TransitionNotAllowed
 
 logger = logging.getLogger(__name__)
 

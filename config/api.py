@@ -10,7 +10,7 @@ from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from chipfarm.api import router as pool_router
 from chips.api import router as chips_router
-from chips.exceptions import DomainError
+from common.exceptions import DomainError
 from config.auth import ApiKeyAuth
 from instances.api import router as instances_router
 

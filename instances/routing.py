@@ -20,8 +20,8 @@ from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from chips.exceptions import DomainError
 from chips.models import Chip
+from common.exceptions import DomainError
 from instances import hours
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
 

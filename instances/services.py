@@ -10,8 +10,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from chips.exceptions import DomainError
 from chips.models import Chip
+from common.exceptions import DomainError
 from instances import sessions
 from instances.gateway import Gateway, GatewayError, gateway
 from instances.models import Instance, OutboundMessage, RoutingPolicy

@@ -17,9 +17,9 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from chips.exceptions import TransitionConflict, TransitionNotAllowed
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
+from common.exceptions import TransitionConflict, TransitionNotAllowed
 from instances.models import DeliveryEvent, Instance
 from instances.routing import bindings_release
 

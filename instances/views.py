@@ -6,7 +6,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from chips.exceptions import InvalidInput
+from common.exceptions import InvalidInput
 from instances.webhooks import evolution_event_process, parse_envelope, secret_matches
 
 logger = logging.getLogger(__name__)

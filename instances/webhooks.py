@@ -24,10 +24,10 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from chips.exceptions import InvalidInput
-from chips.inbound import parse_json_body
 from chips.models import ChipAlert
 from chips.services import alert_raise
+from common.exceptions import InvalidInput
+from common.inbound import parse_json_body
 from instances import sessions
 from instances.contacts import remote_identity
 from instances.models import DeliveryEvent, Instance, OutboundMessage, WebhookReceipt

@@ -140,7 +140,7 @@ class Sandbox:
         kill switch, business hours): refusals are part of the show."""
         import uuid
 
-        from chips.exceptions import DomainError
+        from common.exceptions import DomainError
         from instances.services import message_send
 
         contact = f"+55119{self.random.randint(0, 59):08d}"

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from chips.http import ClientError
+from common.http import ClientError
 
 #: The normalised error kinds every implementation maps its failures to.
 ERROR_KINDS = (

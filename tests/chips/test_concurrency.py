@@ -7,9 +7,9 @@ import threading
 import pytest
 from django.db import connection
 
-from chips.exceptions import TransitionConflict
 from chips.models import Chip, ChipTransition
 from chips.services import Actor, chip_transition
+from common.exceptions import TransitionConflict
 from tests.factories import chip_in_state
 
 pytestmark = pytest.mark.django_db(transaction=True)

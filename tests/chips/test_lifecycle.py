@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from chips.exceptions import InvalidInput, NotFound, TransitionNotAllowed
 from chips.models import Chip, ChipTransition, WarmingPhase
 from chips.services import Actor, chip_transition
+from common.exceptions import InvalidInput, NotFound, TransitionNotAllowed
 from tests.factories import chip_in_state, chip_walk
 
 pytestmark = pytest.mark.django_db

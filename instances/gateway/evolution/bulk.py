@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import httpx
 
-from chips.http import CONNECT_TIMEOUT, tls_context
+from common.http import CONNECT_TIMEOUT, tls_context
 from instances.gateway.base import GatewayError
 from instances.gateway.evolution import errors
 

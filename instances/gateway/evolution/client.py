@@ -25,7 +25,7 @@ from urllib.parse import quote
 
 import httpx
 
-from chips.http import HttpClient
+from common.http import HttpClient
 from instances.gateway.base import (
     ConnectInfo,
     GatewayError,

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.utils.translation import gettext as _
 
-from chips.exceptions import InvalidInput
+from common.exceptions import InvalidInput
 
 # A \u0000 escape is preceded by an even number of backslashes (an odd number escapes the backslash itself).
 _NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000", re.IGNORECASE)
