@@ -25,14 +25,27 @@ class InstanceAdmin(admin.ModelAdmin):
                        "last_disconnect_code", "last_disconnect_at", "created_at", "updated_at"]
     fields = readonly_fields
     show_full_result_count = False
+    actions = ["heal_webhooks"]
 
     def has_add_permission(self, request) -> bool:
         return False
+
+    @admin.action(description=_("Check and repair the webhook configuration"), permissions=["change"])
+    def heal_webhooks(self, request: HttpRequest, queryset) -> None:
+        from instances.maintenance import webhooks_heal
+
+        result = webhooks_heal(names=list(queryset.values_list("name", flat=True)))
+        self.message_user(request, _("%(checked)d checked, %(healed)d repaired, %(failed)d could not be read.")
+                          % {"checked": result.checked, "healed": len(result.healed), "failed": len(result.failed)},
+                          messages.WARNING if result.failed else messages.SUCCESS)
 
     @admin.display(description=_("QR code"))
     def qr_preview(self, instance: Instance) -> str:
         if instance.state == Instance.State.OPEN:
             return _("linked")
+        if not instance.qr_is_live():
+            # A QR lives 45 s and only while the session is linking: an old one is dead (field notes §6).
+            return _("no live QR code (the last one expired); ask for a new link")
         src = instance.qr_image if instance.qr_image.startswith("data:image") else ""
         if not src and instance.qr_code:
             src = segno.make(instance.qr_code, error="m").png_data_uri(scale=4)

@@ -127,6 +127,7 @@ class Sandbox:
             name = self.random.choice(open_names)
             self.evolution.inbound(name, f"55119{self.random.randint(10_000_000, 99_999_999)}", "Oi, tudo bem?")
             traffic += 1
+        traffic += len(self.evolution.deliver_queued())  # receipts WhatsApp sends later (restrictions)
         for message in self.evolution.sent_messages[-20:]:
             if self.random.random() < 0.3:
                 self.evolution.ack(message["instance"], message["key_id"], "DELIVERY_ACK")

@@ -112,6 +112,8 @@ def test_the_chip_page_shows_its_instance_and_the_qr_to_link(admin_client, make_
     from instances.models import Instance
 
     chip = make_production_chip()
-    Instance.objects.filter(chip=chip).update(state="connecting", qr_code="2@abc,def")
+    from django.utils import timezone
+
+    Instance.objects.filter(chip=chip).update(state="connecting", qr_code="2@abc,def", qr_updated_at=timezone.now())
     page = admin_client.get(reverse("admin:chips_chip_change", args=[chip.pk])).content.decode()
     assert chip.instance_name in page and 'alt="QR"' in page and "data:image/png;base64," in page

@@ -1,0 +1,107 @@
+"""Every real-shaped envelope of the contract's catalogue is accepted, and LID contacts are attributed right.
+
+The envelopes are the recorded 2.3.7-shaped payloads in tests/instances/payloads/ (from the contract's §3.5 and the
+field notes), not bodies built by the code under test.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from instances.models import ContactIdentity, DeliveryEvent, Instance
+from tests.instances.conftest import PAYLOADS, payload, production_chip
+
+pytestmark = pytest.mark.django_db
+
+CATALOGUE = sorted(p.stem for p in PAYLOADS.glob("*.json"))
+
+
+@pytest.fixture
+def post(client, settings):
+    def _post(body: dict):
+        return client.post("/webhooks/evolution", data=json.dumps(body), content_type="application/json",
+                           headers={"X-Webhook-Secret": settings.EVOLUTION_WEBHOOK_SECRET})
+    return _post
+
+
+def test_the_catalogue_covers_the_events_of_the_contract():
+    events = {json.loads((PAYLOADS / f"{name}.json").read_text())["event"] for name in CATALOGUE}
+    assert {"connection.update", "status.instance", "logout.instance", "remove.instance", "instance.create",
+            "instance.delete", "qrcode.updated", "messages.upsert", "messages.update", "messages.delete",
+            "send.message", "chats.upsert", "chats.update", "contacts.upsert", "presence.update",
+            "messages.set", "labels.edit", "call", "application.startup"} <= events
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_every_real_envelope_answers_2xx(post, settings, name):
+    settings.MAX_CHIPS_ACTIVE = 1000
+    chip = production_chip()
+    response = post(payload(name, instance=chip.instance_name))
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] in ("processed", "ignored")
+
+
+@pytest.mark.parametrize("name", ["chats_upsert", "messages_update_error", "connection_update_open"])
+def test_an_envelope_for_an_instance_we_do_not_know_answers_2xx(post, name):
+    assert post(payload(name, instance="not-ours")).status_code == 200
+
+
+def test_a_nul_in_a_message_is_stripped_not_refused(post, settings):
+    settings.MAX_CHIPS_ACTIVE = 1000
+    chip = production_chip()
+    body = payload("messages_upsert_text", instance=chip.instance_name)
+    body["data"]["message"]["conversation"] = "oi\u0000 tudo bem"
+    body["data"]["key"]["id"] = "3A\u0000NUL"
+
+    assert post(body).status_code == 200
+    assert DeliveryEvent.objects.get(chip=chip, kind="inbound").message_id == "3ANUL"
+
+
+# --- contacts that are LIDs (field notes §5) -------------------------------------------------------------------
+
+@pytest.fixture
+def chip(settings):
+    settings.MAX_CHIPS_ACTIVE = 1000
+    return production_chip()
+
+
+def inbound(chip) -> DeliveryEvent:
+    return DeliveryEvent.objects.filter(chip=chip, kind="inbound").order_by("-id").first()
+
+
+def test_lid_only_inbound_is_stored_as_a_lid_never_as_a_phone(post, chip):
+    post(payload("messages_upsert_lid_only", instance=chip.instance_name))
+    event = inbound(chip)
+    assert (event.remote, event.remote_lid) == ("", "123456789012345")
+    assert not ContactIdentity.objects.exists()
+
+
+def test_with_remote_jid_alt_the_message_is_attributed_to_the_phone(post, chip):
+    post(payload("messages_upsert_lid_with_alt", instance=chip.instance_name))
+    event = inbound(chip)
+    assert (event.remote, event.remote_lid) == ("5511977776666", "123456789012345")
+    assert ContactIdentity.objects.get(lid="123456789012345").phone == "+5511977776666"
+
+
+def test_a_lid_seen_once_with_its_phone_is_attributed_on_its_next_lid_only_message(post, chip):
+    post(payload("messages_upsert_pn_with_lid_alt", instance=chip.instance_name))  # the pair, learned
+    post(payload("messages_upsert_lid_only", instance=chip.instance_name))
+
+    event = inbound(chip)
+    assert (event.remote, event.remote_lid) == ("5511977776666", "123456789012345")
+
+
+def test_a_phone_typed_message_is_not_an_inbound_reply(post, chip):
+    post(payload("messages_upsert_from_me", instance=chip.instance_name))
+    assert inbound(chip) is None
+
+
+def test_the_recorded_error_receipt_carries_no_code(post, chip):
+    """What 2.3.7 sends for a refused message: exactly these keys (field notes §1)."""
+    body = payload("messages_update_error", instance=chip.instance_name)
+    assert set(body["data"]) == {"keyId", "remoteJid", "fromMe", "status", "instanceId", "messageId"}
+    assert post(body).status_code == 200
+    assert DeliveryEvent.objects.filter(chip=chip, kind="failed").count() == 1
+    assert Instance.objects.get(chip=chip).state == "unknown"  # a receipt says nothing of the session
