@@ -14,9 +14,10 @@ from chipfarm.client import SalvyClient, SalvyError
 from chipfarm.models import ChipRelease, OrchestratorOperation
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
-from instances.gateway import Gateway, GatewayError, gateway
+from instances.gateway import Gateway, GatewayError
 from instances.maintenance import instance_release
 from instances.models import Instance
+from instances.servers import gateway_for
 from instances.services import instance_create
 
 logger = logging.getLogger(__name__)
@@ -56,9 +57,8 @@ def chip_provision(*, chip_id: int, salvy: SalvyClient | None = None, evolution:
     if chip.status != Chip.Status.PROVISIONING:
         return chip
     name = instance_name_for(chip)
-    own_salvy, own_evolution = salvy is None, evolution is None
+    own_salvy = salvy is None
     salvy = salvy or SalvyClient()
-    evolution = evolution or gateway()
     try:
         if not chip.provider_line_id:
             line = next((ln for ln in salvy.list_lines() if ln.name == name and ln.status != "canceled"), None)
@@ -73,8 +73,6 @@ def chip_provision(*, chip_id: int, salvy: SalvyClient | None = None, evolution:
     finally:
         if own_salvy:
             salvy.close()
-        if own_evolution:
-            evolution.close()
     return chip
 
 
@@ -145,7 +143,7 @@ def chip_release(*, chip_id: int, reason: str | None = None, salvy: SalvyClient 
             instance = Instance.objects.filter(chip=chip).first()
             try:
                 if instance is not None:
-                    evolution = evolution or gateway()
+                    evolution = evolution or gateway_for(instance.server)
                     instance_release(instance=instance, gw=evolution, attempt=release.instance_attempts + 1)
             except GatewayError as exc:
                 updates.update(instance_attempts=release.instance_attempts + 1, instance_error=str(exc)[:300])

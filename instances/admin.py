@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import segno
+from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
 from django.utils.html import format_html
@@ -10,7 +11,15 @@ from django.utils.translation import gettext_lazy as _
 
 from chips.admin import ChipAdmin, ReadOnlyAdmin
 from instances import services
-from instances.models import ChipCapacity, ContactBinding, DeliveryEvent, Instance, OutboundMessage, RoutingPolicy
+from instances.models import (
+    ChipCapacity,
+    ContactBinding,
+    DeliveryEvent,
+    GatewayServer,
+    Instance,
+    OutboundMessage,
+    RoutingPolicy,
+)
 
 
 @admin.register(Instance)
@@ -143,3 +152,40 @@ class RoutingPolicyAdmin(admin.ModelAdmin):
     def resume_sending(self, request: HttpRequest, queryset) -> None:
         services.sending_resume(by=request.user.get_username())
         self.message_user(request, _("Sending resumed."), messages.SUCCESS)
+
+
+class GatewayServerForm(forms.ModelForm):
+    base_url = forms.URLField(label=_("base URL"), required=False, assume_scheme="https",
+                              help_text=_("Empty: EVOLUTION_API_URL."))
+
+    class Meta:
+        model = GatewayServer
+        fields = ["name", "base_url", "api_key", "capacity", "is_enabled"]
+        # The key is never shown back: typing a new one replaces it, leaving it empty keeps the stored one.
+        widgets = {"api_key": forms.PasswordInput(render_value=False)}
+
+    def clean_api_key(self) -> str:
+        return self.cleaned_data.get("api_key") or (self.instance.api_key if self.instance.pk else "")
+
+
+@admin.register(GatewayServer)
+class GatewayServerAdmin(admin.ModelAdmin):
+    form = GatewayServerForm
+    list_display = ["name", "url_shown", "capacity", "load", "is_enabled", "is_reachable", "unreachable_since"]
+    list_filter = ["is_enabled", "is_reachable"]
+    readonly_fields = ["is_reachable", "unreachable_since", "created_at", "updated_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_load()
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # A server holding sessions cannot go (instances point at it); an empty one may.
+        return super().has_delete_permission(request, obj) and (obj is None or not obj.instances.exists())
+
+    @admin.display(description=_("base URL"))
+    def url_shown(self, server: GatewayServer) -> str:
+        return server.url
+
+    @admin.display(description=_("sessions"), ordering="load")
+    def load(self, server: GatewayServer) -> int:
+        return server.load

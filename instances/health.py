@@ -16,6 +16,7 @@ One query reads the instances; the plain state changes are written in bulk; only
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -29,8 +30,9 @@ from django.utils.translation import gettext as _
 from chips.models import Chip, ChipAlert
 from chips.services import alert_raise
 from instances import sessions
-from instances.gateway import GatewayError, InstanceRecord, gateway
-from instances.models import Instance
+from instances.gateway import GatewayError, InstanceRecord
+from instances.models import GatewayServer, Instance
+from instances.servers import gateway_for
 
 logger = logging.getLogger(__name__)
 LAST_CHECK_KEY = "instances:last_check"
@@ -58,35 +60,84 @@ def _missed_final_close(instance: Instance, record: InstanceRecord | None) -> bo
         instance.last_disconnect_code != record.disconnection_code)
 
 
-def instances_check(*, concurrency: int | None = None, base_url: str | None = None, api_key: str | None = None,
-                    timeout: float | None = None, now: datetime | None = None) -> CheckResult:
-    """Reconcile every live instance with the gateway (see module docstring). A read that fails or times out makes
-    that instance `unknown` (its chip's connected flag is left as it was: we do not know), never a crash of the
-    whole check; a failed list call skips the reconciliation, not the state reads."""
-    instances = list(Instance.objects.exclude(chip__status=Chip.Status.RETIRED).select_related("chip")
-                     .only("pk", "name", "state", "chip_id", "chip__status", "last_disconnect_code",
-                           "last_disconnect_at", "closing_by_us_at", "connecting_since", "dead_socket_at",
-                           "restart_requested_at"))
-    result = CheckResult(checked=len(instances))
-    if not instances:
-        return result
-    with gateway(base_url=base_url, api_key=api_key, timeout=timeout) as gw:
+@dataclass
+class _ServerRead:
+    records: dict[str, InstanceRecord] | None
+    states: dict[str, str | GatewayError]
+    error: GatewayError | None = None
+
+    @property
+    def unreachable(self) -> bool:
+        """No answer at all: the list call and every state read failed without an HTTP answer (or with a 5xx)."""
+        dead = ("transport", "timeout", "server")
+        return (self.records is None and self.error is not None and self.error.kind in dead
+                and all(isinstance(v, GatewayError) and v.kind in dead for v in self.states.values()))
+
+
+def _read_server(server: GatewayServer, instances: list[Instance], *, concurrency: int,
+                 timeout: float | None) -> _ServerRead:
+    """One server's list and live states (HTTP only: runs in a thread, touches no database)."""
+    with gateway_for(server, timeout=timeout) as gw:
+        error = None
         try:
             records: dict[str, InstanceRecord] | None = {r.name: r for r in gw.list_instances()}
         except GatewayError as exc:
-            logger.warning("instance check: could not list the gateway's instances: %s", exc)
-            records = None
+            logger.warning("instance check: could not list the instances of server %s: %s", server, exc)
+            records, error = None, exc
         names = [i.name for i in instances if i.state != S.GONE or records is None or i.name in records]
-        states = gw.connection_states(names, concurrency=concurrency or settings.HEALTH_CHECK_CONCURRENCY)
+        states = gw.connection_states(names, concurrency=concurrency) if names else {}
+    return _ServerRead(records, states, error)
+
+
+def instances_check(*, concurrency: int | None = None, timeout: float | None = None,
+                    now: datetime | None = None) -> CheckResult:
+    """Reconcile every live instance with its gateway server (see module docstring); servers are read
+    concurrently. A read that fails or times out makes that instance `unknown` (its chip's connected flag is left
+    as it was: we do not know), never a crash of the whole check; a failed list call skips the reconciliation,
+    not the state reads. A server that does not answer at all takes its chips out of routing, with one alert for
+    the server (not one per chip)."""
+    instances = list(Instance.objects.exclude(chip__status=Chip.Status.RETIRED).select_related("chip")
+                     .only("pk", "name", "state", "chip_id", "chip__status", "last_disconnect_code",
+                           "last_disconnect_at", "closing_by_us_at", "connecting_since", "dead_socket_at",
+                           "restart_requested_at", "server_id"))
+    result = CheckResult(checked=len(instances))
+    if not instances:
+        return result
+    servers = {s.pk: s for s in GatewayServer.objects.all()}  # a handful of rows: one query
+    default = next((s for s in servers.values() if s.name == GatewayServer.DEFAULT_NAME), None)
+    default = default or GatewayServer.default()
+    by_server: dict[int, list[Instance]] = {}
+    for inst in instances:
+        by_server.setdefault(inst.server_id or default.pk, []).append(inst)
+    servers.setdefault(default.pk, default)
+    per = concurrency or settings.HEALTH_CHECK_CONCURRENCY
+    with ThreadPoolExecutor(max_workers=min(8, len(by_server))) as pool:
+        reads = dict(zip(by_server, pool.map(
+            lambda pk: _read_server(servers[pk], by_server[pk], concurrency=per, timeout=timeout), by_server),
+            strict=True))
+    now = now or timezone.now()
+    records: dict[str, InstanceRecord] | None = {}
+    states: dict[str, str | GatewayError] = {}
+    listed: set[int] = set()
+    for pk, read in reads.items():
+        if _server_answered(servers[pk], read, by_server[pk], now, result):
+            states.update(read.states)
+            if read.records is not None:
+                records.update(read.records)
+                listed.add(pk)
+        else:
+            instances = [i for i in instances if (i.server_id or default.pk) != pk]
+    result.checked = len(instances)
     now = now or timezone.now()
     changed: list[Instance] = []
     opened: list[Instance] = []
     closed: list[int] = []
     for inst in instances:
-        record = records.get(inst.name) if records is not None else None
+        was_listed = (inst.server_id or default.pk) in listed
+        record = records.get(inst.name)
         read = states.get(inst.name)
-        # Gone: absent from the gateway's own list; when the list could not be read, a 404 on the state read.
-        if record is None and (records is not None or isinstance(read, GatewayError) and read.kind == "not_found"):
+        # Gone: absent from its server's own list; when the list could not be read, a 404 on the state read.
+        if record is None and (was_listed or isinstance(read, GatewayError) and read.kind == "not_found"):
             if inst.state != S.GONE:
                 sessions.session_gone(inst, now, source="instance check")
                 result.gone += 1
@@ -120,6 +171,18 @@ def instances_check(*, concurrency: int | None = None, base_url: str | None = No
         if new == S.CLOSE:
             closed.append(inst.chip_id)
         _report_stuck(inst, now)
+    if changed or opened or closed:
+        _write_changes(changed, opened, closed, now)
+    result.changed = len(result.changes)
+    try:
+        cache.set(LAST_CHECK_KEY, {"at": now.isoformat(), "checked": result.checked, "changed": result.changed,
+                                   "unknown": result.unknown, "gone": result.gone}, timeout=None)
+    except Exception:  # Redis down: the check's writes are done; /health/instances shows the counts
+        logger.warning("could not record the instance check in the cache")
+    return result
+
+
+def _write_changes(changed: list[Instance], opened: list[Instance], closed: list[int], now: datetime) -> None:
     with transaction.atomic():
         Instance.objects.bulk_update(changed, ["state", "state_changed_at", "updated_at"], batch_size=500)
         if opened:
@@ -132,13 +195,35 @@ def instances_check(*, concurrency: int | None = None, base_url: str | None = No
         if closed:
             Chip.objects.filter(pk__in=closed, is_connected=True).update(
                 is_connected=False, connection_changed_at=now, updated_at=now)
-    result.changed = len(result.changes)
-    try:
-        cache.set(LAST_CHECK_KEY, {"at": now.isoformat(), "checked": result.checked, "changed": result.changed,
-                                   "unknown": result.unknown, "gone": result.gone}, timeout=None)
-    except Exception:  # Redis down: the check's writes are done; /health/instances shows the counts
-        logger.warning("could not record the instance check in the cache")
-    return result
+
+
+def _server_answered(server: GatewayServer, read: _ServerRead, instances: list[Instance], now: datetime,
+                     result: CheckResult) -> bool:
+    """Record whether the server answered; an unreachable one takes its chips out of routing (in bulk) and raises
+    one alert naming it. Returns False for an unreachable server (its instances are then not reconciled)."""
+    key = f"gateway_server_down:{server.pk}"
+    if not read.unreachable:
+        if not server.is_reachable:
+            logger.warning("gateway server %s answers again", server)
+            ChipAlert.objects.open().filter(dedup_key=key).update(
+                acknowledged_at=now, action_taken=_("resolved: the server answers again"), updated_at=now)
+            GatewayServer.objects.filter(pk=server.pk).update(is_reachable=True, unreachable_since=None,
+                                                              updated_at=now)
+        return True
+    with transaction.atomic():
+        GatewayServer.objects.filter(pk=server.pk).update(
+            is_reachable=False, unreachable_since=server.unreachable_since or now, updated_at=now)
+        Instance.objects.filter(pk__in=[i.pk for i in instances]).exclude(state=S.GONE).exclude(
+            state=S.UNKNOWN).update(state=S.UNKNOWN, state_changed_at=now, updated_at=now)
+        out = Chip.objects.filter(pk__in=[i.chip_id for i in instances], is_connected=True).update(
+            is_connected=False, connection_changed_at=now, updated_at=now)
+        alert_raise(kind="gateway_server_down", severity=ChipAlert.Severity.CRITICAL, dedup_key=key,
+                    message=_("Gateway server %(server)s (%(url)s) does not answer: %(error)s.")
+                    % {"server": server, "url": server.url, "error": read.error},
+                    action_taken=_("its %(n)d chips are out of routing until it answers again") % {"n": len(instances)})
+    result.unknown += len(instances)
+    logger.error("gateway server %s unreachable: %d chips out of routing", server, out)
+    return False
 
 
 def _report_stuck(inst: Instance, now: datetime) -> None:

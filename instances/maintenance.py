@@ -16,8 +16,9 @@ from django.utils import timezone
 
 from chips.models import Chip
 from instances import sessions
-from instances.gateway import Gateway, GatewayError, gateway
-from instances.models import Instance, WebhookReceipt
+from instances.gateway import Gateway, GatewayError
+from instances.models import GatewayServer, Instance, WebhookReceipt
+from instances.servers import gateway_for
 from instances.services import webhook_config
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,10 @@ def instance_release(*, instance: Instance, gw: Gateway, attempt: int = 1) -> No
 
 def instance_restart(*, instance_id: int) -> str:
     """Ask the gateway to restart a session whose socket was found dead (the session_socket_dead task)."""
-    instance = Instance.objects.filter(pk=instance_id).first()
+    instance = Instance.objects.select_related("server").filter(pk=instance_id).first()
     if instance is None or instance.state == Instance.State.GONE:
         return "skipped"
-    with gateway() as gw:
+    with gateway_for(instance.server) as gw:
         try:
             gw.restart(instance.name)
         except GatewayError as exc:
@@ -82,28 +83,37 @@ def _drifted(found, wanted) -> bool:
 def webhooks_heal(*, names: list[str] | None = None) -> DriftResult:
     """Read each live instance's webhook and set it again where it differs from ours (URL, secret header, events):
     rotating EVOLUTION_WEBHOOK_SECRET or the public URL heals the whole pool in one run (field notes §2 — Evolution
-    does not retry a 401 from us, so a stale secret would silently lose every event)."""
+    does not retry a 401 from us, so a stale secret would silently lose every event). Per server, concurrently."""
     qs = Instance.objects.exclude(chip__status=Chip.Status.RETIRED).exclude(state=Instance.State.GONE)
     if names is not None:
         qs = qs.filter(name__in=names)
-    targets = list(qs.values_list("name", flat=True))
-    result = DriftResult(checked=len(targets))
-    if not targets:
-        return result
-    with gateway() as gw:
-        wanted = webhook_config(gw)
+    by_server: dict[int | None, list[str]] = {}
+    for server_id, name in qs.values_list("server_id", "name"):
+        by_server.setdefault(server_id, []).append(name)
+    result = DriftResult(checked=sum(len(v) for v in by_server.values()))
+    servers = {s.pk: s for s in GatewayServer.objects.filter(pk__in=[k for k in by_server if k is not None])}
+    if None in by_server:  # resolved here: the threads below touch no database
+        servers[None] = GatewayServer.default()
 
-        def heal(name: str) -> tuple[str, str | None, bool]:
-            try:
-                if not _drifted(gw.find_webhook(name), wanted):
-                    return name, None, False
-                gw.set_webhook(name, wanted)
-            except GatewayError as exc:
-                return name, f"{exc.kind}: {'; '.join(exc.messages)[:200]}", False
-            return name, None, True
+    def heal_server(server_id: int | None) -> list[tuple[str, str | None, bool]]:
+        with gateway_for(servers.get(server_id)) as gw:
+            wanted = webhook_config(gw)
 
-        with ThreadPoolExecutor(max_workers=DRIFT_CONCURRENCY) as pool:
-            for name, error, healed in pool.map(heal, targets):
+            def heal(name: str) -> tuple[str, str | None, bool]:
+                try:
+                    if not _drifted(gw.find_webhook(name), wanted):
+                        return name, None, False
+                    gw.set_webhook(name, wanted)
+                except GatewayError as exc:
+                    return name, f"{exc.kind}: {'; '.join(exc.messages)[:200]}", False
+                return name, None, True
+
+            with ThreadPoolExecutor(max_workers=DRIFT_CONCURRENCY) as pool:
+                return list(pool.map(heal, by_server[server_id]))
+
+    with ThreadPoolExecutor(max_workers=max(1, min(4, len(by_server)))) as pool:
+        for outcomes in pool.map(heal_server, list(by_server)):
+            for name, error, healed in outcomes:
                 if error:
                     result.failed[name] = error
                 elif healed:

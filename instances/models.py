@@ -13,6 +13,59 @@ from django.utils.translation import gettext_lazy as _
 from chips.models import Chip
 
 
+class GatewayServerQuerySet(models.QuerySet["GatewayServer"]):
+    def enabled(self) -> GatewayServerQuerySet:
+        return self.filter(is_enabled=True)
+
+    def with_load(self) -> GatewayServerQuerySet:
+        """Each server with `load`: the sessions it holds for chips that are not retired."""
+        return self.annotate(load=models.Count("instances", filter=~Q(instances__chip__status="retired")))
+
+
+class GatewayServer(models.Model):
+    """One gateway server (an Evolution API process holds a few hundred sessions; a big pool spans several).
+
+    Each instance lives on exactly one server. Empty URL and key mean the settings' EVOLUTION_API_URL / _KEY: the
+    first server is seeded that way, so a one-server deployment configures nothing here.
+    """
+
+    name = models.CharField(_("name"), max_length=50, unique=True)
+    base_url = models.URLField(_("base URL"), blank=True, help_text=_("Empty: EVOLUTION_API_URL."))
+    api_key = models.CharField(_("API key"), max_length=200, blank=True, help_text=_("Empty: EVOLUTION_API_KEY."))
+    capacity = models.PositiveIntegerField(_("capacity (sessions)"), default=settings.GATEWAY_SERVER_CAPACITY)
+    is_enabled = models.BooleanField(_("takes new instances"), default=True)
+    is_reachable = models.BooleanField(_("reachable"), default=True, editable=False)
+    unreachable_since = models.DateTimeField(_("unreachable since"), null=True, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = GatewayServerQuerySet.as_manager()
+
+    DEFAULT_NAME = "default"
+
+    class Meta:
+        verbose_name = _("gateway server")
+        verbose_name_plural = _("gateway servers")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def url(self) -> str:
+        return (self.base_url or settings.EVOLUTION_API_URL).rstrip("/")
+
+    @property
+    def key(self) -> str:
+        return self.api_key or settings.EVOLUTION_API_KEY
+
+    @classmethod
+    def default(cls) -> GatewayServer:
+        """The seed server (the settings' URL and key), created on first use."""
+        server, _created = cls.objects.get_or_create(name=cls.DEFAULT_NAME)
+        return server
+
+
 class Instance(models.Model):
     """The gateway session of one chip, as last seen by a check or a webhook."""
 
@@ -28,6 +81,8 @@ class Instance(models.Model):
     QR_TTL = timedelta(seconds=45)
 
     chip = models.OneToOneField(Chip, on_delete=models.CASCADE, related_name="instance")
+    server = models.ForeignKey(GatewayServer, on_delete=models.PROTECT, related_name="instances",
+                               verbose_name=_("gateway server"), null=True)
     name = models.CharField(_("name"), max_length=64, unique=True)
     state = models.CharField(_("state"), max_length=12, choices=State.choices, default=State.UNKNOWN,
                              db_index=True)

@@ -13,16 +13,23 @@ from django.utils import timezone
 from chips.models import Chip
 from common.exceptions import DomainError
 from instances import sessions
-from instances.gateway import Gateway, GatewayError, gateway
-from instances.models import Instance, OutboundMessage, RoutingPolicy
+from instances.gateway import Gateway, GatewayError
+from instances.models import GatewayServer, Instance, OutboundMessage, RoutingPolicy
 from instances.routing import route_contact
+from instances.servers import gateway_for, gateway_for_instance, server_place
 
 logger = logging.getLogger(__name__)
 
 
-def instance_register(*, chip: Chip, name: str | None = None) -> Instance:
-    """The Instance row of a chip (created once; its name is the chip's gateway instance name)."""
-    instance, _created = Instance.objects.get_or_create(chip=chip, defaults={"name": name or chip.instance_name})
+def instance_register(*, chip: Chip, name: str | None = None, server: GatewayServer | None = None) -> Instance:
+    """The Instance row of a chip (created once; its name is the chip's gateway instance name). Without a server
+    it goes where servers.server_place() says (the seed server in a one-server pool)."""
+    instance = Instance.objects.filter(chip=chip).first()
+    if instance is not None:
+        return instance
+    with transaction.atomic():
+        instance, _created = Instance.objects.get_or_create(
+            chip=chip, defaults={"name": name or chip.instance_name, "server": server or server_place()})
     return instance
 
 
@@ -32,12 +39,14 @@ def webhook_config(gw: Gateway):
 
 
 def instance_create(*, chip: Chip, name: str, gw: Gateway | None = None) -> Instance:
-    """Create the chip's session on the gateway (with our webhook) and its Instance row; idempotent.
+    """Place the chip's session on a gateway server, create it there (with our webhook); idempotent.
 
-    An instance left by an earlier attempt ("exists") gets its webhook set again, so it points at us.
+    The Instance row (with its server) is written first, so a retry goes to the same server; an instance left by
+    an earlier attempt ("exists") gets its webhook set again, so it points at us.
     """
+    instance = instance_register(chip=chip, name=name)
     own = gw is None
-    gw = gw or gateway()
+    gw = gw or gateway_for(instance.server)
     try:
         try:
             gw.create_instance(name, number=(chip.phone or "").lstrip("+") or None, webhook=webhook_config(gw))
@@ -48,7 +57,7 @@ def instance_create(*, chip: Chip, name: str, gw: Gateway | None = None) -> Inst
     finally:
         if own:
             gw.close()
-    return instance_register(chip=chip, name=name)
+    return instance
 
 
 def sending_pause(*, reason: str, by: str) -> RoutingPolicy:
@@ -110,7 +119,7 @@ def message_send(*, contact: str, text: str, idempotency_key: str, client: Gatew
         existing = OutboundMessage.objects.select_related("chip").get(idempotency_key=idempotency_key)
         return _replay(existing, contact, text)
 
-    evolution = client or gateway()
+    evolution = client or gateway_for_instance(decision.instance)
     try:
         result = evolution.send_text(decision.instance, number=contact.lstrip("+"), text=text)
     except GatewayError as exc:

@@ -22,10 +22,11 @@ from django.utils import timezone
 
 from chips.models import Chip, TrustLevel, WarmingPhase
 from instances import hours
-from instances.gateway import Gateway, GatewayError, gateway
+from instances.gateway import Gateway, GatewayError
 from instances.models import ChipCapacity, DeliveryEvent, OutboundMessage
 from instances.restriction import is_restricted, restricted_q
 from instances.routing import reserve_capacity
+from instances.servers import gateway_for
 from instances.services import send_failure_observed
 from warmer.models import ChipDailyMetrics, PhasePlan, TrustBreakdown, WarmingAction, WarmingDay
 from warmer.plans import DEFAULT_PLANS, ensure_default_plans
@@ -235,17 +236,21 @@ def warming_dispatch(*, limit: int = 100, now: datetime | None = None, client: G
     report = DispatchReport(claimed=len(ids))
     if not ids:
         return report
-    own = client is None
-    client = client or gateway()
+    clients: dict[int | None, Gateway] = {}  # one client per gateway server the batch touches
     try:
-        actions = list(WarmingAction.objects.filter(pk__in=ids).select_related("chip", "peer", "chip__capacity")
+        actions = list(WarmingAction.objects.filter(pk__in=ids)
+                       .select_related("chip", "peer", "chip__capacity", "chip__instance__server")
                        .order_by("due_at"))
         for action in actions:
-            outcome = _dispatch_one(action, now, client)
+            instance = getattr(action.chip, "instance", None)
+            server_id = instance.server_id if instance is not None else None
+            if client is None and server_id not in clients:
+                clients[server_id] = gateway_for(instance.server if instance is not None else None)
+            outcome = _dispatch_one(action, now, client or clients[server_id])
             setattr(report, outcome, getattr(report, outcome) + 1)
     finally:
-        if own:
-            client.close()
+        for own in clients.values():
+            own.close()
     return report
 
 

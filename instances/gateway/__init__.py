@@ -1,7 +1,7 @@
 """The WhatsApp gateway behind the pool: one interface (:mod:`.base`), one configured implementation.
 
-Callers outside ``instances`` never name the implementation: they ask for ``gateway()`` (the default server) and
-catch :class:`GatewayError`. ``GATEWAY_BACKEND`` names the class (Evolution 2.3.7 today), so changing gateway is
+Callers never name the implementation: they ask ``instances.servers.gateway_for(server)`` for the client of a
+gateway server (or ``gateway_for_instance(name)``) and catch :class:`GatewayError`. ``GATEWAY_BACKEND`` names the class (Evolution 2.3.7 today), so changing gateway is
 one setting and one module.
 """
 
