@@ -1,8 +1,8 @@
 """The WhatsApp gateway behind the pool: one interface (:mod:`.base`), one configured implementation.
 
 Callers never name the implementation: they ask ``instances.servers.gateway_for(server)`` for the client of a
-gateway server (or ``gateway_for_instance(name)``) and catch :class:`GatewayError`. ``GATEWAY_BACKEND`` names the class (Evolution 2.3.7 today), so changing gateway is
-one setting and one module.
+gateway server (or ``gateway_for_instance(name)``) and catch :class:`GatewayError`. ``GATEWAY_BACKEND`` names the
+class (Evolution 2.3.7 today), so changing gateway is one setting and one module.
 """
 
 from __future__ import annotations
