@@ -90,6 +90,7 @@ class Instance(models.Model):
     qr_code = models.TextField(_("last QR code"), blank=True)
     qr_image = models.TextField(_("last QR image (data URL)"), blank=True)
     qr_updated_at = models.DateTimeField(_("QR updated at"), null=True, blank=True)
+    pairing_code = models.CharField(_("pairing code"), max_length=16, blank=True)
     last_disconnect_code = models.PositiveSmallIntegerField(_("last disconnection code"), null=True, blank=True)
     last_disconnect_at = models.DateTimeField(_("last disconnection at"), null=True, blank=True)
     closing_by_us_at = models.DateTimeField(
@@ -124,6 +125,53 @@ class Instance(models.Model):
     def closed_by_us(self, now: datetime | None = None) -> bool:
         """Whether a close now is one the pool caused (its own logout/delete, within the last minutes)."""
         return self.closing_by_us_at is not None and (now or timezone.now()) - self.closing_by_us_at < CLOSED_BY_US
+
+
+class InstanceLinkQuerySet(models.QuerySet["InstanceLink"]):
+    def open(self, now: datetime | None = None) -> InstanceLinkQuerySet:
+        return self.filter(ended_at__isnull=True, expires_at__gt=now or timezone.now())
+
+
+class InstanceLink(models.Model):
+    """A link the pool serves so a phone can pair with one chip's session (contracts/chip-activator.md, last
+    section): an unguessable token, valid while that linking lasts, that answers the current QR or pairing code.
+    No gateway credential ever leaves the pool; the token is the only key, and it dies with the linking."""
+
+    class Purpose(models.TextChoices):
+        ACTIVATION = "activation", _("Activation (the VPS activator scans it)")
+        OWN_NUMBER = "own_number", _("A number the company owns")
+        RELINK = "relink", _("Re-link")
+
+    class End(models.TextChoices):
+        LINKED = "linked", _("Linked")
+        EXPIRED = "expired", _("Expired")
+        SUPERSEDED = "superseded", _("Replaced by a newer link")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    token = models.CharField(_("token"), max_length=64, unique=True)
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="links", verbose_name=_("instance"))
+    purpose = models.CharField(_("purpose"), max_length=12, choices=Purpose.choices)
+    requested_by = models.CharField(_("requested by"), max_length=150, blank=True)
+    expires_at = models.DateTimeField(_("expires at"))
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    end_reason = models.CharField(_("end"), max_length=12, choices=End.choices, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = InstanceLinkQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("link")
+        verbose_name_plural = _("links")
+        ordering = ["-created_at"]
+        constraints = [
+            # One live link per session: a new one supersedes the old.
+            models.UniqueConstraint(fields=["instance"], condition=Q(ended_at__isnull=True),
+                                    name="instancelink_one_open_per_instance"),
+        ]
+
+    def __str__(self) -> str:
+        return f"link of {self.instance_id} ({self.purpose})"
 
 
 #: A close within this long of our own logout/delete is ours (Evolution delivers it within seconds; retries can
