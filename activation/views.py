@@ -10,7 +10,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_POST
 
-from activation.services import activator_health, salvy_event_parse, sms_receive
+from activation.salvy import salvy_event_parse
+from activation.services import activator_health, sms_receive
 from activation.signing import SignatureError, verify
 from common.exceptions import InvalidInput
 

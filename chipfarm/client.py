@@ -10,8 +10,11 @@ Salvy quirks this client absorbs:
 - The docs disagree on where DELETE's ``reason`` goes (JSON body in one version, query string in another): it is
   sent in both places.
 - v2 lists are bare arrays; v3 wraps them as ``{"data": [...], "pagination": {...}}`` — both shapes are read.
+- An inbox SMS is the webhook's `data` object without ``virtualPhoneAccountId``: it is read by activation's one
+  Salvy SMS parser (activation.salvy.salvy_sms_parse) into an `InboundSms`, the line id taken from the request.
 
-No Django models here: defaults come from django.conf.settings only when an argument is None.
+No Django models here (activation.salvy has none either): defaults come from django.conf.settings only when an
+argument is None.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from urllib.parse import quote
 
 import httpx
 
+from activation.salvy import InboundSms, salvy_sms_parse
+from common.exceptions import InvalidInput
 from common.http import ClientError, HttpClient
+from common.inbound import parse_json_body
 
 __all__ = [
     "CANCEL_REASONS",
@@ -32,7 +38,6 @@ __all__ = [
     "SalvyError",
     "SalvyErrorKind",
     "SalvyLine",
-    "SalvySms",
 ]
 
 SalvyErrorKind = Literal["no_stock", "not_found", "unauthorized", "bad_request", "server", "timeout", "transport"]
@@ -96,37 +101,6 @@ class SalvyLine:
         )
 
 
-@dataclass(frozen=True)
-class SalvySms:
-    """An inbox SMS. `whatsapp_code` is Salvy's own detection (``detections.whatsapp.verificationCode``)."""
-
-    id: str
-    line_id: str
-    received_at: datetime | None
-    origin: str
-    destination: str
-    message: str
-    whatsapp_code: str | None
-    raw: dict[str, Any] = field(repr=False, compare=False)
-
-    @classmethod
-    def from_api(cls, data: dict[str, Any], *, line_id: str = "") -> SalvySms:
-        detections = data.get("detections") or {}
-        whatsapp = detections.get("whatsapp") if isinstance(detections, dict) else None
-        code = whatsapp.get("verificationCode") if isinstance(whatsapp, dict) else None
-        return cls(
-            id=str(data["id"]),
-            # The inbox endpoint's objects do not carry the line id; the webhook's `data` does.
-            line_id=str(data.get("virtualPhoneAccountId") or line_id),
-            received_at=_parse_dt(data.get("receivedAt")),
-            origin=str(data.get("originPhoneNumber") or ""),
-            destination=str(data.get("destinationPhoneNumber") or ""),
-            message=str(data.get("message") or ""),
-            whatsapp_code=str(code) if code else None,
-            raw=data,
-        )
-
-
 def _settings(name: str) -> Any:
     from django.conf import settings
 
@@ -179,10 +153,11 @@ class SalvyClient(HttpClient):
         return SalvyError(kind, f"Salvy {operation} -> {status}: {message}", status_code=status, code=code)
 
     @staticmethod
-    def _json(response: httpx.Response) -> Any:
+    def _json(response: httpx.Response, *, strip_nuls: bool = False) -> Any:
+        """The body's JSON; `strip_nuls` for what we may store (SMS texts), as the webhook parses it."""
         try:
-            return response.json()
-        except ValueError:
+            return parse_json_body(response.content, strip_nuls=True) if strip_nuls else response.json()
+        except (ValueError, InvalidInput):
             raise SalvyError("server", f"Salvy answered {response.status_code} with a non-JSON body",
                              status_code=response.status_code) from None
 
@@ -199,9 +174,11 @@ class SalvyClient(HttpClient):
                              status_code=response.status_code) from None
 
     @staticmethod
-    def _many(items: Any, factory: Callable[[dict[str, Any]], _T]) -> list[_T]:
+    def _many(items: Any, factory: Callable[[Any], _T]) -> list[_T]:
         try:
             return [factory(item) for item in items or []]
+        except InvalidInput as exc:
+            raise SalvyError("server", f"unexpected Salvy list item ({exc.message}): {items!r:.300}") from None
         except (KeyError, TypeError, AttributeError):
             raise SalvyError("server", f"unexpected Salvy list: {items!r:.300}") from None
 
@@ -228,11 +205,12 @@ class SalvyClient(HttpClient):
         items = data.get("data", []) if isinstance(data, dict) else data
         return self._many(items, SalvyLine.from_api)
 
-    def list_sms(self, line_id: str) -> list[SalvySms]:
-        """The line's inbox — the fallback when the `sms.received` webhook is late or lost."""
-        data = self._json(self._request("GET", f"{self._path(line_id)}/sms-messages"))
+    def list_sms(self, line_id: str) -> list[InboundSms]:
+        """The line's inbox — the fallback when the `sms.received` webhook is late or lost — read as the webhook's
+        SMS are (NULs stripped, same fields, same WhatsApp code); a malformed item is a SalvyError "server"."""
+        data = self._json(self._request("GET", f"{self._path(line_id)}/sms-messages"), strip_nuls=True)
         items = data.get("smsMessages", []) if isinstance(data, dict) else data
-        return self._many(items, lambda item: SalvySms.from_api(item, line_id=str(line_id)))
+        return self._many(items, lambda item: salvy_sms_parse(item, line_id=str(line_id)))
 
     def cancel(self, line_id: str, *, reason: str) -> None:
         """Cancel immediately (Salvy bills the full month anyway). `reason` goes in the body and the query string."""

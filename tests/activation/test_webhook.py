@@ -9,7 +9,7 @@ import pytest
 
 from activation import services
 from activation.models import ActivationJob, SmsReceipt
-from activation.services import whatsapp_code
+from activation.salvy import whatsapp_code
 from activation.signing import signed_headers
 from chips.models import Chip, ChipTransition
 from sandbox.server import free_port
@@ -179,6 +179,15 @@ def test_malformed_deliveries_are_422_with_the_field_and_write_nothing(salvy, pe
     assert response.json()["field"] == field and response.json()["code"] == "invalid_input"
     assert response.json()["message"]
     nothing_written(pending_chip, history)
+
+
+def test_nul_characters_are_stripped_and_the_code_still_counts(salvy, pending_chip):
+    envelope = sms_envelope(pending_chip, code=None, text="Seu código do WhatsApp: 123-456\u0000")
+    body = json.dumps(envelope).encode()  # ensure_ascii: the NUL travels as the escape \\u0000
+    assert b"\\u0000" in body
+    assert salvy.post(body=body).json()["status"] == "job_created"
+    receipt = SmsReceipt.objects.get()
+    assert (receipt.text, receipt.code) == ("Seu código do WhatsApp: 123-456", "123456")
 
 
 def test_other_event_types_are_ignored(salvy, pending_chip):

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from activation.salvy import InboundSms, salvy_sms_parse
 from activation.signing import SignatureError, sign, signed_headers, verify
-from chipfarm.client import SalvyClient, SalvyError, SalvyLine, SalvySms
+from chipfarm.client import SalvyClient, SalvyError, SalvyLine
 from sandbox.salvy import DEFAULT_WEBHOOK_SECRET, FakeSalvy
 from sandbox.server import FakeServer, free_port
 
@@ -148,22 +149,50 @@ def test_fake_accepts_the_cancel_reason_in_either_place(salvy, url, where):
     assert response.status_code in (400, 409)
 
 
-def test_list_sms_reads_the_inbox(salvy, fake):
+def test_list_sms_reads_the_inbox(salvy, fake, url):
     line = salvy.provision(area_code=11, name="pool-0001")
     assert salvy.list_sms(line.id) == []
     fake.webhook_url = None  # inbox only: the polling fallback
     fake.deliver_sms(line.id, "Seu código do WhatsApp: 123-456", code="123456", sms_id="sms-1")
     fake.deliver_sms(line.id, "Promoção imperdível")
     sms = salvy.list_sms(line.id)
-    assert [s.message for s in sms] == ["Seu código do WhatsApp: 123-456", "Promoção imperdível"]
+    assert [s.text for s in sms] == ["Seu código do WhatsApp: 123-456", "Promoção imperdível"]
     first = sms[0]
-    assert isinstance(first, SalvySms)
-    assert (first.id, first.line_id, first.whatsapp_code) == ("sms-1", line.id, "123456")
-    assert first.destination == line.phone_number and first.origin and first.received_at is not None
-    assert sms[1].whatsapp_code is None
-    assert set(first.raw) == {"id", "receivedAt", "originPhoneNumber", "destinationPhoneNumber", "message",
-                              "detections"}
+    assert isinstance(first, InboundSms)
+    # The inbox's items carry no line id: the client fills in the one it asked for.
+    assert (first.sms_id, first.line_id, first.code) == ("sms-1", line.id, "123456")
+    assert first.phone == line.phone_number and first.origin and first.received_at is not None
+    assert sms[1].code == ""
+    [item, _] = httpx.get(f"{url}/api/v2/virtual-phone-accounts/{line.id}/sms-messages",
+                          headers={"Authorization": f"Bearer {TOKEN}"}).json()["smsMessages"]
+    assert set(item) == {"id", "receivedAt", "originPhoneNumber", "destinationPhoneNumber", "message", "detections"}
     assert fake.deliveries == []
+
+
+def _inbox(items: list) -> httpx.MockTransport:
+    return httpx.MockTransport(lambda request: httpx.Response(200, json={"smsMessages": items}))
+
+
+def test_list_sms_strips_nul_characters_as_the_webhook_does():
+    body = b'{"smsMessages": [{"id": "s1", "message": "c\\u00f3digo 123\\u0000456", "detections": {}}]}'
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    with SalvyClient(base_url="http://salvy.test", token="t", timeout=1.0, transport=transport) as client:
+        [sms] = client.list_sms("line-1")
+    assert (sms.text, sms.code, sms.line_id) == ("código 123456", "123456", "line-1")
+
+
+@pytest.mark.parametrize(("item", "field"), [
+    ({"message": "hi"}, "data.id"),
+    ({"id": 5}, "data.id"),
+    ({"id": "s1", "message": 1}, "data.message"),
+    ({"id": "s1", "detections": []}, "data.detections"),
+    ("not an object", "data"),
+])
+def test_a_malformed_inbox_item_is_a_server_error_naming_the_field(item, field):
+    client = SalvyClient(base_url="http://salvy.test", token="t", timeout=1.0, transport=_inbox([item]))
+    with client, pytest.raises(SalvyError) as exc:
+        client.list_sms("line-1")
+    assert exc.value.kind == "server" and field in exc.value.message
 
 
 # --- error normalisation ---------------------------------------------------------------------------------------
@@ -256,8 +285,8 @@ def test_deliver_sms_posts_a_signed_webhook_that_verify_accepts(salvy, fake, rec
         "message": "Seu código do WhatsApp: 123-456", "detections": {"whatsapp": {"verificationCode": "123456"}},
     }
     assert envelope == result.envelope
-    # The webhook's data parses as the same SMS the inbox holds.
-    assert SalvySms.from_api(envelope["data"]) == salvy.list_sms(line.id)[0]
+    # The webhook's data parses, with the one Salvy SMS parser, as the same SMS the inbox holds.
+    assert salvy_sms_parse(envelope["data"]) == salvy.list_sms(line.id)[0]
     [delivery] = fake.deliveries
     assert (delivery.svix_id, delivery.sms_id, delivery.status_code) == (result.svix_id, "sms-42", 204)
 
