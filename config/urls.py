@@ -6,7 +6,7 @@ from config import views
 from config.api import api
 from config.metrics import metrics
 from config.security import ThrottledAdminAuthenticationForm
-from instances.views import evolution_webhook
+from instances.views import activation_link, evolution_webhook
 
 admin.site.login_form = ThrottledAdminAuthenticationForm
 
@@ -19,6 +19,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("webhooks/evolution", evolution_webhook, name="webhook-evolution"),
     path("webhooks/salvy", salvy_webhook, name="webhook-salvy"),
+    path("activation/link/<str:token>", activation_link, name="activation-link"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
 ]

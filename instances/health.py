@@ -31,7 +31,7 @@ from chips.models import Chip, ChipAlert
 from chips.services import alert_raise
 from instances import sessions
 from instances.gateway import GatewayError, InstanceRecord
-from instances.models import GatewayServer, Instance
+from instances.models import GatewayServer, Instance, InstanceLink
 from instances.servers import gateway_for
 
 logger = logging.getLogger(__name__)
@@ -192,6 +192,8 @@ def _write_changes(changed: list[Instance], opened: list[Instance], closed: list
                 closing_by_us_at=None, qr_code="", qr_image="", updated_at=now)
             Chip.objects.filter(pk__in=[i.chip_id for i in opened], is_connected=False).update(
                 is_connected=True, connection_changed_at=now, updated_at=now)
+            InstanceLink.objects.filter(instance__in=[i.pk for i in opened], ended_at__isnull=True).update(
+                ended_at=now, end_reason=InstanceLink.End.LINKED, updated_at=now)
         if closed:
             Chip.objects.filter(pk__in=closed, is_connected=True).update(
                 is_connected=False, connection_changed_at=now, updated_at=now)

@@ -20,7 +20,7 @@ from django.utils.translation import gettext as _
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import TransitionConflict, TransitionNotAllowed
-from instances.models import DeliveryEvent, Instance
+from instances.models import DeliveryEvent, Instance, InstanceLink
 from instances.routing import bindings_release
 
 logger = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ def session_opened(instance: Instance, now: datetime) -> None:
         logger.info("instance %s: %s → open", instance.name, instance.state)
         instance.state = S.OPEN
     _set_connected(instance.chip_id, True, now)
+    # Every link to the session is over: it is linked.
+    InstanceLink.objects.filter(instance_id=instance.pk, ended_at__isnull=True).update(
+        ended_at=now, end_reason=InstanceLink.End.LINKED, updated_at=now)
 
 
 def session_connecting(instance: Instance, now: datetime) -> None:

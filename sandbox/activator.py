@@ -67,6 +67,7 @@ class ActivationJob:
     step: str | None = None
     screenshot_path: str | None = None
     submitted_at: float = field(default_factory=time.monotonic)
+    fetched: list[dict[str, Any]] = field(default_factory=list)  # what it got from evolution_qr_url (scan mode)
 
     def as_status(self) -> dict[str, Any]:
         messages = {
@@ -91,8 +92,12 @@ def _detail(status: int, detail: str, headers: dict[str, str] | None = None) -> 
 class FakeActivator:
     """In-memory activator; thread-safe between uvicorn's thread (the app) and the test's (controls)."""
 
-    def __init__(self, api_key: str = DEFAULT_API_KEY) -> None:
+    def __init__(self, api_key: str = DEFAULT_API_KEY, *, scan_via: str | None = None) -> None:
         self.api_key = api_key
+        #: Scan mode: the base URL of the fake Evolution's controls. A job that would succeed first fetches its
+        #: `evolution_qr_url` (the PNG, then the JSON with the pairing code) and "scans" only the code it got there,
+        #: as the emulator's camera would; anything wrong on the way fails the job at step "qr_scan".
+        self.scan_via = scan_via
         self._lock = threading.Lock()
         self._jobs: dict[str, ActivationJob] = {}
         self._mode: dict[str, Any] = {}
@@ -216,13 +221,46 @@ class FakeActivator:
             job = self._jobs.get(request.path_params["activation_id"])
             if job is None:
                 return _detail(404, "Activation not found")
+            finishing = False
             if job.status not in ("success", "failed"):
                 job.polls += 1
                 if job.outcome != "hang" and job.polls >= job.finish_after:
-                    job.status = job.outcome
+                    finishing = job.outcome == "success" and self.scan_via is not None
+                    job.status = "running" if finishing else job.outcome
                 else:
                     job.status = "running"
+        if finishing:
+            failure = await self._scan(job)
+            with self._lock:
+                if failure:
+                    job.status, job.step, job.screenshot_path = "failed", "qr_scan", "/shots/qr_scan.png"
+                    job.fetched.append({"error": failure})
+                else:
+                    job.status = "success"
+        with self._lock:
             return JSONResponse(job.as_status())
+
+    async def _scan(self, job: ActivationJob) -> str | None:
+        """Fetch the link (PNG, then JSON) and scan the code it gave; the reason it failed, or None."""
+        import httpx
+
+        async with httpx.AsyncClient(timeout=10) as http:
+            try:
+                png = await http.get(job.evolution_qr_url)
+                if png.status_code != 200 or png.headers.get("content-type") != "image/png":
+                    return f"QR link answered {png.status_code} {png.headers.get('content-type')}"
+                answer = await http.get(job.evolution_qr_url, headers={"Accept": "application/json"})
+                if answer.status_code != 200:
+                    return f"QR link answered {answer.status_code}"
+                body = answer.json()
+                job.fetched.append({"png_bytes": len(png.content), **body})
+                scanned = await http.post(f"{self.scan_via.rstrip('/')}/__fake__/scan-code",
+                                          json={"code": body.get("code"), "number": f"55{job.numero}"})
+            except (httpx.HTTPError, ValueError) as exc:
+                return f"QR link unreachable: {exc!r}"
+        if scanned.status_code != 200:
+            return f"WhatsApp refused the scanned code ({scanned.status_code})"
+        return None
 
     # --- HTTP controls --------------------------------------------------------------------------------------
 
@@ -270,9 +308,9 @@ class FakeActivator:
         return app
 
 
-def build_app(api_key: str = DEFAULT_API_KEY) -> Starlette:
+def build_app(api_key: str = DEFAULT_API_KEY, *, scan_via: str | None = None) -> Starlette:
     """A fresh fake's app; the FakeActivator itself is `app.state.fake`."""
-    return FakeActivator(api_key=api_key).app
+    return FakeActivator(api_key=api_key, scan_via=scan_via).app
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,12 +20,19 @@ from activation.models import ActivationJob
 from activation.services.queueing import CANCEL_LINE_REASON, CANCEL_LINE_TASK, send_on_commit
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
+from instances.models import InstanceLink
 
 logger = logging.getLogger(__name__)
 
 J = ActivationJob.Status
 
 MAX_CHIP_ATTEMPTS = 3  # failed activations before the chip is retired and its line cancelled
+
+
+def _end_links(job: ActivationJob, reason: str, now) -> None:
+    """The activation's link dies with it (410 from then on)."""
+    InstanceLink.objects.filter(instance__chip_id=job.chip_id, purpose=InstanceLink.Purpose.ACTIVATION,
+                                ended_at__isnull=True).update(ended_at=now, end_reason=reason, updated_at=now)
 
 
 def job_succeed(*, job: ActivationJob, state: ActivationStatus, actor: Actor) -> str:
@@ -39,6 +46,7 @@ def job_succeed(*, job: ActivationJob, state: ActivationStatus, actor: Actor) ->
         )
         if not moved:
             return "skipped"
+        _end_links(job, InstanceLink.End.LINKED, now)
         chip = Chip.objects.select_for_update().get(pk=job.chip_id)
         if chip.status != Chip.Status.ACTIVATING:
             # Someone moved the chip (an operator retired it) while the emulator was registering its number.
@@ -72,6 +80,7 @@ def job_fail(*, job: ActivationJob, status: str, step: str, message: str, actor:
         )
         if not moved:
             return "skipped"
+        _end_links(job, InstanceLink.End.CANCELLED, now)
         chip = Chip.objects.select_for_update().get(pk=job.chip_id)
         if chip.status != Chip.Status.ACTIVATING:
             logger.warning("activation job %s %s, but chip %s is %s: left as it is", job.pk, status, chip.pk,

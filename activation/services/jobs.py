@@ -16,9 +16,8 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
-from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -27,10 +26,20 @@ from django.utils.translation import gettext as _
 from activation.client import ActivationStatus, ActivatorError
 from activation.models import ActivationJob
 from activation.services.finishing import job_fail, job_succeed
-from activation.services.queueing import POLL_TASK, SUBMIT_TASK, SWEEP_TASK, activator_client, send_on_commit
-from chips.models import Chip
-from chips.services import Actor, chip_transition
+from activation.services.queueing import (
+    MAX_COUNTDOWN,
+    POLL_TASK,
+    SUBMIT_TASK,
+    SWEEP_TASK,
+    activator_client,
+    send_on_commit,
+)
+from chips.models import Chip, ChipAlert
+from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import DomainError, NotFound
+from instances.linking import link_start, link_url
+from instances.models import InstanceLink
+from instances.services import instance_register
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +58,52 @@ SWEEP_BATCH = 200
 
 # --- submitting -----------------------------------------------------------------------------------------------
 
+#: A link handed to the activator lives as long as the activation may (plus the time it may wait in its queue).
+LINK_VALID_FOR = JOB_TIMEOUT + timedelta(minutes=5)
+#: After the activator refused our key (401/403), submissions wait this long before trying again.
+UNAUTHORIZED_PAUSE = timedelta(minutes=5)
+PAUSE_KEY = "activation:submissions_paused_until"
+
+
 def evolution_qr_url(chip: Chip) -> str:
-    """Where the activator fetches the QR code that links the number to the chip's Evolution instance."""
-    base = str(settings.EVOLUTION_API_URL).rstrip("/")
-    return f"{base}/instance/connect/{quote(str(chip.instance_name or ''), safe='')}"
+    """The link the activator fetches the QR from: served by the pool itself, unique to this activation, carrying
+    an unguessable token and no gateway credential (contracts/chip-activator.md, last section). The field keeps the
+    planning documents' name."""
+    instance = instance_register(chip=chip)
+    link = link_start(instance=instance, purpose=InstanceLink.Purpose.ACTIVATION, valid_for=LINK_VALID_FOR,
+                      requested_by="activation")
+    return link_url(link)
+
+
+def submissions_paused(now: datetime) -> bool:
+    """Whether the activator refused our key lately (a configuration problem): submissions wait, no job fails."""
+    try:
+        until = cache.get(PAUSE_KEY)
+    except Exception:  # Redis down: try, and let the activator say
+        return False
+    return bool(until) and datetime.fromisoformat(until) > now
+
+
+def _pause_submissions(job: ActivationJob, exc: ActivatorError, now: datetime) -> str:
+    """401/403 from the activator: our key is wrong. A configuration alert, submissions paused, and the attempt
+    given back — it must not burn the chip's SMS codes nor retire it."""
+    with transaction.atomic():
+        ActivationJob.objects.filter(pk=job.pk, status=J.QUEUED).update(
+            attempts=F("attempts") - 1, next_poll_at=now + UNAUTHORIZED_PAUSE, updated_at=now,
+            message=f"waiting: the activator refused our key ({exc.status_code})"[:500])
+        alert_raise(kind="activator_unauthorized", severity=ChipAlert.Severity.CRITICAL,
+                    dedup_key="config:activator_unauthorized",
+                    message=_("The chip activator refused our API key (HTTP %(status)s): check "
+                              "CHIP_ACTIVATOR_API_KEY. Submissions are paused; no activation attempt was counted.")
+                    % {"status": exc.status_code},
+                    action_taken=_("submissions paused for %(minutes)d minutes, then tried again")
+                    % {"minutes": UNAUTHORIZED_PAUSE.total_seconds() // 60})
+    try:
+        cache.set(PAUSE_KEY, (now + UNAUTHORIZED_PAUSE).isoformat(), timeout=int(UNAUTHORIZED_PAUSE.total_seconds()))
+    except Exception:
+        logger.warning("could not record the submission pause in the cache")
+    logger.error("activation job %s: the activator refused our key; submissions paused", job.pk)
+    return "paused"
 
 
 def _is_due(now: datetime) -> Q:
@@ -78,6 +129,10 @@ def job_submit(*, job_id: int) -> str:
     )
     if not claimed:
         return "skipped"
+    if submissions_paused(now):
+        ActivationJob.objects.filter(pk=job.pk, status=J.QUEUED).update(
+            attempts=F("attempts") - 1, next_poll_at=now + timedelta(seconds=MAX_COUNTDOWN), updated_at=now)
+        return "paused"
     attempt = job.attempts + 1
     actor = Actor.task(SUBMIT_TASK)
     chip = job.chip
@@ -87,11 +142,13 @@ def job_submit(*, job_id: int) -> str:
                         message=f"Not submitted: the chip is {chip.status}, no longer activating.")
     try:
         activation_id = activator_client().submit(number=chip.phone or "", sms_code=job.sms_code,
-                                            evolution_qr_url=evolution_qr_url(chip))
+                                                  evolution_qr_url=evolution_qr_url(chip))
     except ValueError as exc:  # the chip's number is not a Brazilian number: no retry can fix it
         return job_fail(job=job, status=J.FAILED, step="submit", message=str(exc), actor=actor)
     except ActivatorError as exc:
         now = timezone.now()
+        if exc.kind == "unauthorized":
+            return _pause_submissions(job, exc, now)
         if exc.retryable and attempt < MAX_SUBMIT_ATTEMPTS:
             delay = SUBMIT_BACKOFF[attempt - 1]
             with transaction.atomic():

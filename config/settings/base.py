@@ -144,6 +144,8 @@ EVOLUTION_API_KEY = env.str("EVOLUTION_API_KEY", default="dev-evolution-key")
 EVOLUTION_WEBHOOK_SECRET = env.str("EVOLUTION_WEBHOOK_SECRET", default="dev-evolution-webhook-secret")
 # Sessions one gateway server takes by default (each server's capacity is set in the admin).
 GATEWAY_SERVER_CAPACITY = env.int("GATEWAY_SERVER_CAPACITY", default=300)
+# Where other machines reach this pool (the links it serves, e.g. the activation link handed to the activator).
+PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000")
 EVOLUTION_WEBHOOK_URL = env.str("EVOLUTION_WEBHOOK_URL", default="http://127.0.0.1:8000/webhooks/evolution")
 SALVY_API_URL = env.str("SALVY_API_URL", default="http://127.0.0.1:8082")
 SALVY_API_TOKEN = env.str("SALVY_API_TOKEN", default="dev-salvy-token")

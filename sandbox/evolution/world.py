@@ -44,6 +44,15 @@ class WorldMixin:
         when the code is not live."""
         return self._link_with(name, number, lambda qr: qr["code"] == code, "QR code")
 
+    def scan_code(self, code: str, number: str) -> list[dict[str, Any]]:
+        """What WhatsApp's servers do when a phone scans ``code``: the instance whose live QR it is gets linked.
+        Raises ValueError when no instance shows that code now (expired, rotated, never shown)."""
+        with self._lock:
+            name = next((i.name for i in self._instances.values() if i.qr and i.qr.get("code") == code), None)
+        if name is None:
+            raise ValueError("no instance shows this QR code")
+        return self.scan(name, code, number)
+
     def pair(self, name: str, code: str, number: str) -> list[dict[str, Any]]:
         """A phone enters the pairing code ``code`` ("link with phone number"): links only when it is live."""
         return self._link_with(name, number, lambda qr: qr.get("pairingCode") == code, "pairing code")

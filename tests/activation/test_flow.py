@@ -7,12 +7,14 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 
 from activation import services, tasks
 from activation.models import ActivationJob
 from chips.models import Chip, ChipAlert, ChipTransition
 from chips.services import Actor, chip_transition
+from instances.models import InstanceLink
 from tests.activation.conftest import EVOLUTION_URL, SALVY_SECRET, URL
 
 pytestmark = pytest.mark.django_db
@@ -47,7 +49,10 @@ def test_submit_then_polls_until_success_and_the_chip_starts_warming(start_activ
     assert names(results) == ["submit_job:submitted", "poll_job:running", "poll_job:running", "poll_job:succeeded"]
     [remote] = fake_activator.jobs
     assert (remote.numero, remote.codigo_sms) == (pending_chip.phone.removeprefix("+55"), "246810")
-    assert remote.evolution_qr_url == f"{EVOLUTION_URL}/instance/connect/{pending_chip.instance_name}"
+    # The link is the pool's own, one per activation: no gateway address, no key (contracts/chip-activator.md).
+    link = InstanceLink.objects.get(instance__chip=pending_chip, purpose="activation")
+    assert remote.evolution_qr_url == f"{settings.PUBLIC_BASE_URL}/activation/link/{link.token}"
+    assert EVOLUTION_URL not in remote.evolution_qr_url and link.end_reason == "linked"
     job.refresh_from_db()
     assert (job.status, job.activator_id, job.attempts, job.polls, job.next_poll_at) == (
         J.SUCCEEDED, remote.id, 1, 3, None)
@@ -405,4 +410,4 @@ def test_sms_to_warming_through_a_real_celery_worker(activation_worker, routed_t
     [remote] = activation_worker.fake.jobs
     assert (remote.id, remote.codigo_sms, remote.numero) == (job.activator_id, "135790",
                                                              chip.phone.removeprefix("+55"))
-    assert remote.evolution_qr_url == f"{activation_worker.evolution_url}/instance/connect/{chip.instance_name}"
+    assert remote.evolution_qr_url.startswith(f"{settings.PUBLIC_BASE_URL}/activation/link/")
