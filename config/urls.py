@@ -5,10 +5,7 @@ from activation.views import health_chip_activator, salvy_webhook
 from config import views
 from config.api import api
 from config.metrics import metrics
-from config.security import ThrottledAdminAuthenticationForm
 from instances.views import evolution_webhook
-
-admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("health", views.health, name="health"),
