@@ -7,13 +7,12 @@ page look instead, in their language, with how long to wait and a way back to th
 
 from __future__ import annotations
 
+from axes.helpers import get_cool_off
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.translation import gettext as _
-
-from axes.helpers import get_cool_off
 
 LOCKOUT_STATUS = 429  # Too Many Requests
 

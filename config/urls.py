@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import path
 
 from activation.views import health_chip_activator, salvy_webhook
+from chipfarm.views import slack_command
 from config import views
 from config.api import api
 from config.metrics import metrics
@@ -16,6 +17,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("webhooks/evolution", evolution_webhook, name="webhook-evolution"),
     path("webhooks/salvy", salvy_webhook, name="webhook-salvy"),
+    path("webhooks/slack/commands", slack_command, name="webhook-slack-commands"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),
 ]

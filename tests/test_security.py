@@ -51,7 +51,7 @@ def test_axes_guards_every_login():
     assert settings.AUTHENTICATION_BACKENDS[0] == "axes.backends.AxesStandaloneBackend"
     assert settings.MIDDLEWARE[-1] == "axes.middleware.AxesMiddleware"
     assert "axes" in settings.INSTALLED_APPS
-    assert (settings.AXES_FAILURE_LIMIT, settings.AXES_COOLOFF_TIME) == (5, timedelta(minutes=15))
+    assert (5, timedelta(minutes=15)) == (settings.AXES_FAILURE_LIMIT, settings.AXES_COOLOFF_TIME)
     assert settings.AXES_LOCKOUT_PARAMETERS == [["username", "ip_address"]]
 
 

@@ -178,6 +178,9 @@ CHIP_ACTIVATOR_API_KEY = env.str("CHIP_ACTIVATOR_API_KEY", default="dev-activato
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
 # The "operations" channel; empty: the alerts webhook carries both.
 SLACK_OPERATIONS_WEBHOOK_URL = env.str("SLACK_OPERATIONS_WEBHOOK_URL", default="")
+# The Slack app's signing secret (Basic Information → App Credentials): signs the slash command that posts to
+# /webhooks/slack/commands. Empty: that endpoint answers 503 and no Slack command runs.
+SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 
 # --- Lifecycle and routing policy (defaults; the pool configuration row overrides what it holds) ---
