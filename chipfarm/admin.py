@@ -10,7 +10,14 @@ from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
 
 from chipfarm.dashboard import dashboard_context
-from chipfarm.models import ApiKey, ChipRelease, OrchestratorOperation, PoolConfiguration, PoolSnapshot
+from chipfarm.models import (
+    ApiKey,
+    ChipRelease,
+    OrchestratorOperation,
+    PoolConfiguration,
+    PoolSnapshot,
+    SlackIdentity,
+)
 from chipfarm.orchestrator import run_cycle
 from chips.admin import ReadOnlyAdmin
 from instances.services import sending_pause, sending_resume
@@ -127,3 +134,21 @@ class ChipReleaseAdmin(ReadOnlyAdmin):
     @admin.display(description=_("last error"))
     def last_error(self, release: ChipRelease) -> str:
         return release.instance_error or release.line_error
+
+
+@admin.register(SlackIdentity)
+class SlackIdentityAdmin(admin.ModelAdmin):
+    """Who may run the Slack slash commands, as whom (the user must also be an active Operator)."""
+
+    list_display = ["slack_user_id", "user", "may_act", "updated_at"]
+    list_select_related = ["user"]
+    search_fields = ["slack_user_id", "user__username", "user__first_name", "user__last_name"]
+    autocomplete_fields = ["user"]
+    readonly_fields = ["created_at", "updated_at"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).with_may_act()
+
+    @admin.display(description=_("may act from Slack"), boolean=True, ordering="may_act")
+    def may_act(self, identity: SlackIdentity) -> bool:
+        return identity.may_act

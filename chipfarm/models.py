@@ -5,8 +5,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+
+from chips.groups import OPERATORS
+
+# Slack member ids: U… (or W… in Enterprise Grid), upper-case letters and digits.
+SLACK_USER_ID_RE = r"^[UW][A-Z0-9]{2,31}$"
 
 
 def _digest(raw_key: str) -> str:
@@ -114,8 +121,6 @@ class PoolConfiguration(models.Model):
 
     @classmethod
     def defaults(cls) -> PoolConfiguration:
-        from django.conf import settings
-
         return cls(
             id=1, production_max=settings.MAX_CHIPS_ACTIVE, warmup_days=settings.WARMER_MIN_DAYS,
             trust_min_for_ready=settings.TRUST_MIN_FOR_READY,
@@ -219,3 +224,45 @@ class ChipRelease(models.Model):
         """What is not given back yet: "instance", "line"."""
         return [side for side, at in (("instance", self.instance_deleted_at), ("line", self.line_canceled_at))
                 if at is None]
+
+
+class SlackIdentityQuerySet(models.QuerySet["SlackIdentity"]):
+    def acting(self) -> SlackIdentityQuerySet:
+        """The identities whose Slack commands are obeyed: their user is active and in the Operators group."""
+        return self.filter(user__is_active=True, user__groups__name=OPERATORS)
+
+    def with_may_act(self) -> SlackIdentityQuerySet:
+        """`may_act` on each row, the same question as `acting()` (one subquery, not a query per row)."""
+        return self.annotate(may_act=models.Exists(SlackIdentity.objects.acting().filter(pk=models.OuterRef("pk"))))
+
+
+class SlackIdentity(models.Model):
+    """A Slack user who acts as this Django user in the slash commands (chipfarm.slack_commands).
+
+    Mapping alone gives nothing: the user must also be active and in the Operators group when a command arrives,
+    so removing someone from the group (or deactivating them) stops their Slack commands at once.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="slack_identity",
+                                verbose_name=_("user"))
+    slack_user_id = models.CharField(
+        _("Slack user id"), max_length=32, unique=True,
+        validators=[RegexValidator(SLACK_USER_ID_RE, _("A Slack member id looks like U012AB3CD."))],
+        help_text=_("The member id shown in the Slack profile (… → Copy member ID), e.g. U012AB3CD."))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    objects = SlackIdentityQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("Slack identity")
+        verbose_name_plural = _("Slack identities")
+        ordering = ["user__username"]
+        constraints = [
+            # Slack member ids are upper-case letters and digits; a pasted "@name" would never match anyone.
+            models.CheckConstraint(condition=models.Q(slack_user_id__regex=SLACK_USER_ID_RE),
+                                   name="slackidentity_user_id_format"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.slack_user_id} → {self.user}"

@@ -2,13 +2,11 @@ from django.contrib import admin
 from django.urls import path
 
 from activation.views import health_chip_activator, salvy_webhook
+from chipfarm.views import slack_command
 from config import views
 from config.api import api
 from config.metrics import metrics
-from config.security import ThrottledAdminAuthenticationForm
 from instances.views import activation_link, evolution_webhook
-
-admin.site.login_form = ThrottledAdminAuthenticationForm
 
 urlpatterns = [
     path("health", views.health, name="health"),
@@ -19,6 +17,7 @@ urlpatterns = [
     path("metrics", metrics, name="metrics"),
     path("webhooks/evolution", evolution_webhook, name="webhook-evolution"),
     path("webhooks/salvy", salvy_webhook, name="webhook-salvy"),
+    path("webhooks/slack/commands", slack_command, name="webhook-slack-commands"),
     path("activation/link/<str:token>", activation_link, name="activation-link"),
     path("admin/", admin.site.urls),
     path("api/", api.urls),

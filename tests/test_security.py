@@ -1,33 +1,26 @@
-"""Admin login throttling: 5 failures per (username, address) in 15 minutes lock that pair out."""
+"""Admin login throttling by django-axes: 5 failures per (username, address) lock that pair for 15 minutes.
+
+The lockout is a row in PostgreSQL (axes' database handler), listed in the admin and cleared there.
+"""
 
 from __future__ import annotations
 
-import uuid
+from datetime import timedelta
 
 import pytest
-from django.contrib import admin
-from django.core.cache import cache
-
-from config import security
-from config.security import ThrottledAdminAuthenticationForm
+import time_machine
+from axes.models import AccessAttempt
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.test import Client
+from django.urls import reverse
+from django.utils import timezone
 
 pytestmark = pytest.mark.django_db
 LOGIN = "/admin/login/"
-THROTTLED = "Too many failed login attempts for this account from your address"
+LOCKED = "Too many failed login attempts for this account from your address"
 WRONG = "Please enter the correct username and password"
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(settings):
-    """Failure counters of this test's own on the real Redis (other runs use the same usernames)."""
-    prefix = f"chipfarm-test-{uuid.uuid4().hex[:12]}"
-    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}}
-    yield
-    if "127.0.0.1:1/" in settings.CACHES["default"]["LOCATION"]:
-        return
-    client = cache._cache.get_client(write=True)
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
+ATTEMPTS = reverse("admin:axes_accessattempt_changelist")
 
 
 @pytest.fixture
@@ -41,30 +34,50 @@ def _login(client, username: str, password: str, address: str = "127.0.0.1"):
                        REMOTE_ADDR=address)
 
 
-def test_the_admin_uses_the_throttled_form():
-    import config.urls  # noqa: F401 - sets it
+def _lock_alice(client) -> None:
+    for _ in range(settings.AXES_FAILURE_LIMIT):
+        _login(client, "alice", "wrong")
 
-    assert admin.site.login_form is ThrottledAdminAuthenticationForm
+
+def _staff_client(django_user_model, name: str, group: str) -> Client:
+    user = django_user_model.objects.create_user(name, password="pw", is_staff=True)
+    user.groups.add(Group.objects.get(name=group))
+    other = Client()
+    other.force_login(user)
+    return other
 
 
-def test_the_right_password_is_refused_after_repeated_failures(client, staff):
-    for attempt in range(1, 7):
+def test_axes_guards_every_login():
+    assert settings.AUTHENTICATION_BACKENDS[0] == "axes.backends.AxesStandaloneBackend"
+    assert settings.MIDDLEWARE[-1] == "axes.middleware.AxesMiddleware"
+    assert "axes" in settings.INSTALLED_APPS
+    assert (5, timedelta(minutes=15)) == (settings.AXES_FAILURE_LIMIT, settings.AXES_COOLOFF_TIME)
+    assert settings.AXES_LOCKOUT_PARAMETERS == [["username", "ip_address"]]
+
+
+def test_five_wrong_passwords_lock_the_pair_and_then_even_the_right_one_is_refused(client, staff):
+    for attempt in range(1, 5):
         response = _login(client, "alice", "wrong")
-        assert response.status_code == 200
-        expected = WRONG if attempt <= security.MAX_FAILURES else THROTTLED
-        assert expected in response.content.decode(), attempt
+        assert response.status_code == 200, attempt
+        assert WRONG in response.content.decode(), attempt
+
+    fifth = _login(client, "alice", "wrong")
+    assert fifth.status_code == 429 and LOCKED in fifth.content.decode()
 
     response = _login(client, "alice", "alice-right-pw")
 
-    assert response.status_code == 200
-    assert THROTTLED in response.content.decode()
-    assert "Try again in 15 minutes" in response.content.decode()
+    page = response.content.decode()
+    assert response.status_code == 429
+    assert LOCKED in page and "Try again in 15 minutes" in page
+    # A normal page: the admin's login frame, a way back, no form to keep guessing in.
+    assert "<html" in page and "Back to the login page" in page and 'id="login-form"' not in page
     assert "_auth_user_id" not in client.session
+    attempt = AccessAttempt.objects.get()
+    assert (attempt.username, attempt.ip_address, attempt.failures_since_start) == ("alice", "127.0.0.1", 5)
 
 
-def test_other_users_and_other_addresses_are_not_affected(client, staff):
-    for _ in range(6):
-        _login(client, "alice", "wrong")
+def test_another_username_and_another_address_are_not_locked(client, staff):
+    _lock_alice(client)
 
     assert _login(client, "bob", "bob-right-pw").status_code == 302
     client.logout()
@@ -72,29 +85,56 @@ def test_other_users_and_other_addresses_are_not_affected(client, staff):
 
 
 def test_a_success_below_the_limit_clears_the_count(client, staff):
-    for _ in range(security.MAX_FAILURES - 1):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         _login(client, "alice", "wrong")
     assert _login(client, "alice", "alice-right-pw").status_code == 302
+    assert not AccessAttempt.objects.exists()
     client.logout()
 
-    for _ in range(security.MAX_FAILURES - 1):
+    for _ in range(settings.AXES_FAILURE_LIMIT - 1):
         _login(client, "alice", "wrong")
     assert _login(client, "alice", "alice-right-pw").status_code == 302
 
 
-def test_the_window_is_fifteen_minutes_from_the_first_failure(client, staff):
-    _login(client, "ALICE ", "wrong")  # the same account however it is typed
+def test_the_lock_ends_fifteen_minutes_after_it_was_set_however_often_one_keeps_trying(client, staff):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        _lock_alice(client)
+    with time_machine.travel(start + timedelta(minutes=10), tick=False):
+        assert _login(client, "alice", "wrong").status_code == 429  # refused, not counted: no new window
+    with time_machine.travel(start + timedelta(minutes=14), tick=False):
+        assert _login(client, "alice", "alice-right-pw").status_code == 429
+    with time_machine.travel(start + timedelta(minutes=15, seconds=1), tick=False):
+        assert _login(client, "alice", "alice-right-pw").status_code == 302
 
-    key = security._key("alice", type("R", (), {"META": {"REMOTE_ADDR": "127.0.0.1"}})())
-    redis = cache._cache.get_client(write=True)
-    assert 0 < redis.ttl(cache.make_and_validate_key(key)) <= security.WINDOW_SECONDS
-    assert cache.get(key) == 1
 
+def test_the_lockout_is_listed_in_the_admin_and_an_operator_clears_it_there(client, staff, django_user_model):
+    _lock_alice(client)
+    operator = _staff_client(django_user_model, "oper", "Operators")
 
-def test_with_the_cache_down_logins_fail_open(client, staff, settings, caplog):
-    settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}
-    for _ in range(6):
-        assert WRONG in _login(client, "alice", "wrong").content.decode()
+    page = operator.get(ATTEMPTS).content.decode()
+    assert "alice" in page and "127.0.0.1" in page and "Locked Out" in page
+    assert "alice" in operator.get(ATTEMPTS, {"locked_out": "yes"}).content.decode()
+
+    attempt = AccessAttempt.objects.get(username="alice")
+    response = operator.post(ATTEMPTS, {"action": "delete_selected", "_selected_action": [attempt.pk],
+                                        "post": "yes"})
+    assert response.status_code == 302
+    assert not AccessAttempt.objects.exists()
 
     assert _login(client, "alice", "alice-right-pw").status_code == 302
-    assert "cache unavailable" in caplog.text
+
+
+def test_superusers_see_the_lockouts_and_viewers_do_not(client, staff, admin_client, django_user_model):
+    _lock_alice(client)
+    assert "alice" in admin_client.get(ATTEMPTS).content.decode()
+
+    viewer = _staff_client(django_user_model, "look", "Viewers")
+    assert viewer.get(ATTEMPTS).status_code == 403
+
+
+def test_the_attempts_changelist_does_not_grow_in_queries(client, staff, admin_client, django_assert_max_num_queries):
+    for n in range(30):
+        _login(client, f"guess-{n}", "wrong", address=f"10.0.0.{n}")
+    with django_assert_max_num_queries(12):
+        assert admin_client.get(ATTEMPTS).status_code == 200

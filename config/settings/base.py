@@ -5,7 +5,7 @@ never at the first request.
 """
 
 import importlib.util
-from datetime import time
+from datetime import time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_fsm",
+    "axes",
     "chips",
     "instances",
     "activation",
@@ -57,6 +58,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a login it flagged as locked out into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -97,6 +100,30 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
     }
 }
+
+# django-axes refuses a locked-out (username, address) before the password is even checked; ModelBackend logs in.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+# --- Login throttling (django-axes): 5 failures for one username from one address lock that pair 15 minutes ---
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+# Attempts in PostgreSQL: shared by every replica, listed in the admin (Axes > Access attempts), cleared by
+# deleting the row there (or `manage.py axes_reset_username NAME`).
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+# A successful login below the limit forgets the earlier failures of that pair.
+AXES_RESET_ON_SUCCESS = True
+# Tries while locked out are refused without being counted: the lock ends 15 minutes after the failure that set
+# it, however often someone keeps trying.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+# REMOTE_ADDR only (django-ipware is not installed): X-Forwarded-For is written by the client, and trusting it
+# would let a guesser pick a fresh "address" for every try.
+AXES_IPWARE_META_PRECEDENCE_ORDER = ("REMOTE_ADDR",)
+# The lockout answer: an admin-styled page (status 429) instead of axes' plain-text body.
+AXES_LOCKOUT_CALLABLE = "config.security.lockout_response"
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -155,6 +182,9 @@ CHIP_ACTIVATOR_API_KEY = env.str("CHIP_ACTIVATOR_API_KEY", default="dev-activato
 SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
 # The "operations" channel; empty: the alerts webhook carries both.
 SLACK_OPERATIONS_WEBHOOK_URL = env.str("SLACK_OPERATIONS_WEBHOOK_URL", default="")
+# The Slack app's signing secret (Basic Information → App Credentials): signs the slash command that posts to
+# /webhooks/slack/commands. Empty: that endpoint answers 503 and no Slack command runs.
+SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
 
 # --- Lifecycle and routing policy (defaults; the pool configuration row overrides what it holds) ---

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 
 import pytest
 
@@ -100,3 +101,52 @@ def test_verify_rejects_a_non_numeric_timestamp_and_unversioned_signatures():
     headers["svix-signature"] = headers["svix-signature"].removeprefix("v1,")
     with pytest.raises(SignatureError, match="no matching signature"):
         verify(SECRET, headers, BODY)
+
+
+def test_sign_is_the_librarys_and_verify_uses_it():
+    from standardwebhooks import Webhook
+
+    ts = int(time.time())
+    headers = signed_headers(SECRET, "msg_1", BODY, timestamp=ts)
+    assert headers["svix-signature"] == Webhook(decode_secret(SECRET)).sign(
+        "msg_1", datetime.fromtimestamp(ts, tz=UTC), BODY.decode())
+    # What the library itself accepts, under its own header names.
+    Webhook(SECRET).verify(BODY, {k.replace("svix-", "webhook-"): v for k, v in headers.items()})
+
+
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"svix-signature": "v1,abc"}, "malformed signature header"),           # bad base64 padding (binascii.Error)
+    ({"svix-signature": "v1,a,b v1,c,d"}, "no matching signature"),        # too many commas: unreadable entries
+    ({"svix-signature": "  "}, "missing svix-signature header"),
+    ({"svix-signature": "v1,%%%%"}, "no matching signature"),              # the library drops non-base64 chars
+    ({"svix-timestamp": "1.7e9"}, "invalid timestamp header"),
+    ({"svix-timestamp": "nan"}, "invalid timestamp header"),
+    ({"svix-timestamp": "-1"}, "invalid timestamp header"),
+    ({"svix-timestamp": "١٧٠٠٠٠٠٠٠٠"}, "invalid timestamp header"),       # non-ASCII digits
+    ({"svix-timestamp": "9" * 400}, "invalid timestamp header"),
+    ({"svix-timestamp": "99999999999"}, "timestamp too far in the future"),
+    ({"svix-id": "msg_ü\x00"}, "no matching signature"),
+])
+def test_hostile_headers_are_signature_errors_never_crashes(change, reason):
+    headers = {**signed_headers(SECRET, "msg_1", BODY), **change}
+    with pytest.raises(SignatureError) as exc:
+        verify(SECRET, headers, BODY)
+    assert exc.value.reason == reason
+
+
+def test_a_body_that_is_not_utf8_is_a_signature_error():
+    headers = signed_headers(SECRET, "msg_1", BODY)
+    with pytest.raises(SignatureError, match="not UTF-8"):
+        verify(SECRET, headers, b"\xff\xfe" + BODY)
+
+
+def test_a_valid_signature_over_a_body_that_is_not_json_verifies():
+    # Parsing is the caller's (a 422 after the signature, not a 401): the library is told not to parse.
+    body = b"not json"
+    verify(SECRET, signed_headers(SECRET, "msg_1", body), body)
+
+
+def test_a_broken_entry_beside_a_good_one_is_skipped():
+    headers = signed_headers(SECRET, "msg_1", BODY)
+    headers["svix-signature"] = "garbage v1,a,b  " + headers["svix-signature"]
+    verify(SECRET, headers, BODY)

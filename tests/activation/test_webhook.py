@@ -154,6 +154,28 @@ def test_a_bad_or_stale_signature_is_401_before_any_query_and_writes_nothing(
     assert sent_tasks == []
 
 
+@pytest.mark.parametrize("hostile", ["bad_base64", "commas", "float_ts", "huge_ts", "not_utf8", "blank"])
+def test_hostile_signature_input_is_401_never_500(salvy, pending_chip, sent_tasks, hostile):
+    history = ChipTransition.objects.filter(chip=pending_chip).count()
+    body = json.dumps(sms_envelope(pending_chip)).encode()
+    good = signed_headers(SALVY_SECRET, "msg_h", body)
+    headers, raw = {
+        "bad_base64": ({**good, "svix-signature": "v1,abc"}, body),
+        "commas": ({**good, "svix-signature": "v1,a,b,c"}, body),
+        "float_ts": ({**good, "svix-timestamp": f"{time.time():.3f}"}, body),
+        "huge_ts": ({**good, "svix-timestamp": "9" * 5000}, body),
+        "not_utf8": (good, b"\xff" + body),
+        "blank": ({"svix-id": " ", "svix-timestamp": " ", "svix-signature": " "}, body),
+    }[hostile]
+
+    response = salvy.post(body=raw, headers=headers)
+
+    assert response.status_code == 401
+    assert response.json()["code"] == "invalid_signature"
+    nothing_written(pending_chip, history)
+    assert sent_tasks == []
+
+
 def test_a_signature_just_inside_the_five_minute_window_is_accepted(salvy, pending_chip):
     response = salvy.post(sms_envelope(pending_chip), timestamp=int(time.time()) - 290)
     assert response.json()["status"] == "job_created"
