@@ -7,7 +7,8 @@ JSON bodies, no apikey (loopback only); a prefix the real API never uses. Contro
     POST close/{i} {"code"} · POST kill-socket/{i} · POST restrict/{i} {"on"?} · POST deliver-queued ·
     POST inbound/{i} {"from"?, "lid"?, "addressing"?, "text", "message_id"?, "push_name"?} -> {"message_id"} ·
     POST ack/{i} {"key_id", "status", "remote_jid"?} · POST qr/{i} · POST connecting-flood/{i} {"n"} ·
-    POST forget/{i} · POST scan-code {"code", "number"} · POST drop-webhooks {"n"?, "events"?} · POST whatsapp {"reachable"} ·
+    POST forget/{i} · POST scan-code {"code", "number"} · POST drop-webhooks {"n"?, "events"?} ·
+    POST whatsapp {"reachable"} ·
     POST latency {"seconds"} · POST fail-next {"n", "status"?, "route"?} · POST not-on-whatsapp {"numbers"} ·
     POST add-instances {"names", "state"?} · POST reset · POST reset-stats · GET sent-messages · GET deliveries ·
     GET requests · GET stats · GET instances/{i}

@@ -93,8 +93,8 @@ def test_the_sql_does_not_grow_with_the_number_of_instances(linked, fake_evoluti
     assert big_same.checked == 60
     assert q_small_same == q_big_same  # no changes: one read, nothing written, whatever the pool's size
     assert q_small_changed == q_big_changed  # changes: written in bulk, not one UPDATE per instance
-    # instances + servers read; the changes in bulk (state, opened sessions, their chips)
-    assert q_big_same <= 3 and q_big_changed <= 6
+    # instances + servers read; the changes in bulk (state, opened sessions, their chips, their links)
+    assert q_big_same <= 3 and q_big_changed <= 7
 
 
 def test_open_marks_the_chip_connected_close_disconnected_connecting_leaves_it(make_production_chip,
