@@ -84,3 +84,12 @@ def prune_snapshots(keep_days: int = 30) -> int:
 
     deleted, _ = PoolSnapshot.objects.filter(taken_at__lt=timezone.now() - timedelta(days=keep_days)).delete()
     return deleted
+
+
+@shared_task(name="chipfarm.sweep_pipeline", ignore_result=True, soft_time_limit=120, time_limit=150)
+def sweep_pipeline() -> dict:
+    """Every 5 minutes: pending chips with no code read their Salvy inbox; orphaned activations go back."""
+    from chipfarm.pipeline import pipeline_sweep
+
+    report = pipeline_sweep()
+    return {"polled": report.polled, "started": report.started, "alerted": report.alerted, "reset": report.reset}

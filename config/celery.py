@@ -30,6 +30,7 @@ app.conf.beat_schedule = {
     "prune-webhook-receipts": {"task": "instances.prune_receipts", "schedule": crontab(hour=4, minute=27)},
     "heal-webhook-drift": {"task": "instances.heal_webhooks", "schedule": crontab(hour=5, minute=7)},
     "sweep-releases": {"task": "chipfarm.sweep_releases", "schedule": 60.0},
+    "sweep-pipeline": {"task": "chipfarm.sweep_pipeline", "schedule": 300.0},
     # /health/deep's "beat" check; a tick no worker ran within a minute is dropped, not run late.
     "beat-heartbeat": {"task": "config.heartbeat", "schedule": 30.0, "options": {"expires": 60}},
 }

@@ -208,6 +208,8 @@ TIMELOCK_HOURS = env.int("TIMELOCK_HOURS", default=24)
 # failing within this many hours (instances.restriction).
 RESTRICTION_MIN_CONTACTS = env.int("RESTRICTION_MIN_CONTACTS", default=2)
 RESTRICTION_WINDOW_HOURS = env.int("RESTRICTION_WINDOW_HOURS", default=6)
+# A pending chip with no WhatsApp code after this long reads its line's inbox at Salvy, then alerts.
+SMS_WAIT_MINUTES = env.int("SMS_WAIT_MINUTES", default=15)
 # Message receipts (webhook dedup) are kept this long, then pruned daily.
 WEBHOOK_RECEIPT_RETENTION_DAYS = env.int("WEBHOOK_RECEIPT_RETENTION_DAYS", default=7)
 # A session that keeps "connecting" this long without opening is reported as a stuck link.
