@@ -2,8 +2,8 @@
 the real world is, plus a slow simulation so a demo pool lives on its own.
 
 - Salvy's fake sends each new line's WhatsApp code by SMS a few seconds after the purchase;
-- the fake activator succeeds after a few polls, and the number's Evolution instance is then linked
-  (as if the emulator had scanned the QR code);
+- the fake activator fetches each activation's link from the pool and scans the QR code it got there, which
+  links the number's instance on the fake Evolution (as the emulator's camera and WhatsApp would);
 - inbound messages and read receipts arrive now and then on linked instances.
 """
 
@@ -52,7 +52,6 @@ class Sandbox:
             FakeServer(self.slack.app, host=host, port=slack_port),
         ]
         self._texted: set[str] = set()
-        self._linked_jobs: set[str] = set()
         self._seen_at: dict[str, float] = {}
         self._sent_seen = 0
         self._stop = threading.Event()
@@ -61,6 +60,8 @@ class Sandbox:
         for server in self.servers:
             server.start()
         self.evolution.server_url = self.servers[0].url
+        self.evolution.auto_qr = True  # a new socket shows its first QR (Evolution's connect sleeps 2 s for it)
+        self.activator.scan_via = self.servers[0].url
         return self
 
     def stop(self) -> None:
@@ -88,7 +89,7 @@ class Sandbox:
     def tick(self, *, now: float | None = None) -> dict[str, int]:
         """One step of the world: codes for new lines, links for finished activations, a little traffic."""
         now = now if now is not None else time.monotonic()
-        texted = linked = traffic = 0
+        texted = traffic = 0
         for line_id, line in self.salvy.lines.items():
             if line_id in self._texted or line.get("status") != "active":
                 continue
@@ -103,15 +104,6 @@ class Sandbox:
             info = self.evolution.instance_info(name)
             if info.get("number"):
                 by_number[info["number"].lstrip("+")] = (name, info["state"])
-        for job in self.activator.jobs:
-            if job.status != "success" or job.id in self._linked_jobs:
-                continue
-            number = job.numero if job.numero.startswith("55") else f"55{job.numero}"
-            instance = by_number.get(number)
-            if instance and instance[1] != "open":
-                self.evolution.link(instance[0], number)
-                linked += 1
-            self._linked_jobs.add(job.id)
         # Messages between pool numbers (the warmer's conversations) arrive at the other instance.
         number_of = {name: number for number, (name, _state) in by_number.items()}
         sent = self.evolution.sent_messages
@@ -134,7 +126,7 @@ class Sandbox:
                 traffic += 1
         if self.traffic and self.random.random() < 0.5:
             traffic += self._company_message()
-        return {"texted": texted, "linked": linked, "traffic": traffic}
+        return {"texted": texted, "traffic": traffic}
 
     def _company_message(self) -> int:
         """The company writes to one of 60 contacts through the real send service (routing, caps, the

@@ -253,7 +253,8 @@ def start_activation(salvy, sent_tasks, fake_activator):
 # --- a Celery worker that reaches the fake activator ----------------------------------------------------------
 
 @pytest.fixture(scope="session")
-def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory, _salvy_server, _evolution_server):
+def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory, _salvy_server, _evolution_server,
+                      live_server):
     """A real `celery worker` process on the test database, on a queue of its own, configured (through its
     environment, as in production) to call a fake activator started here.
 
@@ -263,7 +264,8 @@ def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory, _sal
     """
     from tests.celery_worker import celery_worker
 
-    fake = FakeActivator(api_key=ACTIVATOR_KEY)
+    # Scan mode: the fake activator fetches the pool's link (served by live_server) and scans what it got there.
+    fake = FakeActivator(api_key=ACTIVATOR_KEY, scan_via=_evolution_server[1].url)
     server = FakeServer(fake.app).start()
     env = {
         "CHIP_ACTIVATOR_URL": server.url,
@@ -273,6 +275,9 @@ def activation_worker(django_db_setup, django_db_blocker, tmp_path_factory, _sal
         "SALVY_API_TOKEN": SALVY_TOKEN,
         "EVOLUTION_API_URL": _evolution_server[1].url,
         "EVOLUTION_API_KEY": _evolution_server[0].api_key,
+        # The links the worker hands to the activator point at the pool the test serves.
+        "PUBLIC_BASE_URL": live_server.url,
+        "EVOLUTION_WEBHOOK_URL": f"{live_server.url}/webhooks/evolution",
     }
     try:
         with celery_worker(prefix="chipfarm-activation-test", log_dir=tmp_path_factory.mktemp("celery"),

@@ -24,8 +24,10 @@ def _point_redis_at(url: str, settings) -> None:
     from config.celery import app
 
     app.conf.broker_url = url
-    app.pool.force_close_all()
+    # The connection and producer pools are looked up again for the new URL (kombu keeps one pool per URL; closing
+    # one would break every later user of that URL in this process).
     app._pool = None
+    app.amqp._producer_pool = None
     settings.CACHES = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": url}}
     caches["default"].close()
 

@@ -382,11 +382,16 @@ def test_the_job_changelist_does_not_grow_in_queries(operator_client, start_acti
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_sms_to_warming_through_a_real_celery_worker(activation_worker, routed_to_worker, live_server, fake_salvy,
-                                                     make_salvy_chip):
+                                                     make_salvy_chip, fake_evolution, settings):
     """Fake Salvy → live Django → Redis → a real worker → the fake activator, with no step run by the test."""
+    from instances.services import instance_create
+
     activation_worker.fake.reset()
     activation_worker.fake.succeed_after(1)
+    fake_evolution.auto_qr = True
+    settings.PUBLIC_BASE_URL = live_server.url
     chip = make_salvy_chip()
+    instance_create(chip=chip, name=chip.instance_name)  # provisioning's part: the session the activator links
     fake_salvy.webhook_url = live_server.url + URL
     assert fake_salvy.webhook_secret == SALVY_SECRET
 
@@ -410,4 +415,4 @@ def test_sms_to_warming_through_a_real_celery_worker(activation_worker, routed_t
     [remote] = activation_worker.fake.jobs
     assert (remote.id, remote.codigo_sms, remote.numero) == (job.activator_id, "135790",
                                                              chip.phone.removeprefix("+55"))
-    assert remote.evolution_qr_url.startswith(f"{settings.PUBLIC_BASE_URL}/activation/link/")
+    assert remote.evolution_qr_url.startswith(f"{live_server.url}/activation/link/")
