@@ -15,7 +15,7 @@ from instances import hours
 from instances.caps import Caps, caps_in_effect
 from instances.models import ChipCapacity
 from warmer.models import PhasePlan, WarmingAction, WarmingDay
-from warmer.services import _pick_peers, warming_dispatch, warming_plan_day
+from warmer.services import _pick_peers, phase_plans, warming_dispatch, warming_plan_day
 
 pytestmark = pytest.mark.django_db
 TUESDAY = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # 07:00 in São Paulo, before opening
@@ -134,6 +134,7 @@ def test_two_dispatchers_never_send_an_action_twice(warming_pool, fake_evolution
     noon = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
     with time_machine.travel(noon, tick=True):
         subjects, peers = warming_pool(warming=4, peers=4)
+        phase_plans()  # the rows exist (a transactional test before this one may have flushed them)
         PhasePlan.objects.update(messages_per_day=1000)  # the warming subjects' caps come from their phase
         WarmingAction.objects.bulk_create([
             WarmingAction(chip=subjects[i % 4], peer=peers[i % 4], kind="reply", text=f"texto {i}",
