@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from chips.models import Chip, WarmingPhase
@@ -184,3 +186,22 @@ def test_the_capacity_admin_shows_usage_against_the_caps_in_effect(admin_client,
     assert "0 / 9" in page and "0 / 100" in page  # the active chip: its override, the default day cap
     page = admin_client.get(reverse("admin:chips_chip_change", args=[active.pk])).content.decode()
     assert "0 of 9 this hour, 0 of 100 today" in page
+
+
+def test_the_capacity_changelist_query_count_does_not_grow_with_chips(admin_client, settings):
+    settings.MAX_CHIPS_ACTIVE = 100
+    url = reverse("admin:instances_chipcapacity_changelist")
+
+    def add(n: int) -> None:
+        for i in range(n):
+            ChipCapacity.objects.create(chip=chip_in_state(status=(S.ACTIVE, S.WARMING, S.READY)[i % 3]))
+
+    def count_queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert admin_client.get(url).status_code == 200
+        return len(ctx.captured_queries)
+
+    add(3)
+    few = count_queries()
+    add(12)
+    assert count_queries() == few
