@@ -84,6 +84,7 @@ def main() -> None:
 
     from chips.demo import chip_in_state
     from chips.models import Chip
+    from instances.caps import caps_in_effect
     from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
     from instances.routing import RoutingRefused, route_contact
     from instances.services import instance_register
@@ -146,11 +147,12 @@ def main() -> None:
             # Every new contact a chip took this round (moved-away bindings included: the cap counts them).
             new_contacts = Counter(ContactBinding.objects.filter(origin=ContactBinding.Origin.ROUTED)
                                    .values_list("chip_id", flat=True))
-            for cap in ChipCapacity.objects.filter(chip_id__in=chips):
-                if cap.hour_count > cap.hour_cap() or cap.day_count > cap.day_cap():
+            for cap in ChipCapacity.objects.filter(chip_id__in=chips).select_related("chip"):
+                caps = caps_in_effect(cap.chip, cap)
+                if cap.hour_count > caps.per_hour or cap.day_count > caps.per_day:
                     over_rows += 1
-                if (per_chip[cap.chip_id] > min(cap.hour_cap(), cap.day_cap())
-                        or new_contacts[cap.chip_id] > cap.new_contacts_cap()):
+                if (per_chip[cap.chip_id] > min(caps.per_hour, caps.per_day)
+                        or new_contacts[cap.chip_id] > caps.new_contacts_per_day):
                     over_decisions += 1
             return over_rows, over_decisions
 

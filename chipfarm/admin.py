@@ -19,8 +19,19 @@ from chipfarm.models import (
     SlackIdentity,
 )
 from chipfarm.orchestrator import run_cycle
-from chips.admin import ReadOnlyAdmin
+from chips.admin import ChipAdmin, ReadOnlyAdmin
+from chips.models import Chip
+from instances.admin import ChipCapacityInline, InstanceInline
 from instances.services import sending_pause, sending_resume
+from warmer.admin import DailyMetricsInline
+
+
+@admin.register(Chip)
+class PoolChipAdmin(ChipAdmin):
+    """The chip page, composed here: chips' own admin with the inlines of the apps above it (DESIGN §11), so no
+    app changes another app's admin class."""
+
+    inlines = [*ChipAdmin.inlines, InstanceInline, ChipCapacityInline, DailyMetricsInline]
 
 
 @admin.register(ApiKey)

@@ -10,7 +10,9 @@ from django.core.validators import RegexValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from chipfarm import defaults
 from chips.groups import OPERATORS
+from chips.policy import Limits
 
 # Slack member ids: U… (or W… in Enterprise Grid), upper-case letters and digits.
 SLACK_USER_ID_RE = r"^[UW][A-Z0-9]{2,31}$"
@@ -57,19 +59,30 @@ class ApiKey(models.Model):
 
 
 class PoolConfiguration(models.Model):
-    """One row: the pool's targets and thresholds (DESIGN §3), edited in the admin."""
+    """One row: the pool's targets and thresholds (DESIGN §3), edited in the admin.
+
+    The lifecycle thresholds default to the settings (chipfarm.defaults); every rule on the values is a check
+    constraint whose message model validation (the admin's form) shows.
+    """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1, editable=False)
     production_min = models.PositiveIntegerField(_("production minimum"), default=5)
-    production_max = models.PositiveIntegerField(_("production maximum"), default=20)
+    production_max = models.PositiveIntegerField(_("production maximum"), default=defaults.production_max,
+                                                 help_text=_("Default: MAX_CHIPS_ACTIVE."))
     ready_min = models.PositiveIntegerField(_("ready minimum"), default=2)
     warmup_buffer = models.PositiveIntegerField(_("warming buffer"), default=4,
                                                 help_text=_("Chips warming or on their way (pipeline included)."))
-    warmup_days = models.PositiveIntegerField(_("warm-up days"), default=21)
-    trust_min_for_ready = models.PositiveSmallIntegerField(_("trust minimum for ready"), default=85)
-    trust_degraded_threshold = models.PositiveSmallIntegerField(_("trust degraded threshold"), default=50)
+    warmup_days = models.PositiveIntegerField(_("warm-up days"), default=defaults.warmup_days,
+                                              help_text=_("Default: WARMER_MIN_DAYS."))
+    trust_min_for_ready = models.PositiveSmallIntegerField(_("trust minimum for ready"),
+                                                           default=defaults.trust_min_for_ready,
+                                                           help_text=_("Default: TRUST_MIN_FOR_READY."))
+    trust_degraded_threshold = models.PositiveSmallIntegerField(_("trust degraded threshold"),
+                                                                default=defaults.trust_degraded_threshold,
+                                                                help_text=_("Default: TRUST_DEGRADED_THRESHOLD."))
     disconnected_degrade_minutes = models.PositiveIntegerField(_("minutes disconnected before degrading"),
-                                                               default=30)
+                                                               default=defaults.disconnected_degrade_minutes,
+                                                               help_text=_("Default: DISCONNECTED_DEGRADE_MINUTES."))
     auto_provision = models.BooleanField(_("provision automatically"), default=True)
     default_area_code = models.CharField(_("default area code (DDD)"), max_length=2, default="11")
     provision_batch_max = models.PositiveSmallIntegerField(_("lines bought per cycle at most"), default=3)
@@ -81,38 +94,28 @@ class PoolConfiguration(models.Model):
         verbose_name = _("pool configuration")
         verbose_name_plural = _("pool configuration")
         constraints = [
-            models.CheckConstraint(condition=models.Q(id=1), name="poolconfig_single_row"),
+            models.CheckConstraint(condition=models.Q(id=1), name="poolconfig_single_row",
+                                   violation_error_message=_("There is one pool configuration.")),
             models.CheckConstraint(condition=models.Q(production_min__lte=models.F("production_max")),
-                                   name="poolconfig_production_min_le_max"),
+                                   name="poolconfig_production_min_le_max",
+                                   violation_error_message=_("The production minimum cannot exceed the maximum.")),
             models.CheckConstraint(condition=models.Q(trust_min_for_ready__lte=100, trust_degraded_threshold__lte=100),
-                                   name="poolconfig_thresholds_0_100"),
+                                   name="poolconfig_thresholds_0_100",
+                                   violation_error_message=_("Trust thresholds go from 0 to 100.")),
             models.CheckConstraint(condition=models.Q(trust_degraded_threshold__lt=models.F("trust_min_for_ready")),
-                                   name="poolconfig_degraded_below_ready"),
+                                   name="poolconfig_degraded_below_ready",
+                                   violation_error_message=_("The degraded threshold must be below the ready "
+                                                             "threshold.")),
             models.CheckConstraint(condition=models.Q(default_area_code__regex=r"^[1-9][0-9]$"),
-                                   name="poolconfig_area_code"),
+                                   name="poolconfig_area_code",
+                                   violation_error_message=_("A Brazilian area code has two digits, e.g. 11.")),
+            models.CheckConstraint(condition=models.Q(provision_batch_max__lte=models.F("provision_daily_budget")),
+                                   name="poolconfig_batch_within_budget",
+                                   violation_error_message=_("The batch per cycle cannot exceed the daily budget.")),
         ]
 
     def __str__(self) -> str:
         return str(_("Pool configuration"))
-
-    def clean(self) -> None:
-        from django.core.exceptions import ValidationError
-
-        errors = {}
-        if self.production_min > self.production_max:
-            errors["production_min"] = _("The production minimum cannot exceed the maximum.")
-        for field in ("trust_min_for_ready", "trust_degraded_threshold"):
-            if not 0 <= getattr(self, field) <= 100:
-                errors[field] = _("Use a value from 0 to 100.")
-        if self.trust_degraded_threshold >= self.trust_min_for_ready:
-            errors["trust_degraded_threshold"] = _("The degraded threshold must be below the ready threshold.")
-        if not (len(self.default_area_code) == 2 and self.default_area_code.isdigit()
-                and self.default_area_code[0] != "0"):
-            errors["default_area_code"] = _("A Brazilian area code has two digits, e.g. 11.")
-        if self.provision_batch_max > self.provision_daily_budget:
-            errors["provision_batch_max"] = _("The batch per cycle cannot exceed the daily budget.")
-        if errors:
-            raise ValidationError(errors)
 
     @classmethod
     def load(cls) -> PoolConfiguration:
@@ -121,11 +124,17 @@ class PoolConfiguration(models.Model):
 
     @classmethod
     def defaults(cls) -> PoolConfiguration:
-        return cls(
-            id=1, production_max=settings.MAX_CHIPS_ACTIVE, warmup_days=settings.WARMER_MIN_DAYS,
-            trust_min_for_ready=settings.TRUST_MIN_FOR_READY,
-            trust_degraded_threshold=settings.TRUST_DEGRADED_THRESHOLD,
-            disconnected_degrade_minutes=settings.DISCONNECTED_DEGRADE_MINUTES,
+        """The unsaved row with every field at its default."""
+        return cls(id=1)
+
+    def limits(self) -> Limits:
+        """The thresholds the lifecycle rules (chips) judge by."""
+        return Limits(
+            warmup_days=self.warmup_days,
+            trust_min_for_ready=self.trust_min_for_ready,
+            trust_degraded_threshold=self.trust_degraded_threshold,
+            production_max=self.production_max,
+            disconnected_degrade_minutes=self.disconnected_degrade_minutes,
         )
 
 
@@ -138,6 +147,7 @@ class OrchestratorOperation(models.Model):
         PROMOTION_WARMING_READY = "promotion_warming_ready", _("Promotion warming → ready")
         PROMOTION_READY_ACTIVE = "promotion_ready_active", _("Promotion ready → active")
         DEMOTION = "demotion", _("Demotion")
+        RESUME = "resume", _("Cooling over")
         MIGRATION = "migration", _("Binding migration")
         CANCEL = "cancel", _("Line cancellation")
 

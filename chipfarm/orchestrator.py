@@ -4,6 +4,10 @@ The cycle runs under a PostgreSQL advisory lock, so two beats or workers never r
 step runs in its own transaction, and a failing step is logged, recorded and alerted without stopping
 the others. Its SQL does not grow with the pool: counts come from one grouped query, candidates from
 bounded queries, and the work grows only with the number of changes it makes.
+
+Which chips a step acts on is never decided here: the candidates are the chips' own lifecycle rules
+(`Chip.objects.degradable`, `.resumable`, `.promotable_to_ready`, `.promotable_to_active`), the same filters
+the transition guards evaluate, judged at the cycle's `now`, which every transition is given.
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from chipfarm.models import ChipRelease, OrchestratorOperation, PoolConfiguration, PoolSnapshot
 from chipfarm.pool import pool_status, state_counts
-from chips.models import Chip, ChipAlert, WarmingPhase
+from chips.models import Chip, ChipAlert
 from chips.notifications import notify
+from chips.policy import Limits
 from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import DomainError
 from instances import hours
@@ -65,6 +70,7 @@ def run_cycle(*, now: datetime | None = None) -> CycleReport:
         report = CycleReport()
         steps: list[tuple[str, Callable[[PoolConfiguration, datetime], int]]] = [
             ("replace", replace_degraded),
+            ("resume", resume_cooled),
             ("promote_ready", promote_warming_to_ready),
             ("promote_active", promote_ready_to_active),
             ("provision", provision_for_buffer),
@@ -118,43 +124,35 @@ def _record(kind: str, *, chip_id: int | None = None, target_id: int | None = No
 
 # --- step 1: replace degraded production chips ---------------------------------------------------------
 
-def _degraded_condition(config: PoolConfiguration, now: datetime) -> Q:
-    cutoff = now - timedelta(minutes=config.disconnected_degrade_minutes)
-    return Q(trust_score__lt=config.trust_degraded_threshold) | Q(is_connected=False, connection_changed_at__lt=cutoff)
-
-
-def _why(chip: Chip, config: PoolConfiguration) -> str:
-    if chip.trust_score < config.trust_degraded_threshold:
-        return f"trust {chip.trust_score} < {config.trust_degraded_threshold}"
-    return f"disconnected for more than {config.disconnected_degrade_minutes} min"
+def _why(chip: Chip, limits: Limits) -> str:
+    """The degrade reason of a chip from `Chip.objects.degradable` (which says whether trust is the cause)."""
+    if chip.is_low_trust:
+        return f"trust {chip.trust_score} < {limits.trust_degraded_threshold}"
+    return f"disconnected for more than {limits.disconnected_degrade_minutes} min"
 
 
 def replace_degraded(config: PoolConfiguration, now: datetime) -> int:
-    """Degrade production chips that lost trust or their connection, each replaced by the best ready chip
-    (row-locked), whose bindings it takes over. Degraded ready chips are simply demoted."""
-    bad = _degraded_condition(config, now)
-    candidates = list(
-        Chip.objects.filter(bad, status__in=[S.ACTIVE, S.COOLING, S.READY]).order_by("trust_score", "pk")
-        [:MAX_PER_STEP]
-    )
+    """Degrade the chips the degrade rule holds for, each production chip replaced by the best chip the
+    promote_to_active rule holds for (row-locked), whose bindings it takes over. Degradable ready chips are
+    simply demoted."""
+    limits = config.limits()
+    candidates = list(Chip.objects.degradable(limits, now).order_by("trust_score", "pk")[:MAX_PER_STEP])
     changed = 0
     for old in candidates:
-        reason = _why(old, config)
+        reason = _why(old, limits)
         try:
             with transaction.atomic():
                 if old.status == S.READY:
-                    chip_transition(chip=old, transition="degrade", actor=ACTOR, reason=reason)
+                    chip_transition(chip=old, transition="degrade", actor=ACTOR, reason=reason, now=now)
                     _record(Op.DEMOTION, chip_id=old.pk, reason=reason)
                     changed += 1
                     continue
                 replacement = (
-                    Chip.objects.select_for_update(skip_locked=True)
-                    .filter(status=S.READY, is_connected=True)
-                    .exclude(bad)
+                    Chip.objects.promotable_to_active(limits).select_for_update(skip_locked=True)
                     .order_by("-trust_score", "pk")
                     .first()
                 )
-                chip_transition(chip=old, transition="degrade", actor=ACTOR, reason=reason)
+                chip_transition(chip=old, transition="degrade", actor=ACTOR, reason=reason, now=now)
                 if replacement is None:
                     _record(Op.DEMOTION, chip_id=old.pk, reason=f"{reason}; no ready chip to replace it")
                     alert_raise(
@@ -165,7 +163,7 @@ def replace_degraded(config: PoolConfiguration, now: datetime) -> int:
                     )
                 else:
                     chip_transition(chip=replacement, transition="promote_to_active", actor=ACTOR,
-                                    reason=f"replaces chip {old.pk} ({reason})")
+                                    reason=f"replaces chip {old.pk} ({reason})", now=now)
                     moved = bindings_move(from_chip_id=old.pk, to_chip_id=replacement.pk,
                                           reason=f"replacement of chip {old.pk}", now=now)
                     _record(Op.AUTO_REPLACE, chip_id=old.pk, target_id=replacement.pk, reason=reason,
@@ -184,24 +182,45 @@ def replace_degraded(config: PoolConfiguration, now: datetime) -> int:
     return changed
 
 
-# --- steps 2 and 3: promotions -------------------------------------------------------------------------
+# --- step 2: cooling is over ---------------------------------------------------------------------------
+
+def resume_cooled(config: PoolConfiguration, now: datetime) -> int:
+    """Cooling chips whose cooling_until has passed go back to production (the resume rule), oldest first."""
+    candidates = list(
+        Chip.objects.resumable(now).order_by(F("cooling_until").asc(nulls_first=True), "pk")
+        .values_list("pk", "cooling_until")[:MAX_PER_STEP]
+    )
+    changed = 0
+    for chip_id, until in candidates:
+        reason = f"cooling over (until {until.isoformat()})" if until else "cooling over"
+        try:
+            with transaction.atomic():
+                chip_transition(chip=chip_id, transition="resume", actor=ACTOR, reason=reason, now=now)
+                _record(Op.RESUME, chip_id=chip_id, reason=reason)
+            changed += 1
+        except DomainError as exc:
+            _record(Op.RESUME, chip_id=chip_id, reason=reason, success=False, error=exc.message)
+    return changed
+
+
+# --- steps 3 and 4: promotions -------------------------------------------------------------------------
 
 def promote_warming_to_ready(config: PoolConfiguration, now: datetime) -> int:
-    """Warming chips whose guard holds (trust, days, final phase) join the reserve."""
+    """Warming chips the promote_to_ready rule holds for (trust, days, final phase) join the reserve."""
+    limits = config.limits()
     candidates = list(
-        Chip.objects.filter(
-            status=S.WARMING, warming_phase=WarmingPhase.final(), trust_score__gte=config.trust_min_for_ready,
-            warming_started_at__lte=now - timedelta(days=config.warmup_days),
-        ).order_by("-trust_score", "pk").values_list("pk", flat=True)[:MAX_PER_STEP]
+        Chip.objects.promotable_to_ready(limits, now)
+        .order_by("-trust_score", "pk").values_list("pk", flat=True)[:MAX_PER_STEP]
     )
     changed = 0
     for chip_id in candidates:
         try:
             with transaction.atomic():
                 chip = chip_transition(chip=chip_id, transition="promote_to_ready", actor=ACTOR,
-                                       reason="warming complete")
+                                       reason="warming complete", now=now)
+                days = (now - chip.warming_started_at).days
                 _record(Op.PROMOTION_WARMING_READY, chip_id=chip_id,
-                        reason=f"trust {chip.trust_score} >= {config.trust_min_for_ready}, {chip.warming_days} days")
+                        reason=f"trust {chip.trust_score} >= {limits.trust_min_for_ready}, {days} days")
             changed += 1
         except DomainError as exc:
             _record(Op.PROMOTION_WARMING_READY, chip_id=chip_id, success=False, error=exc.message)
@@ -209,24 +228,25 @@ def promote_warming_to_ready(config: PoolConfiguration, now: datetime) -> int:
 
 
 def promote_ready_to_active(config: PoolConfiguration, now: datetime) -> int:
-    """Ready chips enter production while active < production_min, best trust first; the transition's
-    guard (taken under a transaction-level advisory lock) keeps active <= production_max."""
-    active = Chip.objects.filter(status=S.ACTIVE).count()
-    need = min(config.production_min, config.production_max) - active
+    """Chips the promote_to_active rule holds for enter production while active < production_min, best trust
+    first; the transition's guard (taken under a transaction-level advisory lock) keeps active <= production_max."""
+    limits = config.limits()
+    room = Chip.objects.production_room(limits)
+    active = limits.production_max - room
+    need = min(config.production_min - active, room)
     if need <= 0:
         return 0
     changed = 0
     with transaction.atomic():
         candidates = list(
-            Chip.objects.select_for_update(skip_locked=True)
-            .filter(status=S.READY, is_connected=True, trust_score__gte=config.trust_degraded_threshold)
+            Chip.objects.promotable_to_active(limits).select_for_update(skip_locked=True)
             .order_by("-trust_score", "pk")[:need]
         )
     for chip in candidates:
         try:
             with transaction.atomic():
                 chip_transition(chip=chip.pk, transition="promote_to_active", actor=ACTOR,
-                                reason=f"active below production minimum {config.production_min}")
+                                reason=f"active below production minimum {config.production_min}", now=now)
                 _record(Op.PROMOTION_READY_ACTIVE, chip_id=chip.pk, reason=f"trust {chip.trust_score}")
             changed += 1
         except DomainError as exc:
@@ -234,7 +254,7 @@ def promote_ready_to_active(config: PoolConfiguration, now: datetime) -> int:
     return changed
 
 
-# --- step 4: provisioning ------------------------------------------------------------------------------
+# --- step 5: provisioning ------------------------------------------------------------------------------
 
 def bought_today(now: datetime) -> int:
     day_start = hours.day_start(now)
@@ -267,7 +287,7 @@ def provision_for_buffer(config: PoolConfiguration, now: datetime) -> int:
     return count
 
 
-# --- step 5: release the outside resources of retired chips --------------------------------------------
+# --- step 6: release the outside resources of retired chips --------------------------------------------
 
 def release_retired(config: PoolConfiguration, now: datetime) -> int:
     """Retired chips whose Evolution instance and Salvy line were not given back yet get a release task."""

@@ -16,14 +16,7 @@ S = Chip.Status
 
 def pool_limits() -> Limits:
     """The thresholds for the lifecycle guards, from the pool configuration row (one PK lookup)."""
-    config = PoolConfiguration.load()
-    return Limits(
-        warmup_days=config.warmup_days,
-        trust_min_for_ready=config.trust_min_for_ready,
-        trust_degraded_threshold=config.trust_degraded_threshold,
-        production_max=config.production_max,
-        disconnected_degrade_minutes=config.disconnected_degrade_minutes,
-    )
+    return PoolConfiguration.load().limits()
 
 
 @dataclass(frozen=True)

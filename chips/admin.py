@@ -101,8 +101,10 @@ def _bulk(transition: str, label: str):
     return admin.action(description=label, permissions=["run_transitions"])(action)
 
 
-@admin.register(Chip)
 class ChipAdmin(FSMAdminMixin, admin.ModelAdmin):
+    """The chip page. Not registered here: the pool app (chipfarm.admin) registers it with the inlines of the
+    apps above chips (instance, capacity, warming metrics), which chips may not know (DESIGN §11)."""
+
     fsm_fields = ["status"]
     list_display = [
         "id", "phone", "status_badge", "trust_score", "trust_level", "warming_phase", "is_connected",

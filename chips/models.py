@@ -9,8 +9,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import models
-from django.db.models import Q
+from django.db import DEFAULT_DB_ALIAS, models
+from django.db.models import BooleanField, ExpressionWrapper, Q, Value
+from django.db.models.sql import Query
+from django.db.models.sql.constants import SINGLE
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
@@ -59,6 +61,41 @@ class WarmingPhase(models.TextChoices):
         return cls.OPERATION
 
 
+# --- lifecycle criteria (DESIGN §2): each rule is defined once, as a filter ------------------------------
+# The orchestrator's steps select their candidates with the QuerySet methods below; the transition guards
+# evaluate the very same filter on the chip in hand (`Chip._holds`), so a guard and a step cannot disagree.
+
+def _ready_q(limits: policy.Limits, now: datetime) -> Q:
+    """promote_to_ready: warming, trust >= trust_min_for_ready, warmup_days of warming, the final phase."""
+    return Q(status=Chip.Status.WARMING, warming_phase=WarmingPhase.final(),
+             trust_score__gte=limits.trust_min_for_ready,
+             warming_started_at__lte=now - timedelta(days=limits.warmup_days))
+
+
+def _active_q(limits: policy.Limits) -> Q:
+    """promote_to_active, per chip: ready, connected and trusted (not degradable). The pool-wide half of the
+    rule (active < production_max) is `ChipQuerySet.production_room`."""
+    return Q(status=Chip.Status.READY, is_connected=True, trust_score__gte=limits.trust_degraded_threshold)
+
+
+def _low_trust_q(limits: policy.Limits) -> Q:
+    return Q(trust_score__lt=limits.trust_degraded_threshold)
+
+
+def _degrade_q(limits: policy.Limits, now: datetime) -> Q:
+    """degrade: a ready or production chip whose trust fell below trust_degraded_threshold, or that has been
+    disconnected longer than disconnected_degrade_minutes."""
+    cutoff = now - timedelta(minutes=limits.disconnected_degrade_minutes)
+    return Q(status__in=Chip.DEGRADABLE_STATES) & (
+        _low_trust_q(limits) | Q(is_connected=False, connection_changed_at__lt=cutoff)
+    )
+
+
+def _resume_q(now: datetime) -> Q:
+    """resume: a cooling chip whose cooling_until has passed (or was never set)."""
+    return Q(status=Chip.Status.COOLING) & (Q(cooling_until__isnull=True) | Q(cooling_until__lte=now))
+
+
 class ChipQuerySet(models.QuerySet["Chip"]):
     def live(self) -> ChipQuerySet:
         return self.filter(status__in=Chip.LIVE_STATES)
@@ -69,6 +106,26 @@ class ChipQuerySet(models.QuerySet["Chip"]):
     def pipeline(self) -> ChipQuerySet:
         """Chips on their way to warming: they count toward the warming buffer (DESIGN §3)."""
         return self.filter(status__in=Chip.PIPELINE_STATES)
+
+    def promotable_to_ready(self, limits: policy.Limits, now: datetime) -> ChipQuerySet:
+        return self.filter(_ready_q(limits, now))
+
+    def promotable_to_active(self, limits: policy.Limits) -> ChipQuerySet:
+        """The chips promote_to_active accepts while there is room (`production_room`)."""
+        return self.filter(_active_q(limits))
+
+    def degradable(self, limits: policy.Limits, now: datetime) -> ChipQuerySet:
+        """The chips degrade accepts, each annotated with `is_low_trust` (else: disconnected too long)."""
+        return self.filter(_degrade_q(limits, now)).annotate(
+            is_low_trust=ExpressionWrapper(_low_trust_q(limits), output_field=BooleanField())
+        )
+
+    def resumable(self, now: datetime) -> ChipQuerySet:
+        return self.filter(_resume_q(now))
+
+    def production_room(self, limits: policy.Limits) -> int:
+        """How many more chips may become active (production_max minus the active ones; one count)."""
+        return limits.production_max - self.filter(status=Chip.Status.ACTIVE).count()
 
 
 class Chip(ConcurrentTransitionMixin, models.Model):
@@ -96,6 +153,7 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         Status.DEGRADED,
     )
     PRODUCTION_STATES = (Status.ACTIVE, Status.COOLING)
+    DEGRADABLE_STATES = (Status.READY, Status.ACTIVE, Status.COOLING)
     PIPELINE_STATES = (Status.PROVISIONING, Status.PENDING, Status.ACTIVATING)
     NOT_RETIRED = (*PIPELINE_STATES[:1], *LIVE_STATES, Status.BANNED)
 
@@ -183,41 +241,38 @@ class Chip(ConcurrentTransitionMixin, models.Model):
             return 0
         return (timezone.now() - self.warming_started_at).days
 
-    def disconnected_for(self, now: datetime | None = None) -> timedelta:
-        if self.is_connected or not self.connection_changed_at:
-            return timedelta(0)
-        return (now or timezone.now()) - self.connection_changed_at
-
     def set_trust(self, score: int) -> None:
         """Store a trust score (clamped to 0–100) with its level."""
         self.trust_score = max(0, min(100, int(score)))
         self.trust_level = TrustLevel.for_score(self.trust_score)
 
-    # --- guards: side-effect-free predicates ---------------------------------------------------
+    def _holds(self, condition: Q) -> bool:
+        """Whether this chip, as it is in memory, passes `condition`: PostgreSQL evaluates the filter on the
+        chip's field values exactly as a WHERE clause would (NULL does not pass), without reading its row."""
+        query = Query(None)
+        for field in self._meta.concrete_fields:
+            query.add_annotation(Value(getattr(self, field.attname), output_field=field), field.name, select=False)
+        query.add_annotation(Value(1), "_holds")
+        query.add_q(condition)
+        return query.get_compiler(using=self._state.db or DEFAULT_DB_ALIAS).execute_sql(SINGLE) is not None
+
+    # --- guards: side-effect-free predicates; the shared rules are the QuerySet's filters ---------------
 
     def _can_provision(self) -> bool:
         return bool(self.provider_line_id and self.phone and self.instance_name)
 
     def _can_promote_to_ready(self) -> bool:
-        limits = policy.current()
-        return (
-            self.trust_score >= limits.trust_min_for_ready
-            and self.warming_days >= limits.warmup_days
-            and self.warming_phase == WarmingPhase.final()
-        )
+        return self._holds(_ready_q(policy.current(), policy.now()))
 
     def _can_promote_to_active(self) -> bool:
         limits = policy.current()
-        return Chip.objects.filter(status=Chip.Status.ACTIVE).count() < limits.production_max
+        return self._holds(_active_q(limits)) and Chip.objects.production_room(limits) > 0
 
     def _can_resume(self) -> bool:
-        return self.cooling_until is None or self.cooling_until <= timezone.now()
+        return self._holds(_resume_q(policy.now()))
 
     def _can_degrade(self) -> bool:
-        limits = policy.current()
-        return self.trust_score < limits.trust_degraded_threshold or self.disconnected_for() > timedelta(
-            minutes=limits.disconnected_degrade_minutes
-        )
+        return self._holds(_degrade_q(policy.current(), policy.now()))
 
     def _can_rewarm(self) -> bool:
         return self.is_connected
@@ -228,17 +283,17 @@ class Chip(ConcurrentTransitionMixin, models.Model):
                 custom=INTERNAL)
     def provisioned(self) -> None:
         """The Salvy line is bought and its Evolution instance created."""
-        self.provisioned_at = timezone.now()
+        self.provisioned_at = policy.now()
 
     @transition(status, source=Status.PENDING, target=Status.ACTIVATING, custom=INTERNAL)
     def start_activation(self) -> None:
         """A WhatsApp code arrived by SMS; an activation job takes it from here."""
-        self.activation_started_at = timezone.now()
+        self.activation_started_at = policy.now()
 
     @transition(status, source=Status.ACTIVATING, target=Status.WARMING, custom=INTERNAL)
     def activation_succeeded(self) -> None:
         """The number is registered and linked: warming starts at the first phase."""
-        now = timezone.now()
+        now = policy.now()
         self.activated_at = now
         self.warming_started_at = now
         self.warming_phase = WarmingPhase.first()
@@ -254,19 +309,19 @@ class Chip(ConcurrentTransitionMixin, models.Model):
                 permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Promote to ready")})
     def promote_to_ready(self) -> None:
         """Warming is complete and trusted: the chip joins the reserve."""
-        self.ready_at = timezone.now()
+        self.ready_at = policy.now()
 
     @transition(status, source=Status.READY, target=Status.ACTIVE, conditions=[_can_promote_to_active],
                 permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Promote to active")})
     def promote_to_active(self) -> None:
-        """The chip enters production (only while active < production_max)."""
-        self.active_at = timezone.now()
+        """The chip enters production: it is connected and trusted, and active < production_max."""
+        self.active_at = policy.now()
 
     @transition(status, source=Status.ACTIVE, target=Status.COOLING, permission=RUN_PERMISSION,
                 custom={**OPERATOR, "label": _("Cool down")})
     def cool_down(self, until: datetime | None = None) -> None:
         """Rest a production chip until `until` (default: COOLING_MINUTES from now)."""
-        self.cooling_until = until or timezone.now() + timedelta(minutes=settings.COOLING_MINUTES)
+        self.cooling_until = until or policy.now() + timedelta(minutes=settings.COOLING_MINUTES)
 
     @transition(status, source=Status.COOLING, target=Status.ACTIVE, conditions=[_can_resume],
                 permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Resume")})
@@ -274,12 +329,12 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         """The cooling period is over: back to production."""
         self.cooling_until = None
 
-    @transition(status, source=[Status.READY, Status.ACTIVE, Status.COOLING], target=Status.DEGRADED,
+    @transition(status, source=DEGRADABLE_STATES, target=Status.DEGRADED,
                 conditions=[_can_degrade], permission=RUN_PERMISSION,
                 custom={**OPERATOR, "label": _("Degrade")})
     def degrade(self) -> None:
         """Trust fell below the degraded threshold, or the chip has been disconnected too long."""
-        self.degraded_at = timezone.now()
+        self.degraded_at = policy.now()
         self.cooling_until = None
 
     @transition(status, source=Status.DEGRADED, target=Status.WARMING, conditions=[_can_rewarm],
@@ -287,13 +342,13 @@ class Chip(ConcurrentTransitionMixin, models.Model):
     def rewarm(self) -> None:
         """A reconnected degraded chip warms again, from an earlier phase."""
         self.warming_phase = WarmingPhase.FIRST_CONTACTS
-        self.warming_started_at = timezone.now()
+        self.warming_started_at = policy.now()
 
     @transition(status, source=LIVE_STATES, target=Status.BANNED, permission=RUN_PERMISSION,
                 custom={**OPERATOR, "label": _("Mark banned")})
     def ban(self) -> None:
         """WhatsApp closed the number for good (402/403/406) or an operator says so."""
-        self.banned_at = timezone.now()
+        self.banned_at = policy.now()
         self.is_connected = False
         self.connection_changed_at = self.banned_at
         self.cooling_until = None
@@ -302,7 +357,7 @@ class Chip(ConcurrentTransitionMixin, models.Model):
                 custom={**OPERATOR, "label": _("Retire")})
     def retire(self) -> None:
         """The chip leaves the pool for good; its instance and line are released."""
-        self.retired_at = timezone.now()
+        self.retired_at = policy.now()
         self.is_connected = False
         self.cooling_until = None
 

@@ -59,10 +59,22 @@ class ReleaseOut(Schema):
     last_error: str
 
 
+class CapacityOut(Schema):
+    """The caps in effect for the chip now (they follow its status: production, warming phase) and its usage."""
+
+    per_hour: int
+    per_day: int
+    new_contacts_per_day: int
+    used_this_hour: int
+    used_today: int
+    restricted_until: datetime | None
+
+
 class ChipDetailOut(ChipOut):
     allowed_transitions: list[str]
     history: list[TransitionOut]
     release: ReleaseOut | None = None
+    capacity: CapacityOut | None = None
 
 
 class TransitionIn(Schema):

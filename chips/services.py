@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import django_fsm
@@ -12,6 +13,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from chips import policy
 from chips.models import Chip, ChipAlert, ChipTransition
 from common.exceptions import InvalidInput, NotFound, TransitionConflict, TransitionNotAllowed
 
@@ -59,9 +61,10 @@ TRANSITIONS = _transitions_by_name()
 OPERATOR_TRANSITIONS = frozenset(n for n, t in TRANSITIONS.items() if t.custom.get("admin", True))
 
 
-def chip_allowed_transitions(*, chip: Chip, operator_only: bool = False) -> list[str]:
-    """The transitions whose source and guard hold for the chip now, sorted by name."""
-    names = {t.name for t in chip.get_available_status_transitions()}
+def chip_allowed_transitions(*, chip: Chip, operator_only: bool = False, now: datetime | None = None) -> list[str]:
+    """The transitions whose source and guard hold for the chip now (or at `now`), sorted by name."""
+    with policy.judged_at(now):
+        names = {t.name for t in chip.get_available_status_transitions()}
     if operator_only:
         names &= OPERATOR_TRANSITIONS
     return sorted(names)
@@ -75,13 +78,15 @@ def chip_transition(
     reason: str = "",
     operator_only: bool = False,
     params: dict[str, Any] | None = None,
+    now: datetime | None = None,
 ) -> Chip:
     """Run one transition by name, save it and write its history row, in one transaction.
 
     Raises InvalidInput for an unknown name, NotFound for an unknown chip, TransitionNotAllowed
     (naming the chip's state and what is allowed from it) when the source or the guard refuses, and
     TransitionConflict when another writer changed the chip since it was read. `operator_only`
-    refuses the transitions the system keeps for itself (activation, provisioning).
+    refuses the transitions the system keeps for itself (activation, provisioning). `now` is the moment the
+    guard judges at and the body stamps (default: the wall clock); the orchestrator passes its cycle's.
     """
     if transition not in TRANSITIONS:
         raise InvalidInput(
@@ -98,10 +103,11 @@ def chip_transition(
             source = chip.status
             if operator_only and transition not in OPERATOR_TRANSITIONS:
                 raise _not_allowed(chip, transition, operator_only, why="it is run by the system")
-            try:
-                getattr(chip, transition)(**(params or {}))
-            except django_fsm.TransitionNotAllowed:
-                raise _not_allowed(chip, transition, operator_only) from None
+            with policy.judged_at(now):
+                try:
+                    getattr(chip, transition)(**(params or {}))
+                except django_fsm.TransitionNotAllowed:
+                    raise _not_allowed(chip, transition, operator_only, now=now) from None
             chip.save()
             ChipTransition.objects.create(
                 chip=chip,
@@ -130,8 +136,9 @@ def _get_chip(chip_id: int) -> Chip:
         raise NotFound(f"Chip {chip_id} does not exist.") from None
 
 
-def _not_allowed(chip: Chip, transition: str, operator_only: bool, why: str = "") -> TransitionNotAllowed:
-    allowed = chip_allowed_transitions(chip=chip, operator_only=operator_only)
+def _not_allowed(chip: Chip, transition: str, operator_only: bool, why: str = "",
+                 now: datetime | None = None) -> TransitionNotAllowed:
+    allowed = chip_allowed_transitions(chip=chip, operator_only=operator_only, now=now)
     reason = why or (
         "its guard does not hold" if chip.status in _sources(transition) else "not from this state"
     )

@@ -6,11 +6,13 @@ import segno
 from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 
-from chips.admin import ChipAdmin, ReadOnlyAdmin
+from chips.admin import ReadOnlyAdmin
 from instances import services
+from instances.caps import Caps, Usage, caps_annotations, caps_in_effect, usage_annotations, usage_now
 from instances.models import (
     ChipCapacity,
     ContactBinding,
@@ -79,8 +81,33 @@ class InstanceInline(admin.StackedInline):
         return InstanceAdmin.qr_preview(None, instance)
 
 
-# The chip page (chips.admin) cannot know instances (DESIGN §11); instances adds its inline to it.
-ChipAdmin.inlines = [*ChipAdmin.inlines, InstanceInline]
+def _caps_text(caps: Caps, usage: Usage | None = None) -> str:
+    if usage is None:
+        return _("%(hour)d / h, %(day)d / day, %(new)d new contacts / 24 h") % {
+            "hour": caps.per_hour, "day": caps.per_day, "new": caps.new_contacts_per_day}
+    return _("%(used_hour)d of %(hour)d this hour, %(used_day)d of %(day)d today") % {
+        "used_hour": usage.hour, "hour": caps.per_hour, "used_day": usage.day, "day": caps.per_day}
+
+
+class ChipCapacityInline(admin.StackedInline):
+    """The chip's caps in effect (instances.caps) and its usage now, on the chip's own page."""
+
+    model = ChipCapacity
+    can_delete = False
+    extra = 0
+    max_num = 0
+    fields = ["caps_in_effect", "usage_now", "max_per_hour", "max_per_day", "max_new_contacts_per_day", "priority",
+              "restricted_until"]
+    readonly_fields = fields
+    verbose_name_plural = _("capacity")
+
+    @admin.display(description=_("caps in effect"))
+    def caps_in_effect(self, capacity: ChipCapacity) -> str:
+        return _caps_text(caps_in_effect(capacity.chip, capacity))
+
+    @admin.display(description=_("usage"))
+    def usage_now(self, capacity: ChipCapacity) -> str:
+        return _caps_text(caps_in_effect(capacity.chip, capacity), usage_now(capacity, timezone.now()))
 
 
 @admin.register(ContactBinding)
@@ -107,13 +134,44 @@ class OutboundMessageAdmin(ReadOnlyAdmin):
 
 @admin.register(ChipCapacity)
 class ChipCapacityAdmin(admin.ModelAdmin):
-    list_display = ["chip", "max_per_hour", "max_per_day", "max_new_contacts_per_day", "priority", "hour_count",
-                    "day_count", "day_window", "restricted_until"]
+    """Usage against the caps in effect (instances.caps, in SQL: one query per page), and the operator's
+    overrides, which apply while the chip is in production."""
+
+    list_display = ["chip", "chip_status", "hour_usage", "day_usage", "new_contacts_cap", "max_per_hour",
+                    "max_per_day", "max_new_contacts_per_day", "priority", "restricted_until"]
     list_select_related = ["chip"]
     list_editable = ["max_per_hour", "max_per_day", "max_new_contacts_per_day", "priority"]
+    list_filter = ["chip__status"]
     search_fields = ["chip__phone"]
     raw_id_fields = ["chip"]
-    readonly_fields = ["hour_window", "hour_count", "day_window", "day_count", "last_routed_at"]
+    readonly_fields = ["caps_in_effect", "hour_window", "hour_count", "day_window", "day_count", "last_routed_at"]
+    show_full_result_count = False
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(
+            **caps_annotations(chip_path="chip__", capacity_path=""),
+            **usage_annotations(timezone.now(), capacity_path=""),
+        )
+
+    @admin.display(description=_("status"), ordering="chip__status")
+    def chip_status(self, capacity: ChipCapacity) -> str:
+        return capacity.chip.get_status_display()
+
+    @admin.display(description=_("this hour"), ordering="used_hour")
+    def hour_usage(self, capacity) -> str:
+        return f"{capacity.used_hour} / {capacity.cap_per_hour}"
+
+    @admin.display(description=_("today"), ordering="used_day")
+    def day_usage(self, capacity) -> str:
+        return f"{capacity.used_day} / {capacity.cap_per_day}"
+
+    @admin.display(description=_("new contacts / 24 h (cap)"))
+    def new_contacts_cap(self, capacity) -> int:
+        return capacity.cap_new_contacts_per_day
+
+    @admin.display(description=_("caps in effect"))
+    def caps_in_effect(self, capacity: ChipCapacity) -> str:
+        return _caps_text(caps_in_effect(capacity.chip, capacity)) if capacity.pk else "-"
 
 
 @admin.register(DeliveryEvent)

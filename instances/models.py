@@ -203,6 +203,11 @@ class ContactIdentity(models.Model):
         return f"{self.lid}@lid"
 
 
+def default_binding_ttl_days() -> int:
+    """The routing policy row's default (a callable: a new row takes the setting in force)."""
+    return settings.BINDING_TTL_DAYS
+
+
 class RoutingPolicy(models.Model):
     """One row: the global kill switch and the strategy for new contacts."""
 
@@ -218,7 +223,10 @@ class RoutingPolicy(models.Model):
     paused_reason = models.CharField(_("pause reason"), max_length=300, blank=True)
     paused_by = models.CharField(_("paused by"), max_length=150, blank=True)
     paused_at = models.DateTimeField(_("paused at"), null=True, blank=True)
-    binding_ttl_days = models.PositiveSmallIntegerField(_("binding TTL (days)"), default=30)
+    binding_ttl_days = models.PositiveSmallIntegerField(
+        _("binding TTL (days)"), default=default_binding_ttl_days,
+        help_text=_("How long a contact stays with its chip after their last message. Default: BINDING_TTL_DAYS."),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -237,7 +245,10 @@ class RoutingPolicy(models.Model):
 
 
 class ChipCapacity(models.Model):
-    """Per-chip sending limits and usage, the row a reservation locks.
+    """Per-chip usage, the operator's cap overrides and the restriction: the row a reservation locks.
+
+    The caps that hold for a chip are `instances.caps.caps_in_effect` (its status decides where they come
+    from); this row holds only what an operator typed, never a copy of a warming phase's plan.
 
     Usage counters carry the start of the window they count. A reservation that finds an older window
     counts from zero, in the same locked transaction: a reset job that did not run can neither block
@@ -245,12 +256,20 @@ class ChipCapacity(models.Model):
     """
 
     chip = models.OneToOneField(Chip, on_delete=models.CASCADE, primary_key=True, related_name="capacity")
-    max_per_hour = models.PositiveIntegerField(_("max messages per hour"), null=True, blank=True,
-                                               help_text=_("Empty: MAX_MSGS_PER_HOUR."))
-    max_per_day = models.PositiveIntegerField(_("max messages per day"), null=True, blank=True,
-                                              help_text=_("Empty: MAX_MSGS_PER_DAY."))
+    max_per_hour = models.PositiveIntegerField(
+        _("max messages per hour"), null=True, blank=True,
+        help_text=_("Override while the chip is in production (active or cooling). Empty: MAX_MSGS_PER_HOUR. "
+                    "Warming and ready chips follow their warming phase's plan."),
+    )
+    max_per_day = models.PositiveIntegerField(
+        _("max messages per day"), null=True, blank=True,
+        help_text=_("Override while the chip is in production (active or cooling). Empty: MAX_MSGS_PER_DAY. "
+                    "Warming and ready chips follow their warming phase's plan."),
+    )
     max_new_contacts_per_day = models.PositiveIntegerField(
-        _("max new contacts per 24 h"), null=True, blank=True, help_text=_("Empty: MAX_NEW_CONTACTS_PER_DAY.")
+        _("max new contacts per 24 h"), null=True, blank=True,
+        help_text=_("Override while the chip is in production (active or cooling). Empty: "
+                    "MAX_NEW_CONTACTS_PER_DAY. Warming and ready chips follow their warming phase's plan."),
     )
     priority = models.SmallIntegerField(_("priority"), default=0, help_text=_("Higher first (priority strategy)."))
     hour_window = models.DateTimeField(_("hour window"), null=True, blank=True)
@@ -275,17 +294,6 @@ class ChipCapacity(models.Model):
 
     def __str__(self) -> str:
         return f"capacity of chip {self.chip_id}"
-
-    def hour_cap(self) -> int:
-        return self.max_per_hour if self.max_per_hour is not None else settings.MAX_MSGS_PER_HOUR
-
-    def day_cap(self) -> int:
-        return self.max_per_day if self.max_per_day is not None else settings.MAX_MSGS_PER_DAY
-
-    def new_contacts_cap(self) -> int:
-        if self.max_new_contacts_per_day is not None:
-            return self.max_new_contacts_per_day
-        return settings.MAX_NEW_CONTACTS_PER_DAY
 
 
 class ContactBindingQuerySet(models.QuerySet["ContactBinding"]):

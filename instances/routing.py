@@ -2,7 +2,8 @@
 
 `route_contact` answers "which chip sends to this contact now?" and reserves one unit of that chip's
 capacity in the same transaction. Caps hold under any concurrency because a reservation locks the
-chip's `ChipCapacity` row, re-reads its counters there, and increments them before commit.
+chip's `ChipCapacity` row, re-reads its counters there, and increments them before commit. Which caps hold
+is `instances.caps` (the reservation asks it in Python, the candidate query in SQL from the same rule).
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
-from django.conf import settings
 from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import Case, F, IntegerField, Q, QuerySet, Value, When
+from django.db.models import F, Q, QuerySet, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chips.models import Chip
 from common.exceptions import DomainError
 from instances import hours
+from instances.caps import caps_annotations, caps_in_effect, day_window, hour_window, usage_annotations, usage_now
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
 
 logger = logging.getLogger(__name__)
@@ -51,12 +52,8 @@ class RouteDecision:
     binding_id: int
 
 
-def _hour_start(now: datetime) -> datetime:
-    return now.replace(minute=0, second=0, microsecond=0)
-
-
 def _seconds_until_next_hour(now: datetime) -> int:
-    return max(1, int((_hour_start(now) + timedelta(hours=1) - now).total_seconds()))
+    return max(1, int((hour_window(now) + timedelta(hours=1) - now).total_seconds()))
 
 
 def ensure_sending_allowed(now: datetime) -> RoutingPolicy:
@@ -79,16 +76,23 @@ def _available_chips() -> QuerySet[Chip]:
     return Chip.objects.filter(status=Chip.Status.ACTIVE, is_connected=True)
 
 
-def _try_reserve(chip_id: int, now: datetime, *, new_contact: bool) -> bool:
-    """Lock the chip's capacity row and take one unit if every cap allows it. Caller holds a transaction."""
-    capacity = ChipCapacity.objects.select_for_update().filter(chip_id=chip_id).first()
+def _locked_capacity(chip_id: int) -> ChipCapacity:
+    # Lock the capacity row only (of=self); the chip row is read for its status and phase, not locked.
+    locked = ChipCapacity.objects.select_for_update(of=("self",)).select_related("chip")
+    capacity = locked.filter(chip_id=chip_id).first()
     if capacity is None:
         ChipCapacity.objects.get_or_create(chip_id=chip_id)
-        capacity = ChipCapacity.objects.select_for_update().get(chip_id=chip_id)
-    hour, day = _hour_start(now), hours.business_day(now)
-    hour_count = capacity.hour_count if capacity.hour_window == hour else 0
-    day_count = capacity.day_count if capacity.day_window == day else 0
-    if hour_count >= capacity.hour_cap() or day_count >= capacity.day_cap():
+        capacity = locked.get(chip_id=chip_id)
+    return capacity
+
+
+def _try_reserve(chip_id: int, now: datetime, *, new_contact: bool) -> bool:
+    """Lock the chip's capacity row and take one unit if every cap in effect allows it. Caller holds a
+    transaction."""
+    capacity = _locked_capacity(chip_id)
+    caps = caps_in_effect(capacity.chip, capacity)
+    used = usage_now(capacity, now)
+    if used.hour >= caps.per_hour or used.day >= caps.per_day:
         return False
     if new_contact:
         if capacity.restricted_until and capacity.restricted_until > now:
@@ -96,10 +100,10 @@ def _try_reserve(chip_id: int, now: datetime, *, new_contact: bool) -> bool:
         recent = ContactBinding.objects.filter(
             chip_id=chip_id, origin=ContactBinding.Origin.ROUTED, created_at__gte=now - timedelta(hours=24)
         ).count()
-        if recent >= capacity.new_contacts_cap():
+        if recent >= caps.new_contacts_per_day:
             return False
-    capacity.hour_window, capacity.hour_count = hour, hour_count + 1
-    capacity.day_window, capacity.day_count = day, day_count + 1
+    capacity.hour_window, capacity.hour_count = hour_window(now), used.hour + 1
+    capacity.day_window, capacity.day_count = day_window(now), used.day + 1
     capacity.last_routed_at = now
     capacity.save(update_fields=["hour_window", "hour_count", "day_window", "day_count", "last_routed_at",
                                  "updated_at"])
@@ -132,22 +136,14 @@ def reserve_capacity(*, chip_id: int, now: datetime | None = None) -> bool:
 
 def _candidates(strategy: str, now: datetime, exclude: set[int]) -> list[int]:
     """Chips that look able to take a new contact, best first; bounded (the lock decides for real)."""
-    hour, day = _hour_start(now), hours.business_day(now)
     qs = (
         _available_chips()
         .exclude(pk__in=exclude)
         .filter(Q(capacity__isnull=True) | Q(capacity__restricted_until__isnull=True)
                 | Q(capacity__restricted_until__lte=now))
-        .annotate(
-            used_hour=Case(When(capacity__hour_window=hour, then=F("capacity__hour_count")), default=Value(0),
-                           output_field=IntegerField()),
-            used_day=Case(When(capacity__day_window=day, then=F("capacity__day_count")), default=Value(0),
-                          output_field=IntegerField()),
-            cap_hour=Coalesce(F("capacity__max_per_hour"), Value(settings.MAX_MSGS_PER_HOUR)),
-            cap_day=Coalesce(F("capacity__max_per_day"), Value(settings.MAX_MSGS_PER_DAY)),
-            prio=Coalesce(F("capacity__priority"), Value(0)),
-        )
-        .filter(used_hour__lt=F("cap_hour"), used_day__lt=F("cap_day"))
+        .annotate(**usage_annotations(now), **caps_annotations(statuses=[Chip.Status.ACTIVE]),
+                  prio=Coalesce(F("capacity__priority"), Value(0)))
+        .filter(used_hour__lt=F("cap_per_hour"), used_day__lt=F("cap_per_day"))
     )
     if strategy == RoutingPolicy.Strategy.ROUND_ROBIN:
         qs = qs.order_by(F("capacity__last_routed_at").asc(nulls_first=True), "pk")
@@ -285,8 +281,8 @@ def bindings_release(*, chip_id: int, reason: str, now: datetime | None = None) 
 def usage_today(chip_ids: list[int], now: datetime | None = None) -> dict[int, int]:
     """Messages reserved today per chip (for the admin), one query."""
     now = now or timezone.now()
-    day = hours.business_day(now)
-    rows = ChipCapacity.objects.filter(chip_id__in=chip_ids, day_window=day).values_list("chip_id", "day_count")
+    rows = (ChipCapacity.objects.filter(chip_id__in=chip_ids, day_window=day_window(now))
+            .values_list("chip_id", "day_count"))
     return dict(rows)
 
 
@@ -300,7 +296,7 @@ def counters_reset(now: datetime | None = None) -> int:
     """Zero the counters of past windows. Reservations never need this (they treat an older window as
     zero inside their lock); it keeps the admin's usage columns honest. Idempotent."""
     now = now or timezone.now()
-    hour, day = _hour_start(now), hours.business_day(now)
+    hour, day = hour_window(now), day_window(now)
     changed = ChipCapacity.objects.filter(hour_window__lt=hour, hour_count__gt=0).update(hour_count=0, updated_at=now)
     changed += ChipCapacity.objects.filter(day_window__lt=day, day_count__gt=0).update(day_count=0, updated_at=now)
     return changed

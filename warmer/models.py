@@ -38,6 +38,11 @@ class PhasePlan(models.Model):
         return f"{self.get_phase_display()} (day {self.starts_on_day}+)"
 
     @property
+    def messages_per_hour(self) -> int:
+        """The phase's hourly cap: its day spread over at least six hours (never below one)."""
+        return max(1, -(-self.messages_per_day // 6))
+
+    @property
     def initiations_per_day(self) -> int:
         """Conversations the chip starts; the rest of its volume is answering peers."""
         return round(self.messages_per_day * (1 - self.reply_ratio))

@@ -3,7 +3,8 @@
 Warming chips talk to other pool chips like people: at jittered times inside business hours (never
 on national holidays), typing before they send, with varied Portuguese texts (never the same text to
 the same peer on a day), peers chosen by how long ago the two last talked, and the peer answering
-after a human delay. Every message goes through the Evolution client and the router's caps.
+after a human delay. Every message goes through the gateway and the router's caps, which for a warming chip
+are its phase's plan (`phase_caps`, read by instances.caps when asked; the planner writes no capacity row).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from django.utils import timezone
 
 from chips.models import Chip, TrustLevel, WarmingPhase
 from instances import hours
+from instances.caps import Caps
 from instances.gateway import Gateway, GatewayError
-from instances.models import ChipCapacity, DeliveryEvent, OutboundMessage
+from instances.models import DeliveryEvent, OutboundMessage
 from instances.restriction import is_restricted, restricted_q
 from instances.routing import reserve_capacity
 from instances.servers import gateway_for
@@ -51,6 +53,14 @@ def phase_plans() -> list[PhasePlan]:
         ensure_default_plans(PhasePlan)
         plans = list(PhasePlan.objects.order_by("order"))
     return plans
+
+
+def phase_caps() -> dict[str, Caps]:
+    """Each phase's caps for the router (registered with instances.caps at start-up): the plan's messages per
+    day, its hourly share, and its new peers per day as the new-contacts cap."""
+    return {plan.phase: Caps(per_hour=plan.messages_per_hour, per_day=plan.messages_per_day,
+                             new_contacts_per_day=plan.new_peers_per_day)
+            for plan in phase_plans()}
 
 
 def phase_for(*, warming_day: int, trust: int, plans: list[PhasePlan]) -> PhasePlan:
@@ -167,7 +177,6 @@ def warming_plan_day(*, day: date | None = None, now: datetime | None = None) ->
 
     actions: list[WarmingAction] = []
     days: list[WarmingDay] = []
-    capacities: list[ChipCapacity] = []
     for chip in chips:
         reference = max(filter(None, [last_sent.get(chip.pk), chip.warming_started_at]), default=now)
         if now - reference > IDLE_RESTART:
@@ -181,8 +190,6 @@ def warming_plan_day(*, day: date | None = None, now: datetime | None = None) ->
         plan = phase_for(warming_day=warming_day, trust=chip.trust_score, plans=plans)
         if chip.warming_phase != plan.phase:
             Chip.objects.filter(pk=chip.pk).update(warming_phase=plan.phase, updated_at=now)
-        capacities.append(ChipCapacity(chip=chip, max_per_day=plan.messages_per_day,
-                                       max_per_hour=max(1, -(-plan.messages_per_day // 6))))
         times = _jittered_times(plan.initiations_per_day, opens, closes)
         chosen = _pick_peers(chip.pk, len(times), plan.new_peers_per_day, peers, last_talked, now)
         used: dict[int, set[str]] = defaultdict(set)
@@ -197,8 +204,6 @@ def warming_plan_day(*, day: date | None = None, now: datetime | None = None) ->
         days.append(WarmingDay(chip=chip, day=day, phase=plan.phase, warming_day=warming_day,
                                planned=len(chosen)))
     with transaction.atomic():
-        ChipCapacity.objects.bulk_create(capacities, update_conflicts=True, unique_fields=["chip"],
-                                         update_fields=["max_per_day", "max_per_hour"])
         created_days = WarmingDay.objects.bulk_create(days, ignore_conflicts=True)
         WarmingAction.objects.bulk_create(actions, ignore_conflicts=True)
     report.chips = len(created_days)

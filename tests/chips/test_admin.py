@@ -147,3 +147,17 @@ def test_alerts_changelist_and_acknowledge_action(admin_client, admin_user):
     # once acknowledged, the same condition opens a new alert
     _new, created = alert_raise(kind="disconnected", severity="warning", message="again", chip=chip)
     assert created and ChipAlert.objects.count() == 2
+
+
+def test_the_chip_page_is_composed_by_the_pool_app_and_no_app_changes_another_apps_admin():
+    from django.contrib import admin
+
+    from chipfarm.admin import PoolChipAdmin
+    from chips.admin import ChipAdmin, ChipTransitionInline, OpenAlertInline
+    from instances.admin import ChipCapacityInline, InstanceInline
+    from warmer.admin import DailyMetricsInline
+
+    assert ChipAdmin.inlines == [ChipTransitionInline, OpenAlertInline]  # chips' own, untouched by other apps
+    assert type(admin.site._registry[Chip]) is PoolChipAdmin
+    assert PoolChipAdmin.inlines == [ChipTransitionInline, OpenAlertInline, InstanceInline, ChipCapacityInline,
+                                     DailyMetricsInline]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.utils import timezone
 
 from chips.models import Chip
 from tests.factories import chip_in_state
@@ -140,3 +141,16 @@ def test_api_docs_are_served(client):
     assert client.get("/api/docs").status_code == 200
     schema = client.get("/api/openapi.json").json()
     assert "/api/v1/chips/{chip_id}/transitions" in schema["paths"]
+
+
+def test_promoting_a_disconnected_ready_chip_is_409_and_changes_nothing(api):
+    chip = chip_in_state(status=S.READY, trust=95, is_connected=False, connection_changed_at=timezone.now())
+    history = chip.transitions.count()
+    response = api.post(f"/api/v1/chips/{chip.pk}/transitions", {"transition": "promote_to_active"})
+    assert response.status_code == 409
+    body = response.json()
+    assert body["code"] == "transition_not_allowed" and body["state"] == "ready"
+    assert "promote_to_active" not in body["allowed"]
+    chip.refresh_from_db()
+    assert chip.status == S.READY and chip.active_at is None
+    assert chip.transitions.count() == history

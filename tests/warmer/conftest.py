@@ -24,6 +24,10 @@ def warming_pool(fake_evolution, settings):
         others = [chip_in_state(status=Chip.Status.ACTIVE, area_code="21", trust=95) for _ in range(peers)]
         for chip in [*subjects, *others]:
             instance_register(chip=chip)
+        # Roomy caps for the production peers (an operator's override); the warming subjects follow their phase.
+        for chip in subjects:
+            ChipCapacity.objects.get_or_create(chip=chip)
+        for chip in others:
             ChipCapacity.objects.get_or_create(chip=chip, defaults={"max_per_day": 500, "max_per_hour": 100})
         fake_evolution.add_instances([c.instance_name for c in [*subjects, *others]], state="open")
         return subjects, others

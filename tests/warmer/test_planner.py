@@ -12,9 +12,10 @@ from django.db import connection
 
 from chips.models import Chip, WarmingPhase
 from instances import hours
+from instances.caps import Caps, caps_in_effect
 from instances.models import ChipCapacity
 from warmer.models import PhasePlan, WarmingAction, WarmingDay
-from warmer.services import _pick_peers, warming_dispatch, warming_plan_day
+from warmer.services import _pick_peers, phase_plans, warming_dispatch, warming_plan_day
 
 pytestmark = pytest.mark.django_db
 TUESDAY = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)  # 07:00 in São Paulo, before opening
@@ -56,8 +57,11 @@ def test_daily_volume_follows_the_phase_plan(warming_pool):
     plan = PhasePlan.objects.get(phase=subject.warming_phase)
     assert subject.warming_phase == WarmingPhase.GROWTH  # day 7, trust 60
     assert WarmingAction.objects.filter(chip=subject, status="planned").count() == plan.initiations_per_day
+    # the router's caps keep the day within the plan: read from the phase, never written into a capacity row
     capacity = ChipCapacity.objects.get(chip=subject)
-    assert capacity.max_per_day == plan.messages_per_day  # the router's cap keeps the day within the plan
+    assert caps_in_effect(subject, capacity) == Caps(per_hour=plan.messages_per_hour, per_day=plan.messages_per_day,
+                                                     new_contacts_per_day=plan.new_peers_per_day)
+    assert (capacity.max_per_hour, capacity.max_per_day) == (None, None)
 
 
 def test_new_peers_per_day_are_limited(warming_pool):
@@ -130,7 +134,8 @@ def test_two_dispatchers_never_send_an_action_twice(warming_pool, fake_evolution
     noon = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)
     with time_machine.travel(noon, tick=True):
         subjects, peers = warming_pool(warming=4, peers=4)
-        ChipCapacity.objects.update(max_per_day=1000, max_per_hour=1000)
+        phase_plans()  # the rows exist (a transactional test before this one may have flushed them)
+        PhasePlan.objects.update(messages_per_day=1000)  # the warming subjects' caps come from their phase
         WarmingAction.objects.bulk_create([
             WarmingAction(chip=subjects[i % 4], peer=peers[i % 4], kind="reply", text=f"texto {i}",
                           day=noon.date(), due_at=noon - timedelta(minutes=1))

@@ -1,0 +1,207 @@
+"""Caps in effect (instances.caps): one status-aware rule for the reservation, the candidate query, the admin and
+the API. A warming chip's caps are its phase's plan (never written into its capacity row); a production chip's
+are the operator's override or the settings; a promotion changes them by itself."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from chips.models import Chip, WarmingPhase
+from chips.services import Actor, chip_transition
+from instances.caps import NO_CAPS, Caps, caps_annotations, caps_in_effect, production_defaults
+from instances.models import ChipCapacity, ContactBinding
+from instances.routing import RoutingRefused, reserve_capacity, route_contact
+from instances.services import instance_register
+from tests.factories import chip_in_state
+from tests.instances.conftest import BUSINESS_TIME
+from warmer.models import PhasePlan, WarmingAction
+from warmer.services import phase_plans, warming_plan_day
+
+pytestmark = pytest.mark.django_db
+S = Chip.Status
+ACTOR = Actor.system("test")
+# The walk starts on a Monday three weeks and a day before BUSINESS_TIME (a Tuesday, 10:00 in São Paulo).
+WALK_START = BUSINESS_TIME - timedelta(days=22)
+
+
+def contact(n: int) -> str:
+    return f"+55219{n:08d}"
+
+
+def plan_caps(phase: str) -> Caps:
+    plan = next(p for p in phase_plans() if p.phase == phase)
+    return Caps(per_hour=plan.messages_per_hour, per_day=plan.messages_per_day,
+                new_contacts_per_day=plan.new_peers_per_day)
+
+
+def overrides(chip: Chip) -> tuple:
+    return tuple(ChipCapacity.objects.filter(chip=chip)
+                 .values_list("max_per_hour", "max_per_day", "max_new_contacts_per_day").first() or ())
+
+
+def test_a_chip_warmed_through_every_phase_and_promoted_routes_up_to_the_production_hourly_cap(settings):
+    settings.MAX_CHIPS_ACTIVE = 10
+    assert settings.MAX_MSGS_PER_HOUR == 20  # the default the issue names
+    with time_machine.travel(WALK_START, tick=False) as clock:
+        chip = chip_in_state(status=S.WARMING)
+        peer = chip_in_state(status=S.WARMING)
+        instance_register(chip=chip)
+        seen: set[str] = set()
+        for day in range(22):
+            today = WALK_START + timedelta(days=day)
+            # a trusted chip that talks every day (no idle restart): the planner moves it along its ramp
+            Chip.objects.filter(pk=chip.pk).update(trust_score=95)
+            WarmingAction.objects.create(chip=chip, peer=peer, kind="initiate", text=f"Oi {day}",
+                                         day=today.date(), due_at=today, status="sent", done_at=today)
+            warming_plan_day()
+            chip.refresh_from_db()
+            seen.add(chip.warming_phase)
+            assert caps_in_effect(chip, ChipCapacity.objects.filter(chip=chip).first()) == plan_caps(
+                chip.warming_phase)
+            assert overrides(chip) in ((), (None, None, None))  # the planner wrote no caps
+            clock.shift(timedelta(days=1))
+        assert seen == set(WarmingPhase.values)
+
+        chip_transition(chip=chip.pk, transition="promote_to_ready", actor=ACTOR)
+        chip = chip_transition(chip=chip.pk, transition="promote_to_active", actor=ACTOR)
+    assert caps_in_effect(chip) == production_defaults()
+
+    with time_machine.travel(BUSINESS_TIME, tick=False):
+        decisions = [route_contact(contact=contact(n)) for n in range(20)]
+        assert {d.chip_id for d in decisions} == {chip.pk}
+        with pytest.raises(RoutingRefused) as refused:
+            route_contact(contact=contact(20))
+    assert refused.value.code == "no_capacity"
+    assert ChipCapacity.objects.get(chip=chip).hour_count == 20
+
+
+def test_a_chip_planned_in_its_first_phase_and_promoted_gets_the_production_caps(settings):
+    settings.MAX_CHIPS_ACTIVE = 10
+    with time_machine.travel(BUSINESS_TIME - timedelta(hours=3), tick=False):
+        chip = chip_in_state(status=S.WARMING)
+        warming_plan_day()
+        assert caps_in_effect(chip) == plan_caps(WarmingPhase.REST)  # 1 / h, 6 / day
+        Chip.objects.filter(pk=chip.pk).update(trust_score=95, warming_phase=WarmingPhase.final(),
+                                               warming_started_at=BUSINESS_TIME - timedelta(days=30))
+        chip_transition(chip=chip.pk, transition="promote_to_ready", actor=ACTOR)
+        chip = chip_transition(chip=chip.pk, transition="promote_to_active", actor=ACTOR)
+    assert caps_in_effect(chip, ChipCapacity.objects.filter(chip=chip).first()) == Caps(20, 100, 40)
+
+
+def test_an_operator_override_survives_a_planner_run_and_applies_once_in_production():
+    with time_machine.travel(BUSINESS_TIME - timedelta(hours=3), tick=False):
+        chip = chip_in_state(status=S.WARMING)
+        capacity = ChipCapacity.objects.create(chip=chip, max_per_hour=7, max_per_day=30)
+        warming_plan_day()
+        capacity.refresh_from_db()
+        assert (capacity.max_per_hour, capacity.max_per_day, capacity.max_new_contacts_per_day) == (7, 30, None)
+        chip.refresh_from_db()
+        assert caps_in_effect(chip, capacity) == plan_caps(chip.warming_phase)  # not in production yet
+        chip = chip_in_state(status=S.ACTIVE)
+        ChipCapacity.objects.create(chip=chip, max_per_hour=7, max_per_day=30)
+    assert caps_in_effect(chip, ChipCapacity.objects.get(chip=chip)) == Caps(7, 30, 40)
+
+
+def test_a_warming_chips_caps_follow_its_phase_and_the_reservation_holds_them_without_writing_caps():
+    with time_machine.travel(BUSINESS_TIME, tick=False):
+        chip = chip_in_state(status=S.WARMING)
+        for plan in phase_plans():
+            Chip.objects.filter(pk=chip.pk).update(warming_phase=plan.phase)
+            chip.refresh_from_db()
+            assert caps_in_effect(chip) == plan_caps(plan.phase)
+        Chip.objects.filter(pk=chip.pk).update(warming_phase=WarmingPhase.REST)
+        # the rest phase allows one message an hour: the reservation (the warmer's path) holds it
+        assert reserve_capacity(chip_id=chip.pk) is True
+        assert reserve_capacity(chip_id=chip.pk) is False
+        # the phase plan is read when asked: an operator's change to it applies at once
+        PhasePlan.objects.filter(phase=WarmingPhase.REST).update(messages_per_day=60)
+        assert reserve_capacity(chip_id=chip.pk) is True
+    assert overrides(chip) == (None, None, None)
+
+
+def test_the_sql_rule_and_the_python_rule_agree_for_every_status_phase_and_override(settings):
+    settings.MAX_CHIPS_ACTIVE = 100
+    chips = [chip_in_state(status=status) for status in S]
+    for phase in WarmingPhase.values:
+        chips.append(chip_in_state(status=S.WARMING, warming_phase=phase))
+    for n, chip in enumerate(chips):
+        if n % 3 == 0:
+            ChipCapacity.objects.create(chip=chip, max_per_hour=3 + n, max_per_day=None, max_new_contacts_per_day=n)
+        elif n % 3 == 1:
+            ChipCapacity.objects.create(chip=chip)
+    rows = Chip.objects.filter(pk__in=[c.pk for c in chips]).select_related("capacity").annotate(
+        **caps_annotations())
+    checked = 0
+    for row in rows:
+        python = caps_in_effect(row, getattr(row, "capacity", None))
+        assert (row.cap_per_hour, row.cap_per_day, row.cap_new_contacts_per_day) == (
+            python.per_hour, python.per_day, python.new_contacts_per_day), (row.status, row.warming_phase)
+        checked += 1
+    assert checked == len(chips)
+    assert caps_in_effect(chip_in_state(status=S.DEGRADED)) == NO_CAPS
+
+
+def test_binding_ttl_days_setting_makes_bindings_expire_after_that_many_days(settings, make_production_chip):
+    settings.BINDING_TTL_DAYS = 7
+    with time_machine.travel(BUSINESS_TIME, tick=False):
+        make_production_chip(per_hour=50)
+        first = route_contact(contact=contact(1))
+    binding = ContactBinding.objects.get(pk=first.binding_id)
+    assert binding.expires_at == BUSINESS_TIME + timedelta(days=7)
+    with time_machine.travel(BUSINESS_TIME + timedelta(days=6), tick=False):
+        assert route_contact(contact=contact(1)).binding == "sticky"  # and the TTL runs again from here
+    with time_machine.travel(BUSINESS_TIME + timedelta(days=6 + 7), tick=False):
+        again = route_contact(contact=contact(1))
+    assert again.binding == "moved"
+    assert ContactBinding.objects.get(pk=again.binding_id).move_reason == "binding expired"
+
+
+def test_the_chip_api_shows_the_caps_in_effect_and_they_change_with_promotion(api, settings):
+    settings.MAX_CHIPS_ACTIVE = 10
+    chip = chip_in_state(status=S.READY)
+    body = api.get(f"/api/v1/chips/{chip.pk}").json()
+    final = plan_caps(WarmingPhase.final())
+    assert (body["capacity"]["per_hour"], body["capacity"]["per_day"]) == (final.per_hour, final.per_day)
+    chip_transition(chip=chip.pk, transition="promote_to_active", actor=ACTOR)
+    body = api.get(f"/api/v1/chips/{chip.pk}").json()
+    assert body["capacity"] == {"per_hour": 20, "per_day": 100, "new_contacts_per_day": 40, "used_this_hour": 0,
+                                "used_today": 0, "restricted_until": None}
+
+
+def test_the_capacity_admin_shows_usage_against_the_caps_in_effect(admin_client, settings):
+    settings.MAX_CHIPS_ACTIVE = 10
+    warming = chip_in_state(status=S.WARMING)
+    active = chip_in_state(status=S.ACTIVE)
+    ChipCapacity.objects.create(chip=warming, max_per_hour=9)
+    ChipCapacity.objects.create(chip=active, max_per_hour=9)
+    page = admin_client.get(reverse("admin:instances_chipcapacity_changelist")).content.decode()
+    rest = plan_caps(WarmingPhase.REST)
+    assert f"0 / {rest.per_hour}" in page and f"0 / {rest.per_day}" in page  # the warming chip: its phase
+    assert "0 / 9" in page and "0 / 100" in page  # the active chip: its override, the default day cap
+    page = admin_client.get(reverse("admin:chips_chip_change", args=[active.pk])).content.decode()
+    assert "0 of 9 this hour, 0 of 100 today" in page
+
+
+def test_the_capacity_changelist_query_count_does_not_grow_with_chips(admin_client, settings):
+    settings.MAX_CHIPS_ACTIVE = 100
+    url = reverse("admin:instances_chipcapacity_changelist")
+
+    def add(n: int) -> None:
+        for i in range(n):
+            ChipCapacity.objects.create(chip=chip_in_state(status=(S.ACTIVE, S.WARMING, S.READY)[i % 3]))
+
+    def count_queries() -> int:
+        with CaptureQueriesContext(connection) as ctx:
+            assert admin_client.get(url).status_code == 200
+        return len(ctx.captured_queries)
+
+    add(3)
+    few = count_queries()
+    add(12)
+    assert count_queries() == few
