@@ -12,7 +12,8 @@ SOURCES = [p for pattern in ("**/*.py", "scripts/*.sh", "Makefile", "Dockerfile"
 # Settings Django, Celery or the logging set-up consume by name (no `settings.X` in our code is expected).
 FRAMEWORK = {"DEBUG", "SECRET_KEY", "ALLOWED_HOSTS", "CSRF_TRUSTED_ORIGINS", "REDIS_URL", "CELERY_BROKER_URL",
              "CELERY_RESULT_BACKEND", "CELERY_TASK_DEFAULT_QUEUE", "CELERY_TASK_SOFT_TIME_LIMIT",
-             "CELERY_TASK_TIME_LIMIT", "CELERY_BROKER_CONNECTION_TIMEOUT", "LOG_LEVEL", "LOG_FORMAT", "RUN_MODE", "LANGUAGE_CODE", "CONN_MAX_AGE",
+             "CELERY_TASK_TIME_LIMIT", "CELERY_BROKER_CONNECTION_TIMEOUT",
+             "LOG_LEVEL", "LOG_FORMAT", "RUN_MODE", "LANGUAGE_CODE", "CONN_MAX_AGE",
              "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS"}
 
 
