@@ -150,8 +150,14 @@ class OrchestratorOperation(models.Model):
         RESUME = "resume", _("Cooling over")
         MIGRATION = "migration", _("Binding migration")
         CANCEL = "cancel", _("Line cancellation")
+        MANUAL_PROVISION = "manual_provision", _("Lines bought by hand")
+        OWN_NUMBER = "own_number", _("Own number added")
+
+    #: The purchases the daily budget counts (the orchestrator's and the operators').
+    PURCHASES = (Kind.AUTO_PROVISION, Kind.MANUAL_PROVISION)
 
     kind = models.CharField(_("operation"), max_length=30, choices=Kind.choices)
+    actor = models.CharField(_("by"), max_length=150, blank=True, help_text=_("Who asked: an operator, an API key."))
     chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
     target_chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True,
                                     related_name="+")

@@ -258,7 +258,7 @@ def promote_ready_to_active(config: PoolConfiguration, now: datetime) -> int:
 
 def bought_today(now: datetime) -> int:
     day_start = hours.day_start(now)
-    return OrchestratorOperation.objects.filter(kind=Op.AUTO_PROVISION, success=True,
+    return OrchestratorOperation.objects.filter(kind__in=OrchestratorOperation.PURCHASES, success=True,
                                                 created_at__gte=day_start).count()
 
 

@@ -30,8 +30,8 @@ def instance_name_for(chip: Chip) -> str:
     return f"chipfarm-{chip.pk}"
 
 
-def chips_start_provisioning(*, count: int, area_code: str, reason: str, kind: str = Op.AUTO_PROVISION
-                             ) -> list[Chip]:
+def chips_start_provisioning(*, count: int, area_code: str, reason: str, kind: str = Op.AUTO_PROVISION,
+                             actor: str = "") -> list[Chip]:
     """Create `count` chips in provisioning and queue their purchase after commit."""
     from chipfarm.tasks import provision_chip
 
@@ -39,7 +39,7 @@ def chips_start_provisioning(*, count: int, area_code: str, reason: str, kind: s
     with transaction.atomic():
         for _ in range(count):
             chip = Chip.objects.create(area_code=area_code)
-            OrchestratorOperation.objects.create(kind=kind, chip=chip, reason=reason,
+            OrchestratorOperation.objects.create(kind=kind, chip=chip, reason=reason, actor=actor[:150],
                                                  metadata={"area_code": area_code})
             provision_chip.delay_on_commit(chip.pk)
             chips.append(chip)

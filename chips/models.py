@@ -165,7 +165,15 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         protected=True,
         db_index=True,
     )
+    class Source(models.TextChoices):
+        SALVY = "salvy", _("Bought from Salvy")
+        OWN = "own", _("Owned by the company")
+
     phone = models.CharField(_("phone (E.164)"), max_length=16, null=True, blank=True)
+    source = models.CharField(_("source"), max_length=8, choices=Source.choices, default=Source.SALVY)
+    declared_warm = models.BooleanField(
+        _("declared warm"), default=False,
+        help_text=_("An aged number the operator declared warm: its warming starts at a later phase."))
     provider_line_id = models.CharField(_("Salvy line id"), max_length=64, null=True, blank=True)
     area_code = models.CharField(_("area code (DDD)"), max_length=2, db_index=True)
     instance_name = models.CharField(_("Evolution instance"), max_length=64, null=True, blank=True)
@@ -259,7 +267,8 @@ class Chip(ConcurrentTransitionMixin, models.Model):
     # --- guards: side-effect-free predicates; the shared rules are the QuerySet's filters ---------------
 
     def _can_provision(self) -> bool:
-        return bool(self.provider_line_id and self.phone and self.instance_name)
+        """A number and its session; a line bought from Salvy unless the company owns the number."""
+        return bool(self.phone and self.instance_name and (self.provider_line_id or self.source == self.Source.OWN))
 
     def _can_promote_to_ready(self) -> bool:
         return self._holds(_ready_q(policy.current(), policy.now()))
@@ -297,6 +306,17 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         self.activated_at = now
         self.warming_started_at = now
         self.warming_phase = WarmingPhase.first()
+        self.is_connected = True
+        self.connection_changed_at = now
+
+    @transition(status, source=Status.PENDING, target=Status.WARMING, custom=INTERNAL)
+    def linked(self, phase: str | None = None, started_at: datetime | None = None) -> None:
+        """A number the company owns was linked by QR or pairing code: warming starts (an aged number declared
+        warm starts at a later `phase`, its ramp dated back to `started_at`)."""
+        now = policy.now()
+        self.warming_started_at = started_at or now
+        self.activated_at = self.warming_started_at
+        self.warming_phase = phase or WarmingPhase.first()
         self.is_connected = True
         self.connection_changed_at = now
 

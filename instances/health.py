@@ -192,8 +192,16 @@ def _write_changes(changed: list[Instance], opened: list[Instance], closed: list
                 closing_by_us_at=None, qr_code="", qr_image="", updated_at=now)
             Chip.objects.filter(pk__in=[i.chip_id for i in opened], is_connected=False).update(
                 is_connected=True, connection_changed_at=now, updated_at=now)
-            InstanceLink.objects.filter(instance__in=[i.pk for i in opened], ended_at__isnull=True).update(
-                ended_at=now, end_reason=InstanceLink.End.LINKED, updated_at=now)
+            linked = set(InstanceLink.objects.filter(instance__in=[i.pk for i in opened], ended_at__isnull=True)
+                         .values_list("instance_id", flat=True))
+            if linked:  # rare: a link was open when the session opened (its webhook was lost)
+                InstanceLink.objects.filter(instance__in=linked, ended_at__isnull=True).update(
+                    ended_at=now, end_reason=InstanceLink.End.LINKED, updated_at=now)
+                from instances.linking import link_completed
+
+                for inst in opened:
+                    if inst.pk in linked:
+                        link_completed(inst, now)
         if closed:
             Chip.objects.filter(pk__in=closed, is_connected=True).update(
                 is_connected=False, connection_changed_at=now, updated_at=now)

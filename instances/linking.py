@@ -165,3 +165,49 @@ def link_current(*, token: str, now: datetime | None = None) -> LinkCode:
                     pairing_code=(instance.pairing_code or None) if live else None,
                     expires_at=instance.qr_updated_at + Instance.QR_TTL if live else None,
                     state=instance.state)
+
+
+class NothingToLink(DomainError):
+    status_code = 409
+    code = "nothing_to_link"
+
+
+def chip_link(*, chip: Chip, requested_by: str, now: datetime | None = None) -> InstanceLink:
+    """Start linking (or re-linking) a chip from the admin or the API: its own number waiting in `pending`, or a
+    session that cannot come back by itself (logged out, gone, refused, closed). Refused (409) for a chip whose
+    session is open, for an activation in progress (the activator has its own link) and for a retired chip."""
+    instance = Instance.objects.select_related("chip", "server").filter(chip=chip).first()
+    if instance is None or chip.status in (Chip.Status.RETIRED, Chip.Status.BANNED, Chip.Status.PROVISIONING):
+        raise NothingToLink(_("Chip %(chip)s has no session that can be linked.") % {"chip": chip})
+    if chip.status == Chip.Status.ACTIVATING:
+        raise NothingToLink(_("Chip %(chip)s is being activated; its activation has a link of its own.")
+                            % {"chip": chip})
+    if instance.state == S.OPEN and chip.is_connected:
+        raise NothingToLink(_("Chip %(chip)s is linked already.") % {"chip": chip})
+    purpose = (InstanceLink.Purpose.OWN_NUMBER if chip.status == Chip.Status.PENDING
+               else InstanceLink.Purpose.RELINK)
+    return link_start(instance=instance, purpose=purpose, requested_by=requested_by, now=now,
+                      valid_for=timedelta(minutes=settings.LINK_VALID_MINUTES))
+
+
+def link_completed(instance: Instance, now: datetime) -> None:
+    """The session opened while a link was open: the chip goes on where its lifecycle says — a number the
+    company owns starts warming (later for one declared warm), a degraded chip rewarms. Others just route again."""
+    from chips.services import Actor, chip_transition
+
+    chip = Chip.objects.get(pk=instance.chip_id)
+    actor = Actor.system("link")
+    try:
+        if chip.status == Chip.Status.PENDING and chip.source == Chip.Source.OWN:
+            params = {}
+            if chip.declared_warm:
+                params = {"phase": settings.WARM_NUMBER_PHASE,
+                          "started_at": now - timedelta(days=settings.WARM_NUMBER_DAYS)}
+            chip_transition(chip=chip.pk, transition="linked", actor=actor, params=params,
+                            reason=_("linked by QR / pairing code") + (
+                                "; " + _("declared warm: starts at %(phase)s") % {"phase": params["phase"]}
+                                if params else ""))
+        elif chip.status == Chip.Status.DEGRADED:
+            chip_transition(chip=chip.pk, transition="rewarm", actor=actor, reason=_("re-linked"))
+    except DomainError as exc:
+        logger.warning("chip %s: could not go on after its link opened: %s", chip.pk, exc.message)

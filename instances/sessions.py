@@ -53,9 +53,12 @@ def session_opened(instance: Instance, now: datetime) -> None:
         logger.info("instance %s: %s → open", instance.name, instance.state)
         instance.state = S.OPEN
     _set_connected(instance.chip_id, True, now)
-    # Every link to the session is over: it is linked.
-    InstanceLink.objects.filter(instance_id=instance.pk, ended_at__isnull=True).update(
-        ended_at=now, end_reason=InstanceLink.End.LINKED, updated_at=now)
+    # Every link to the session is over: it is linked, and the chip goes on where its lifecycle says.
+    if InstanceLink.objects.filter(instance_id=instance.pk, ended_at__isnull=True).update(
+            ended_at=now, end_reason=InstanceLink.End.LINKED, updated_at=now):
+        from instances.linking import link_completed
+
+        link_completed(instance, now)
 
 
 def session_connecting(instance: Instance, now: datetime) -> None:

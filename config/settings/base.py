@@ -108,6 +108,7 @@ AUTHENTICATION_BACKENDS = [
 ]
 
 # --- Login throttling (django-axes): 5 failures for one username from one address lock that pair 15 minutes ---
+AXES_VERBOSE = False  # no banner line on every command
 AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
@@ -208,6 +209,11 @@ TIMELOCK_HOURS = env.int("TIMELOCK_HOURS", default=24)
 # failing within this many hours (instances.restriction).
 RESTRICTION_MIN_CONTACTS = env.int("RESTRICTION_MIN_CONTACTS", default=2)
 RESTRICTION_WINDOW_HOURS = env.int("RESTRICTION_WINDOW_HOURS", default=6)
+# A link started from the admin or the API (own numbers, re-links) lives this long.
+LINK_VALID_MINUTES = env.int("LINK_VALID_MINUTES", default=15)
+# An own number declared warm (an aged number) starts warming at this phase, its ramp dated this many days back.
+WARM_NUMBER_PHASE = env.str("WARM_NUMBER_PHASE", default="pre_operation")
+WARM_NUMBER_DAYS = env.int("WARM_NUMBER_DAYS", default=12)
 # A pending chip with no WhatsApp code after this long reads its line's inbox at Salvy, then alerts.
 SMS_WAIT_MINUTES = env.int("SMS_WAIT_MINUTES", default=15)
 # Message receipts (webhook dedup) are kept this long, then pruned daily.
