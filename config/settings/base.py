@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_celery_beat",
     "django_fsm",
+    "outbox",
     "chips",
     "instances",
     "activation",
@@ -152,6 +153,16 @@ SLACK_WEBHOOK_URL = env.str("SLACK_WEBHOOK_URL", default="")
 # The "operations" channel; empty: the alerts webhook carries both.
 SLACK_OPERATIONS_WEBHOOK_URL = env.str("SLACK_OPERATIONS_WEBHOOK_URL", default="")
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
+
+# --- Consumer webhooks (outbox) ---
+# Hosts that may receive webhooks even when they resolve to private addresses (a consumer on our own network).
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+# Let webhooks go to private, loopback, link-local and reserved addresses (development; never production).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=DEBUG)
+# How long one delivery attempt waits for the consumer's answer.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+if not 0 < WEBHOOK_TIMEOUT_SECONDS <= 30:
+    raise ImproperlyConfigured("WEBHOOK_TIMEOUT_SECONDS must be more than 0 and at most 30 (the delivery lease)")
 
 # --- Lifecycle and routing policy (defaults; the pool configuration row overrides what it holds) ---
 MAX_MSGS_PER_HOUR = env.int("MAX_MSGS_PER_HOUR", default=20)
