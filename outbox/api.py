@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from outbox import selectors, services
 from outbox.models import Endpoint
@@ -46,7 +46,7 @@ def list_endpoints(request: HttpRequest):
 def create_endpoint(request: HttpRequest, payload: EndpointIn):
     endpoint = services.endpoint_create(url=payload.url, event_types=payload.event_types,
                                         description=payload.description, is_enabled=payload.is_enabled)
-    return 201, endpoint
+    return Status(201, endpoint)
 
 
 # `{endpoint_id}`, not `{int:endpoint_id}`: a malformed id is a JSON 422 from the API, not Django's HTML 404.
@@ -69,7 +69,7 @@ def update_endpoint(request: HttpRequest, endpoint_id: int, payload: EndpointPat
                summary="Delete a consumer endpoint and its deliveries")
 def delete_endpoint(request: HttpRequest, endpoint_id: int):
     services.endpoint_delete(endpoint=endpoint_id)
-    return 204, None
+    return Status(204, None)
 
 
 @router.post("/endpoints/{endpoint_id}/test",
@@ -77,4 +77,4 @@ def delete_endpoint(request: HttpRequest, endpoint_id: int):
              summary="Send a ping event to this endpoint only")
 def test_endpoint(request: HttpRequest, endpoint_id: int):
     delivery = services.endpoint_test(endpoint=endpoint_id)
-    return 202, {"event_id": delivery.event.event_id, "delivery_id": delivery.pk, "status": delivery.status}
+    return Status(202, {"event_id": delivery.event.event_id, "delivery_id": delivery.pk, "status": delivery.status})

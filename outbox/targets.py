@@ -76,10 +76,13 @@ def target_for(url: str, *, resolve: Resolver = socket.getaddrinfo) -> Target:
         return Target(url=str(parsed))
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     try:
-        infos = resolve(parsed.host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError, ValueError):
-        raise TargetRefused(_("The host %(host)s does not resolve.") % {"host": parsed.host}) from None
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        addresses = [str(ipaddress.ip_address(parsed.host))]  # an address literal: nothing to look up
+    except ValueError:
+        try:
+            infos = resolve(parsed.host, port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError, ValueError):
+            raise TargetRefused(_("The host %(host)s does not resolve.") % {"host": parsed.host}) from None
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
     if not addresses:
         raise TargetRefused(_("The host %(host)s does not resolve.") % {"host": parsed.host})
     refused = [a for a in addresses if not is_public(a)]
@@ -89,7 +92,7 @@ def target_for(url: str, *, resolve: Resolver = socket.getaddrinfo) -> Target:
               "add it to WEBHOOK_ALLOWED_HOSTS if it is meant to receive webhooks.")
             % {"host": parsed.host, "address": refused[0]})
     address = addresses[0]
-    if address == parsed.host:  # an address literal: nothing was looked up
+    if address == parsed.host:  # an address literal: the URL already names it
         return Target(url=str(parsed))
     host_header = parsed.raw_host.decode("ascii") + (f":{parsed.port}" if parsed.port else "")
     extensions = {"sni_hostname": parsed.raw_host.decode("ascii")} if parsed.scheme == "https" else {}
