@@ -158,8 +158,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     parser.add_argument("--secret", default=None, help="verify signatures with this whsec_ secret")
+    parser.add_argument("--log-level", default="info", help="uvicorn's (warning: no line per request)")
     args = parser.parse_args(argv)
-    uvicorn.run(FakeConsumer(secret=args.secret).app, host=args.host, port=args.port, log_level="info")
+    uvicorn.run(FakeConsumer(secret=args.secret).app, host=args.host, port=args.port, log_level=args.log_level)
 
 
 if __name__ == "__main__":

@@ -145,17 +145,17 @@ def test_an_unreachable_consumer_is_a_failed_attempt():
 def test_a_leased_row_is_not_sent_twice(consumer, endpoint):
     event = services.event_emit(type="ping", data={})
     row = Delivery.objects.get(event=event)
-    claimed = delivery._claim()
-    assert claimed is not None and claimed[0].pk == row.pk
+    rows, lease_until = delivery._claim()
+    assert [r.pk for r in rows] == [row.pk]
     assert delivery.deliveries_sweep() == {}  # leased to the first claimer
     assert delivery.delivery_attempt(delivery_id=row.pk) is None
-    with time_machine.travel(claimed[1] + timedelta(seconds=1)):  # its sender died: after the lease, sent again
+    with time_machine.travel(lease_until + timedelta(seconds=1)):  # its sender died: after the lease, sent again
         assert delivery.deliveries_sweep() == {"delivered": 1}
 
 
 def test_a_replay_while_in_flight_keeps_the_replay(consumer, endpoint):
     event = services.event_emit(type="ping", data={})
-    row, lease = delivery._claim()
+    [row], lease = delivery._claim()
     services.delivery_replay(delivery=row.pk)  # the operator replays while the first attempt is in flight
     delivery._attempt(row, lease, delivery._client())
     row.refresh_from_db()
@@ -166,7 +166,7 @@ def test_a_replay_while_in_flight_keeps_the_replay(consumer, endpoint):
 
 def test_an_endpoint_deleted_during_an_attempt_records_nothing(consumer, endpoint):
     services.event_emit(type="ping", data={})
-    row, lease = delivery._claim()
+    [row], lease = delivery._claim()
     services.endpoint_delete(endpoint=endpoint.pk)
     assert delivery._attempt(row, lease, delivery._client()) is None
     assert not DeliveryAttempt.objects.exists()
