@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -110,7 +111,7 @@ def _release(rows: list[Delivery], lease_until: datetime) -> None:
         next_attempt_at=timezone.now())
 
 
-def _send(delivery: Delivery, client: ConsumerClient) -> Outcome:
+def _send(delivery: Delivery, clients: Clients) -> Outcome:
     """One signed POST, checked against SSRF first (DNS may have changed since the endpoint was saved)."""
     started = time.perf_counter()
 
@@ -125,6 +126,7 @@ def _send(delivery: Delivery, client: ConsumerClient) -> Outcome:
     headers = signature_headers(secret=delivery.endpoint.secret, event_id=delivery.event.event_id, body=body,
                                 at=timezone.now())
     try:
+        client = clients.for_url(delivery.endpoint.url)
         response = client.post_event(url=target.url, body=body.encode(), headers={**target.headers, **headers},
                                      extensions=target.extensions or None)
     except ConsumerError as exc:
@@ -219,15 +221,15 @@ def _log(delivery: Delivery, outcome: Outcome) -> None:
                 delivery.endpoint_id, outcome.status_code or outcome.error, outcome.duration_ms)
 
 
-def _attempt(delivery: Delivery, lease_until: datetime, client: ConsumerClient) -> DeliveryAttempt | None:
+def _attempt(delivery: Delivery, lease_until: datetime, clients: Clients) -> DeliveryAttempt | None:
     """Send one claimed row and record it."""
-    outcome = _send(delivery, client)
+    outcome = _send(delivery, clients)
     _log(delivery, outcome)
     attempts = _record([(delivery, outcome)], lease_until)
     return attempts[0] if attempts else None
 
 
-def _deliver_claimed(rows: list[Delivery], lease_until: datetime, client: ConsumerClient,
+def _deliver_claimed(rows: list[Delivery], lease_until: datetime, clients: Clients,
                      deadline: float) -> list[DeliveryAttempt]:
     """Send claimed rows one after the other, recording them together (at least every RECORD_EVERY seconds)."""
     attempts: list[DeliveryAttempt] = []
@@ -240,7 +242,7 @@ def _deliver_claimed(rows: list[Delivery], lease_until: datetime, client: Consum
             break
         if row.endpoint_id in stopped:
             continue  # its endpoint is being disabled, which fails this row: nothing more is sent there
-        outcome = _send(row, client)
+        outcome = _send(row, clients)
         _log(row, outcome)
         results.append((row, outcome))
         if outcome.is_gone or (not outcome.is_success and row.attempts + 1 >= MAX_ATTEMPTS):
@@ -251,8 +253,33 @@ def _deliver_claimed(rows: list[Delivery], lease_until: datetime, client: Consum
     return attempts + _record(results, lease_until)
 
 
-def _client() -> ConsumerClient:
-    return ConsumerClient(timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
+class Clients:
+    """One HTTP client per consumer host for the length of a sweep: connections are kept alive between the
+    webhooks to one consumer, and a TLS connection opened for one name (SNI) is never reused for another name
+    that happens to resolve to the same address (the requests go to checked addresses, not names)."""
+
+    def __init__(self, *, client: ConsumerClient | None = None) -> None:
+        self._fixed = client
+        self._by_host: dict[str, ConsumerClient] = {}
+
+    def for_url(self, url: str) -> ConsumerClient:
+        if self._fixed is not None:
+            return self._fixed
+        host = urlsplit(url).netloc.lower()
+        if host not in self._by_host:
+            self._by_host[host] = ConsumerClient(timeout=settings.WEBHOOK_TIMEOUT_SECONDS)
+        return self._by_host[host]
+
+    def close(self) -> None:
+        for client in self._by_host.values():
+            client.close()
+        self._by_host.clear()
+
+    def __enter__(self) -> Clients:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def delivery_attempt(*, delivery_id: int, client: ConsumerClient | None = None) -> DeliveryAttempt | None:
@@ -260,10 +287,8 @@ def delivery_attempt(*, delivery_id: int, client: ConsumerClient | None = None) 
     rows, lease_until = _claim(delivery_ids=[delivery_id], batch=1)
     if not rows:
         return None
-    if client is not None:
-        return _attempt(rows[0], lease_until, client)
-    with _client() as own:
-        return _attempt(rows[0], lease_until, own)
+    with Clients(client=client) as clients:
+        return _attempt(rows[0], lease_until, clients)
 
 
 def deliveries_sweep(*, delivery_ids: list[int] | None = None, limit: int | None = None,
@@ -273,17 +298,12 @@ def deliveries_sweep(*, delivery_ids: list[int] | None = None, limit: int | None
     time budget is spent. Safe to run in many workers at once. Returns counts by outcome."""
     counts: Counter[str] = Counter()
     deadline = time.monotonic() + budget_seconds
-    own = client is None
-    client = client or _client()
-    try:
+    with Clients(client=client) as clients:
         while time.monotonic() < deadline and (limit is None or counts.total() < limit):
             batch = CLAIM_BATCH if limit is None else max(1, min(CLAIM_BATCH, limit - counts.total()))
             rows, lease_until = _claim(delivery_ids=delivery_ids, batch=batch)
             if not rows:
                 break
-            for attempt in _deliver_claimed(rows, lease_until, client, deadline):
+            for attempt in _deliver_claimed(rows, lease_until, clients, deadline):
                 counts["delivered" if attempt.is_success else "failed"] += 1
-    finally:
-        if own:
-            client.close()
     return dict(counts)

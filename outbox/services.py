@@ -51,7 +51,7 @@ def register_alert_hook(fn: AlertHook) -> None:
         _alert_hooks.append(fn)
 
 
-def alert_raise(*, kind: str, severity: str, message: str, dedup_key: str) -> None:
+def _raise_alert(*, kind: str, severity: str, message: str, dedup_key: str) -> None:
     """Hand an alert to the registered hooks, each in a savepoint: a failing hook never undoes the caller."""
     if not _alert_hooks:
         logger.warning("outbox alert with no hook registered: [%s] %s: %s", severity, kind, message)
@@ -206,7 +206,7 @@ def endpoint_disable(*, endpoint: Endpoint | int, reason: str, alert_severity: s
             updated_at=now)
         logger.warning("webhook endpoint %s disabled (%s); %d pending deliveries failed", row.pk, reason, failed)
         if alert_severity:
-            alert_raise(kind="webhook_endpoint_disabled", severity=alert_severity,
+            _raise_alert(kind="webhook_endpoint_disabled", severity=alert_severity,
                         message=_("Webhook endpoint %(url)s was disabled: %(reason)s") % {"url": row.url,
                                                                                          "reason": reason},
                         dedup_key=f"outbox:endpoint_disabled:{row.pk}")

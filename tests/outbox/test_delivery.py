@@ -157,7 +157,8 @@ def test_a_replay_while_in_flight_keeps_the_replay(consumer, endpoint):
     event = services.event_emit(type="ping", data={})
     [row], lease = delivery._claim()
     services.delivery_replay(delivery=row.pk)  # the operator replays while the first attempt is in flight
-    delivery._attempt(row, lease, delivery._client())
+    with delivery.Clients() as clients:
+        delivery._attempt(row, lease, clients)
     row.refresh_from_db()
     assert row.status == Delivery.Status.PENDING and row.attempts == 0  # the replay's, not the old claim's
     assert delivery.deliveries_sweep() == {"delivered": 1}
@@ -168,8 +169,17 @@ def test_an_endpoint_deleted_during_an_attempt_records_nothing(consumer, endpoin
     services.event_emit(type="ping", data={})
     [row], lease = delivery._claim()
     services.endpoint_delete(endpoint=endpoint.pk)
-    assert delivery._attempt(row, lease, delivery._client()) is None
+    with delivery.Clients() as clients:
+        assert delivery._attempt(row, lease, clients) is None
     assert not DeliveryAttempt.objects.exists()
+
+
+def test_one_http_client_per_consumer_host():
+    with delivery.Clients() as clients:
+        a = clients.for_url("https://consumer.example/hooks/a")
+        assert clients.for_url("https://Consumer.example/hooks/b") is a  # kept alive between its webhooks
+        assert clients.for_url("https://other.example/hooks") is not a  # never another name's TLS connection
+        assert clients.for_url("https://consumer.example:8443/hooks") is not a
 
 
 def test_tasks_delegate_to_the_sweep(consumer, endpoint):
