@@ -91,11 +91,18 @@ class HttpClient:
 
     def exchange(self, method: str, path: str, *, operation: str, json: Any = None,
                  params: dict[str, Any] | None = None, read_timeout: float | None = None,
-                 **context: Any) -> httpx.Response:
-        """One HTTP request: the response when it is a success, else the client's error (raised)."""
+                 content: bytes | None = None, headers: dict[str, str] | None = None,
+                 extensions: dict[str, Any] | None = None, **context: Any) -> httpx.Response:
+        """One HTTP request: the response when it is a success, else the client's error (raised).
+
+        `content` sends exact bytes (a signed body must go out as it was signed, not re-serialised);
+        `headers` are added to the client's own for this request; `extensions` go to httpx as they are
+        (e.g. ``sni_hostname`` when the URL names an address that was resolved beforehand).
+        """
         read = self.timeout if read_timeout is None else float(read_timeout)
         try:
-            response = self._http.request(method, path, json=json, params=params, timeout=timeout_for(read))
+            response = self._http.request(method, path, json=json, params=params, content=content,
+                                          headers=headers, extensions=extensions, timeout=timeout_for(read))
         except httpx.TimeoutException as exc:
             raise self.transport_error("timeout", exc, operation=operation, read=read, **context) from exc
         except httpx.HTTPError as exc:

@@ -13,6 +13,7 @@ from chips.api import router as chips_router
 from common.exceptions import DomainError
 from config.auth import ApiKeyAuth
 from instances.api import router as instances_router
+from outbox.api import router as outbox_router
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ api = NinjaAPI(
 api.add_router("/v1/chips", chips_router)
 api.add_router("/v1", instances_router)
 api.add_router("/v1", pool_router)
+api.add_router("/v1", outbox_router)
 
 # Last, so it only sees what no operation matched: an unknown path under /api/ is a JSON 404 like every other
 # error, not Django's HTML page (a chip id with an encoded "/" in it lands here too).

@@ -20,6 +20,8 @@ app.conf.beat_schedule = {
     "orchestrator-cycle": {"task": "chipfarm.run_cycle", "schedule": 60.0},
     "check-instances": {"task": "instances.check_instances", "schedule": 60.0},
     "deliver-notifications": {"task": "chips.deliver_notifications", "schedule": 30.0},
+    # Webhook retries come due here; a tick no worker took within 30 s is dropped (the next one covers it).
+    "sweep-webhook-deliveries": {"task": "outbox.sweep", "schedule": 15.0, "options": {"expires": 30}},
     "sweep-stuck-provisioning": {"task": "chipfarm.sweep_provisioning", "schedule": 300.0},
     "reset-usage-counters": {"task": "instances.reset_counters", "schedule": crontab(minute=1)},
     "warmer-plan-day": {"task": "warmer.plan_day", "schedule": 1800.0},

@@ -35,6 +35,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_fsm",
     "axes",
+    "outbox",
     "chips",
     "instances",
     "activation",
@@ -191,6 +192,16 @@ SLACK_OPERATIONS_WEBHOOK_URL = env.str("SLACK_OPERATIONS_WEBHOOK_URL", default="
 # /webhooks/slack/commands. Empty: that endpoint answers 503 and no Slack command runs.
 SLACK_SIGNING_SECRET = env.str("SLACK_SIGNING_SECRET", default="")
 HTTP_TIMEOUT_SECONDS = env.float("HTTP_TIMEOUT_SECONDS", default=10.0)
+
+# --- Consumer webhooks (outbox) ---
+# Hosts that may receive webhooks even when they resolve to private addresses (a consumer on our own network).
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+# Let webhooks go to private, loopback, link-local and reserved addresses (development; never production).
+WEBHOOK_ALLOW_PRIVATE_TARGETS = env.bool("WEBHOOK_ALLOW_PRIVATE_TARGETS", default=DEBUG)
+# How long one delivery attempt waits for the consumer's answer.
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+if not 0 < WEBHOOK_TIMEOUT_SECONDS <= 30:
+    raise ImproperlyConfigured("WEBHOOK_TIMEOUT_SECONDS must be more than 0 and at most 30 (the delivery lease)")
 
 # --- Lifecycle and routing policy (defaults; the pool configuration row overrides what it holds) ---
 MAX_MSGS_PER_HOUR = env.int("MAX_MSGS_PER_HOUR", default=20)

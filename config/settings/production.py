@@ -16,6 +16,8 @@ SECURE_HSTS_PRELOAD = True
 SESSION_COOKIE_SECURE = True
 CSRF_COOKIE_SECURE = True
 SECURE_REDIRECT_EXEMPT = [r"^health", r"^metrics"]
+# Webhooks never go to private addresses; a consumer inside our network is named in WEBHOOK_ALLOWED_HOSTS.
+WEBHOOK_ALLOW_PRIVATE_TARGETS = False
 
 # One JSON object per line for the log collector, unless LOG_FORMAT=plain says otherwise.
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")

@@ -10,5 +10,7 @@ CACHES["default"]["KEY_PREFIX"] = "chipfarm-test"
 CELERY_BROKER_URL = env.str("TEST_REDIS_URL", default="redis://127.0.0.1:6379/14")
 CELERY_RESULT_BACKEND = CELERY_BROKER_URL
 LANGUAGE_CODE = "en"
+# The test consumers listen on loopback.
+WEBHOOK_ALLOW_PRIVATE_TARGETS = True
 # Static files are not collected for tests; whitenoise would warn on every request.
 MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]  # noqa: F405

@@ -47,6 +47,7 @@ from chips.models import Chip
 from chips.services import OPERATOR_TRANSITIONS
 from instances.models import ChipCapacity
 from instances.services import instance_register, sending_pause
+from outbox.services import endpoint_create
 from tests.factories import chip_in_state
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.django_db]
@@ -65,6 +66,7 @@ ROUTING_OPERATIONS = {"POST /api/v1/route", "POST /api/v1/messages"}
 
 TRANSITION_NAMES = st.sampled_from(sorted(OPERATOR_TRANSITIONS))
 # Brazilian mobile numbers in the shapes people type them; few enough that contacts repeat and bindings stick.
+CONSUMER_URLS = st.builds("http://127.0.0.1:{}/{}".format, st.integers(1, 65535), st.text("abc/-_", max_size=20))
 PHONES = st.builds(lambda ddd, n, fmt: fmt.format(ddd=ddd, a=n // 10000, b=n % 10000),
                    st.sampled_from(["11", "21", "31"]), st.integers(88887700, 88887740),
                    st.sampled_from(["+55{ddd}9{a}{b:04d}", "({ddd}) 9{a}-{b:04d}", "{ddd}9{a}{b:04d}"]))
@@ -120,16 +122,27 @@ def _is_str(value, max_length: int) -> bool:
     return isinstance(value, str) and 1 <= len(value) <= max_length
 
 
-def _steer_to_seeded_data(schema, chip_ids: list[int]) -> None:
-    """Many chip ids, transition names and contacts drawn are real ones, so the happy paths run too."""
+def _seed_endpoints() -> dict[str, list[int]]:
+    """Consumer endpoints on loopback (the test settings allow it): some for DELETE to remove, the others for every
+    other operation. Nothing is delivered (no commit, no sweep)."""
+    ids = [endpoint_create(url=f"http://127.0.0.1:9/hooks/{n}").pk for n in range(6)]
+    return {"delete": ids[:3], "other": ids[3:]}
+
+
+def _steer_to_seeded_data(schema, chip_ids: list[int], endpoint_ids: dict[str, list[int]]) -> None:
+    """Many chip and endpoint ids, transition names, contacts and URLs drawn are real ones, so the happy paths
+    run too."""
 
     @schema.hook
     def flatmap_path_parameters(context, path_parameters):
-        chip_id = (path_parameters or {}).get("chip_id")
-        if not isinstance(chip_id, int) or isinstance(chip_id, bool):
-            return st.just(path_parameters)
-        return st.one_of(st.just(path_parameters),
-                         st.sampled_from(chip_ids).map(lambda pk: {**path_parameters, "chip_id": pk}))
+        method = context.operation.method.lower() if context.operation else ""
+        seeded = {"chip_id": chip_ids, "endpoint_id": endpoint_ids["delete" if method == "delete" else "other"]}
+        for name, ids in seeded.items():
+            value = (path_parameters or {}).get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return st.one_of(st.just(path_parameters),
+                                 st.sampled_from(ids).map(lambda pk, name=name: {**path_parameters, name: pk}))
+        return st.just(path_parameters)
 
     @schema.hook
     def flatmap_body(context, body):
@@ -140,17 +153,19 @@ def _steer_to_seeded_data(schema, chip_ids: list[int]) -> None:
         if _is_str(body.get("contact"), 40):
             # Most drawn contacts are real numbers: every other field of a send must be valid too to get through.
             return st.one_of(PHONES.map(lambda phone: {**body, "contact": phone}), st.just(body))
+        if _is_str(body.get("url"), 2000):
+            return st.one_of(st.just(body), CONSUMER_URLS.map(lambda url: {**body, "url": url}))
         return st.just(body)
 
 
 class Fuzzer:
-    def __init__(self, raw_key: str, chip_ids: list[int]) -> None:
+    def __init__(self, raw_key: str, chip_ids: list[int], endpoint_ids: dict[str, list[int]]) -> None:
         config = schemathesis.Config(seed=SEED)
         self.schema = schemathesis.openapi.from_wsgi("/api/openapi.json", WSGIHandler(), config=config)
         self.project = self.schema.config
         self.project.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE],
                                        max_examples=MAX_EXAMPLES, deterministic=True, database="none")
-        _steer_to_seeded_data(self.schema, chip_ids)
+        _steer_to_seeded_data(self.schema, chip_ids, endpoint_ids)
         self.operations = [result.ok() for result in self.schema.get_all_operations()]
         self.headers = {"X-API-Key": raw_key}
         self.cases: Counter[str] = Counter()
@@ -202,7 +217,7 @@ def test_openapi_fuzz(fake_evolution, settings, keep_test_connection, restore_gl
     settings.MAX_CHIPS_ACTIVE = 1000
     _key, raw_key = ApiKey.issue(name="fuzz")
     with time_machine.travel(BUSINESS_TIME, tick=True):
-        fuzzer = Fuzzer(raw_key, _seed_pool(fake_evolution))
+        fuzzer = Fuzzer(raw_key, _seed_pool(fake_evolution), _seed_endpoints())
         for operation in fuzzer.operations:
             fuzzer.fuzz(operation)
         # Paused, a valid request is refused with a documented 503: valid requests only, so most get that far.
@@ -222,3 +237,6 @@ def test_openapi_fuzz(fake_evolution, settings, keep_test_connection, restore_gl
     # The happy paths and the documented refusals were reached, not only the validation errors.
     assert {200, 503} <= set(fuzzer.statuses["POST /api/v1/route"]), report
     assert {201, 502, 503} <= set(fuzzer.statuses["POST /api/v1/messages"]), report
+    assert 201 in fuzzer.statuses["POST /api/v1/endpoints"], report
+    assert 200 in fuzzer.statuses["PATCH /api/v1/endpoints/{endpoint_id}"], report
+    assert 202 in fuzzer.statuses["POST /api/v1/endpoints/{endpoint_id}/test"], report
