@@ -13,7 +13,7 @@ from chips.models import Chip, ChipTransition, WarmingPhase
 from instances import hours
 from tests.warmer.conftest import Network
 from warmer.models import ChipDailyMetrics, PhasePlan, WarmingAction, WarmingDay
-from warmer.services import trust_recompute, warming_dispatch, warming_plan_day
+from warmer.services import phase_plans, trust_recompute, warming_dispatch, warming_plan_day
 from warmer.tasks import recompute_trust
 
 START = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)  # Monday 08:00 in São Paulo
@@ -22,7 +22,8 @@ STEP = timedelta(minutes=30)
 
 def _configure_pool() -> None:
     # A quarter of the default volumes keeps 21 simulated days quick; the ramp's shape is unchanged.
-    for plan in PhasePlan.objects.all():
+    # phase_plans(): a transactional test before this one may have flushed the seeded rows.
+    for plan in phase_plans():
         plan.messages_per_day = max(4, plan.messages_per_day // 4)
         plan.save()
     config = PoolConfiguration.defaults()
