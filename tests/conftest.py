@@ -125,3 +125,8 @@ def fake_slack(_slack_server, settings):
     settings.SLACK_WEBHOOK_URL = f"{server.url}/alerts"
     settings.SLACK_OPERATIONS_WEBHOOK_URL = f"{server.url}/operations"
     return fake
+
+
+# The gateway's world (chips with real instances on the fake Evolution, webhooks relayed into the app) and
+# business-hours time, for every test package.
+from tests.instances.conftest import _sink_server, business_hours, world  # noqa: E402, F401
