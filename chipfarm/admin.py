@@ -8,7 +8,9 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
+from chipfarm.chip_admin import LinkingAdminMixin
 from chipfarm.dashboard import dashboard_context
 from chipfarm.models import (
     ApiKey,
@@ -27,11 +29,12 @@ from warmer.admin import DailyMetricsInline
 
 
 @admin.register(Chip)
-class PoolChipAdmin(ChipAdmin):
+class PoolChipAdmin(LinkingAdminMixin, ChipAdmin):
     """The chip page, composed here: chips' own admin with the inlines of the apps above it (DESIGN §11), so no
-    app changes another app's admin class."""
+    app changes another app's admin class; plus adding own numbers, linking, and the pipeline's retry/cancel."""
 
     inlines = [*ChipAdmin.inlines, InstanceInline, ChipCapacityInline, DailyMetricsInline]
+    actions = [*ChipAdmin.actions, "retry_pipeline", "cancel_pipeline"]
 
 
 @admin.register(ApiKey)
@@ -110,13 +113,34 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
         elif action == "resume":
             sending_resume(by=who)
             self.message_user(request, _("Sending resumed."), messages.SUCCESS)
+        elif action == "buy_lines":
+            self._buy_lines(request)
         else:
             self.message_user(request, _("Unknown action."), messages.ERROR)
 
 
+    def _buy_lines(self, request: HttpRequest) -> None:
+        from chipfarm.numbers import lines_buy
+        from chips.services import Actor
+        from common.exceptions import DomainError
+
+        try:
+            count = int(request.POST.get("count") or 0)
+        except ValueError:
+            count = 0
+        try:
+            chips = lines_buy(count=count, area_code=(request.POST.get("area_code") or "").strip() or None,
+                              actor=Actor.user(request.user))
+        except DomainError as exc:
+            self.message_user(request, exc.message, messages.ERROR)
+            return
+        self.message_user(request, ngettext("%(n)d line is being bought.", "%(n)d lines are being bought.",
+                                            len(chips)) % {"n": len(chips)}, messages.SUCCESS)
+
+
 @admin.register(OrchestratorOperation)
 class OrchestratorOperationAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "kind", "chip", "target_chip", "reason", "success", "error"]
+    list_display = ["created_at", "kind", "actor", "chip", "target_chip", "reason", "success", "error"]
     list_filter = ["kind", "success"]
     list_select_related = ["chip", "target_chip"]
     search_fields = ["reason", "error", "chip__phone", "target_chip__phone"]

@@ -6,7 +6,8 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
-from chipfarm.models import OrchestratorOperation, PoolSnapshot
+from chipfarm.models import OrchestratorOperation, PoolConfiguration, PoolSnapshot
+from chipfarm.orchestrator import bought_today
 from chipfarm.pool import pool_status
 from chips.models import Chip, ChipAlert
 from instances.models import RoutingPolicy
@@ -20,7 +21,8 @@ CHART_W, CHART_H = 720, 200
 
 def dashboard_context(*, now: datetime | None = None) -> dict:
     now = now or timezone.now()
-    status = pool_status()
+    config = PoolConfiguration.load()
+    status = pool_status(config=config)
     policy = RoutingPolicy.objects.filter(pk=1).first() or RoutingPolicy()
     alerts = list(ChipAlert.objects.open().select_related("chip").order_by("-last_raised_at")[:15])
     open_alerts = ChipAlert.objects.open().count()
@@ -39,6 +41,8 @@ def dashboard_context(*, now: datetime | None = None) -> dict:
     return {
         "status": status, "rows": rows, "policy": policy, "alerts": alerts, "open_alerts": open_alerts,
         "operations": operations, "chart": chart(now=now),
+        "budget_left": max(0, config.provision_daily_budget - bought_today(now)),
+        "default_area_code": config.default_area_code,
     }
 
 

@@ -8,7 +8,7 @@ from chipfarm.models import OrchestratorOperation, PoolConfiguration
 from chips.models import Chip, ChipTransition
 from instances.health import instances_check
 from instances.models import Instance, InstanceLink
-from instances.routing import route_contact
+from instances.routing import RoutingRefused, route_contact
 
 pytestmark = pytest.mark.django_db
 OWN = "+55 61 98765-4321"
@@ -77,7 +77,7 @@ def test_a_logged_out_chip_is_relinked_and_routes_again_never_before(world, api,
     chip = world.chip()
     world.fake.close(chip.instance_name, 401)
     world.relay()
-    with pytest.raises(Exception):
+    with pytest.raises(RoutingRefused):
         route_contact(contact="+5511988880001")  # unlinked: it takes no traffic
 
     link = api.post(f"/api/v1/chips/{chip.pk}/link").json()

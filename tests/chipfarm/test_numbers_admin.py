@@ -1,0 +1,112 @@
+"""The admin side of numbers by hand (W2 3/7): add an own number, link it live, buy lines, retry or cancel."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.urls import reverse
+from django.utils import timezone
+
+from chipfarm.models import OrchestratorOperation, PoolConfiguration
+from chips.models import Chip
+from tests.factories import chip_in_state
+
+pytestmark = pytest.mark.django_db
+
+
+def test_an_operator_adds_a_number_and_links_it_from_the_admin(world, operator_client):
+    world.fake.auto_qr = True
+    page = operator_client.get(reverse("admin:chips_chip_changelist")).content.decode()
+    assert "Add a number I own" in page
+
+    response = operator_client.post(reverse("admin:chips_chip_add_own"), {"phone": "(61) 98765-4321"})
+    chip = Chip.objects.get(phone="+5561987654321")
+    assert response.status_code == 302 and chip.status == "pending" and chip.source == "own"
+    change = operator_client.get(reverse("admin:chips_chip_change", args=[chip.pk])).content.decode()
+    assert 'id="link-chip"' in change
+
+    started = operator_client.post(reverse("admin:chips_chip_link", args=[chip.pk]))
+    assert started.status_code == 302
+    assert 'id="qr"' in operator_client.get(started["Location"]).content.decode()
+    status = operator_client.get(reverse("admin:chips_chip_link_status", args=[chip.pk])).json()
+    assert status["state"] == "connecting" and status["code"].startswith("2@") and len(status["pairing_code"]) == 8
+    assert operator_client.get(status["qr"])["Content-Type"] == "image/png"
+
+    world.fake.scan(chip.instance_name, status["code"], chip.phone.lstrip("+"))
+    world.relay()
+
+    assert operator_client.get(reverse("admin:chips_chip_link_status", args=[chip.pk])).json()["state"] == "linked"
+    chip.refresh_from_db()
+    assert chip.status == "warming"
+    page = operator_client.get(reverse("admin:chips_chip_change", args=[chip.pk])).content.decode()
+    assert 'id="link-chip"' not in page
+
+
+def test_a_duplicate_number_in_the_admin_form_says_why_and_writes_nothing(world, operator_client):
+    operator_client.post(reverse("admin:chips_chip_add_own"), {"phone": "61987654321"})
+    page = operator_client.post(reverse("admin:chips_chip_add_own"), {"phone": "+55 61 98765-4321"})
+    assert page.status_code == 200 and "already in the pool" in page.content.decode()
+    assert Chip.objects.count() == 1
+
+
+def test_a_viewer_cannot_add_or_link(world, viewer_client):
+    assert viewer_client.get(reverse("admin:chips_chip_add_own")).status_code == 403
+    chip = world.chip()
+    assert viewer_client.post(reverse("admin:chips_chip_link", args=[chip.pk])).status_code == 403
+
+
+def test_lines_are_bought_from_the_dashboard_within_the_budget(operator_client, django_capture_on_commit_callbacks):
+    config = PoolConfiguration.defaults()
+    config.provision_daily_budget = 4
+    config.save()
+    url = reverse("admin:chipfarm_dashboard")
+    assert "4 left in today" in operator_client.get(url).content.decode()
+
+    with django_capture_on_commit_callbacks(execute=False):
+        operator_client.post(url, {"action": "buy_lines", "count": "3", "area_code": "21"})
+    over = operator_client.post(url, {"action": "buy_lines", "count": "2"}, follow=True).content.decode()
+
+    assert Chip.objects.filter(area_code="21").count() == 3 and Chip.objects.count() == 3
+    assert "allows 1 more line" in over
+    assert set(OrchestratorOperation.objects.filter(kind="manual_provision").values_list("actor", flat=True)) == {
+        "operator"}
+
+
+def test_an_operator_retries_or_cancels_a_stuck_pipeline_chip(operator_client, fake_salvy):
+    orphan = chip_in_state(status=Chip.Status.ACTIVATING)
+    stuck = chip_in_state(status=Chip.Status.PENDING)
+    url = reverse("admin:chips_chip_changelist")
+    with time_machine.travel(timezone.now() + timedelta(minutes=5)):
+        operator_client.post(url, {"action": "retry_pipeline", "_selected_action": [orphan.pk]})
+        operator_client.post(url, {"action": "cancel_pipeline", "_selected_action": [stuck.pk]})
+    orphan.refresh_from_db()
+    stuck.refresh_from_db()
+    assert (orphan.status, stuck.status) == ("pending", "retired")
+
+
+@pytest.mark.parametrize("lost", ["logged_out", "vanished"])
+def test_a_chip_that_lost_its_link_is_relinked_from_the_admin_and_routes_again(world, operator_client, lost,
+                                                                               business_hours):
+    from instances.health import instances_check
+    from instances.routing import RoutingRefused, route_contact
+
+    world.fake.auto_qr = True
+    chip = world.chip()
+    if lost == "logged_out":
+        world.fake.close(chip.instance_name, 401)
+        world.relay()
+    else:
+        world.fake.forget(chip.instance_name)
+        instances_check()
+    with pytest.raises(RoutingRefused):
+        route_contact(contact="+5511988880001")
+    assert 'id="link-chip"' in operator_client.get(reverse("admin:chips_chip_change", args=[chip.pk])).content.decode()
+
+    operator_client.post(reverse("admin:chips_chip_link", args=[chip.pk]))
+    status = operator_client.get(reverse("admin:chips_chip_link_status", args=[chip.pk])).json()
+    world.fake.scan(chip.instance_name, status["code"], chip.phone.lstrip("+"))
+    world.relay()
+
+    assert route_contact(contact="+5511988880001").chip_id == chip.pk
