@@ -16,6 +16,7 @@ from django.utils import timezone
 from chips import policy
 from chips.models import Chip, ChipAlert, ChipTransition
 from common.exceptions import InvalidInput, NotFound, TransitionConflict, TransitionNotAllowed
+from outbox.services import event_emit
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +119,10 @@ def chip_transition(
                 actor_kind=actor.kind,
                 actor_id=actor.id[:150],
             )
+            # The business app hears it, in the same transaction as the fact.
+            event_emit(type="chip.status_changed", data={
+                "chip_id": chip.pk, "phone": chip.phone, "source": source, "target": chip.status,
+                "transition": transition, "reason": reason[:500]})
     except django_fsm.ConcurrentTransition:
         current = Chip.objects.filter(pk=chip_id).values_list("status", flat=True).first()
         raise TransitionConflict(
@@ -213,6 +218,9 @@ def alert_raise(
                         chip=chip, kind=kind, severity=severity, message=message,
                         dedup_key=key, action_taken=action_taken,
                     )
+                    event_emit(type="alert.raised", data={
+                        "alert_id": alert.pk, "kind": kind, "severity": severity, "message": message,
+                        "chip_id": chip.pk if chip else None, "action_taken": action_taken})
                 _notify_alert(alert)
                 return alert, True
             except IntegrityError:

@@ -17,6 +17,7 @@ from instances.gateway import Gateway, GatewayError
 from instances.models import GatewayServer, Instance, OutboundMessage, RoutingPolicy
 from instances.routing import route_contact
 from instances.servers import gateway_for, gateway_for_instance, server_place
+from outbox.services import event_emit
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +69,7 @@ def sending_pause(*, reason: str, by: str) -> RoutingPolicy:
         policy.is_paused, policy.paused_reason, policy.paused_by = True, reason[:300], by[:150]
         policy.paused_at = timezone.now()
         policy.save()
+        event_emit(type="pool.paused", data={"reason": policy.paused_reason, "by": policy.paused_by})
     logger.warning("sending paused by %s: %s", by, reason)
     return policy
 
@@ -79,6 +81,7 @@ def sending_resume(*, by: str) -> RoutingPolicy:
         policy.is_paused, policy.paused_reason, policy.paused_by = False, "", by[:150]
         policy.paused_at = timezone.now()
         policy.save()
+        event_emit(type="pool.resumed", data={"by": policy.paused_by})
     logger.warning("sending resumed by %s", by)
     return policy
 
