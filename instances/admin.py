@@ -16,9 +16,12 @@ from instances.caps import Caps, Usage, caps_annotations, caps_in_effect, usage_
 from instances.models import (
     ChipCapacity,
     ContactBinding,
+    ContactSuppression,
     DeliveryEvent,
     GatewayServer,
+    InboundMessage,
     Instance,
+    OptOutRule,
     OutboundMessage,
     RoutingPolicy,
 )
@@ -247,3 +250,96 @@ class GatewayServerAdmin(admin.ModelAdmin):
     @admin.display(description=_("sessions"), ordering="load")
     def load(self, server: GatewayServer) -> int:
         return server.load
+
+
+# --- contacts: what they wrote, who opted out, the operators' opt-out rules (W2 4/7) ------------------------------
+
+@admin.register(InboundMessage)
+class InboundMessageAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "contact", "contact_lid", "chip", "binding", "short_text", "media"]
+    list_filter = ["binding", "media"]
+    list_select_related = ["chip"]
+    search_fields = ["contact", "contact_lid", "gateway_message_id", "text"]
+    raw_id_fields = ["chip"]
+    date_hierarchy = "received_at"
+    show_full_result_count = False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description=_("text"))
+    def short_text(self, message: InboundMessage) -> str:
+        return message.text if len(message.text) <= 80 else message.text[:77] + "…"
+
+
+class SuppressionForm(forms.ModelForm):
+    class Meta:
+        model = ContactSuppression
+        fields = ["contact", "reason"]
+
+    def clean_contact(self) -> str:
+        from instances.phones import normalize_contact
+
+        try:
+            return normalize_contact(self.cleaned_data["contact"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+
+@admin.register(ContactSuppression)
+class ContactSuppressionAdmin(admin.ModelAdmin):
+    """The pool-wide opt-out list: who, why, when, and the message that triggered it. Operators add one by hand
+    and lift one with the action; rows are never edited nor deleted (the history stays)."""
+
+    form = SuppressionForm
+    list_display = ["contact", "is_active", "source", "rule", "reason", "created_by", "created_at", "trigger_text",
+                    "lifted_at", "lifted_by"]
+    list_filter = ["source", ("lifted_at", admin.EmptyFieldListFilter)]
+    search_fields = ["contact", "reason", "rule"]
+    raw_id_fields = ["trigger"]
+    actions = ["lift"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in ContactSuppression._meta.fields] if obj else []
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_model(self, request, obj, form, change) -> None:
+        if change:
+            return
+        from instances.optouts import suppression_add
+
+        row, _created = suppression_add(contact=form.cleaned_data["contact"], source=ContactSuppression.Source.ADMIN,
+                                        by=request.user.get_username(), reason=form.cleaned_data.get("reason", ""))
+        obj.pk = row.pk
+
+    @admin.display(description=_("active"), boolean=True)
+    def is_active(self, row: ContactSuppression) -> bool:
+        return row.lifted_at is None
+
+    @admin.display(description=_("message"))
+    def trigger_text(self, row: ContactSuppression) -> str:
+        return row.trigger.text[:80] if row.trigger_id else ""
+
+    @admin.action(description=_("Lift the opt-out (the contact may be contacted again)"), permissions=["change"])
+    def lift(self, request: HttpRequest, queryset) -> None:
+        from instances.optouts import suppression_lift
+
+        lifted = sum(suppression_lift(contact=c, by=request.user.get_username())
+                     for c in queryset.filter(lifted_at__isnull=True).values_list("contact", flat=True))
+        self.message_user(request, _("%(n)d opt-out(s) lifted.") % {"n": lifted}, messages.SUCCESS)
+
+
+@admin.register(OptOutRule)
+class OptOutRuleAdmin(admin.ModelAdmin):
+    """Keywords and phrases operators add to the opt-out classifier (instances/optout.py)."""
+
+    list_display = ["kind", "text", "is_enabled", "created_by", "created_at"]
+    list_filter = ["kind", "is_enabled"]
+    fields = ["kind", "text", "is_enabled"]
+
+    def save_model(self, request, obj, form, change) -> None:
+        if not change:
+            obj.created_by = request.user.get_username()
+        super().save_model(request, obj, form, change)

@@ -179,30 +179,6 @@ class InstanceLink(models.Model):
 CLOSED_BY_US = timedelta(minutes=15)
 
 
-class ContactIdentity(models.Model):
-    """A WhatsApp LID (``<digits>@lid``) and the phone number it stands for, learned when both appear together.
-
-    A LID is not a phone number: inbound messages that carry only the LID are attributed through this table,
-    never by reading the LID's digits as a number (field notes §5).
-    """
-
-    lid = models.CharField(_("LID"), max_length=32, unique=True)
-    phone = models.CharField(_("phone (E.164)"), max_length=16)
-    first_seen_at = models.DateTimeField(_("first seen at"), default=timezone.now)
-    last_seen_at = models.DateTimeField(_("last seen at"), default=timezone.now)
-
-    class Meta:
-        verbose_name = _("contact identity (LID)")
-        verbose_name_plural = _("contact identities (LID)")
-        indexes = [
-            # "Which LID is this phone?" (a contact's page).
-            models.Index(fields=["phone"], name="contactidentity_phone_idx"),
-        ]
-
-    def __str__(self) -> str:
-        return f"{self.lid}@lid"
-
-
 def default_binding_ttl_days() -> int:
     """The routing policy row's default (a callable: a new row takes the setting in force)."""
     return settings.BINDING_TTL_DAYS
@@ -307,6 +283,7 @@ class ContactBinding(models.Model):
     class Origin(models.TextChoices):
         ROUTED = "routed", _("Routed (new contact)")
         MOVED = "moved", _("Moved from another chip")
+        INBOUND = "inbound", _("The contact wrote first")
 
     contact = models.CharField(_("contact"), max_length=16)
     chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="bindings")
@@ -436,3 +413,13 @@ class WebhookReceipt(models.Model):
 
     def __str__(self) -> str:
         return self.dedup_key
+
+
+# The contacts' side (who wrote, who opted out, LIDs) lives in instances/contacts_models.py; imported here so
+# Django finds them as instances' models.
+from instances.contacts_models import (  # noqa: E402, F401
+    ContactIdentity,
+    ContactSuppression,
+    InboundMessage,
+    OptOutRule,
+)

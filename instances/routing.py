@@ -173,14 +173,17 @@ def _counted(route: Callable[..., RouteDecision]) -> Callable[..., RouteDecision
 
 
 @_counted
-def route_contact(*, contact: str, now: datetime | None = None) -> RouteDecision:
+def route_contact(*, contact: str, kind: str = "follow_up", now: datetime | None = None) -> RouteDecision:
     """Pick the chip for `contact` and reserve one message of its capacity (see module docstring).
 
     Sticky first: the contact's current binding, if its chip is available and has room. Otherwise a new
     chip by the policy's strategy, and the binding is created or moved (recorded on the binding).
-    Raises RoutingRefused with code paused / outside_business_hours / no_capacity.
+    Raises RoutingRefused with code paused / outside_business_hours / no_capacity; ContactOptedOut (409) for a
+    contact who opted out, unless `kind` is a reply; NotAReply (409) for a reply to a contact who did not write
+    within 24 h. Nothing is reserved when it refuses.
     """
     now = now or timezone.now()
+    message_kind_check(contact=contact, kind=kind, now=now)
     policy = ensure_sending_allowed(now)
     for _attempt in range(3):
         try:
@@ -235,6 +238,8 @@ def _route_once(contact: str, now: datetime, policy: RoutingPolicy) -> RouteDeci
     if binding is not None:
         binding.released_at = now
         binding.save(update_fields=["released_at", "updated_at"])
+        if binding.chip_id != chosen.pk:
+            contact_moved_emit(contact=contact, old=binding.chip, new=chosen, reason=move_reason, now=now)
     new = ContactBinding.objects.create(
         contact=contact, chip=chosen, last_used_at=now, expires_at=now + ttl,
         origin=ContactBinding.Origin.ROUTED,
@@ -242,6 +247,38 @@ def _route_once(contact: str, now: datetime, policy: RoutingPolicy) -> RouteDeci
     )
     logger.info("contact bound to chip %s (%s)", chosen.pk, move_reason or "new contact")
     return _decision(chosen, new, "moved" if binding is not None else "new")
+
+
+class NotAReply(DomainError):
+    status_code = 409
+    code = "not_a_reply"
+
+
+MESSAGE_KINDS = ("prospecting", "follow_up", "reply")
+REPLY_WINDOW = timedelta(hours=24)
+
+
+def message_kind_check(*, contact: str, kind: str, now: datetime) -> None:
+    """The contact-side rules of a message's kind: an opted-out contact is only answered, and an answer is one only
+    when the contact wrote within 24 h (WhatsApp's own window for replies)."""
+    from instances.models import InboundMessage
+    from instances.optouts import ensure_not_suppressed
+
+    if kind not in MESSAGE_KINDS:
+        raise DomainError(f"Unknown message kind {kind!r}.", code="invalid_input", status_code=422, field="kind")
+    if kind == "reply" and not InboundMessage.objects.filter(contact=contact,
+                                                             received_at__gte=now - REPLY_WINDOW).exists():
+        raise NotAReply("A reply needs a message from the contact in the last 24 hours.", field="kind")
+    ensure_not_suppressed(contact, kind=kind)
+
+
+def contact_moved_emit(*, contact: str, old: Chip, new: Chip, reason: str, now: datetime) -> None:
+    """`contact.moved`: the contact's number changed, so the app can tell the contact (Twilio's sticky sender)."""
+    from outbox.services import event_emit
+
+    event_emit(type="contact.moved", at=now, data={
+        "contact": contact, "from_chip_id": old.pk, "from_phone": old.phone, "to_chip_id": new.pk,
+        "to_phone": new.phone, "reason": reason})
 
 
 def _decision(chip: Chip, binding: ContactBinding, kind: str) -> RouteDecision:
@@ -260,6 +297,10 @@ def bindings_move(*, from_chip_id: int, to_chip_id: int, reason: str, now: datet
         old = list(ContactBinding.objects.current().select_for_update().filter(chip_id=from_chip_id))
         if not old:
             return 0
+        chips = {c.pk: c for c in Chip.objects.filter(pk__in=[from_chip_id, to_chip_id])}
+        for b in old:
+            contact_moved_emit(contact=b.contact, old=chips[from_chip_id], new=chips[to_chip_id], reason=reason,
+                               now=now)
         ContactBinding.objects.filter(pk__in=[b.pk for b in old]).update(released_at=now, updated_at=now)
         ContactBinding.objects.bulk_create([
             ContactBinding(contact=b.contact, chip_id=to_chip_id, origin=ContactBinding.Origin.MOVED,

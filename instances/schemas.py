@@ -1,4 +1,5 @@
 from datetime import datetime
+from typing import Literal
 
 from ninja import Schema
 from pydantic import Field, field_validator
@@ -16,6 +17,15 @@ class ContactIn(Schema):
         return normalize_contact(value)
 
 
+Kind = Literal["prospecting", "follow_up", "reply"]
+
+
+class RouteIn(ContactIn):
+    kind: Kind = Field("follow_up", description="prospecting: a contact who never wrote to us; follow_up; reply: "
+                                                "the contact wrote within 24 h (the only kind an opted-out contact "
+                                                "gets).")
+
+
 class RouteOut(Schema):
     chip_id: int
     phone: str
@@ -23,7 +33,7 @@ class RouteOut(Schema):
     binding: str
 
 
-class MessageIn(ContactIn):
+class MessageIn(RouteIn):
     text: StorableStr = Field(min_length=1, max_length=4096)
     idempotency_key: StorableStr = Field(min_length=1, max_length=100)
 
@@ -46,6 +56,33 @@ class MessageOut(Schema):
     evolution_message_id: str | None
     error: str
     created_at: datetime
+    sent_at: datetime | None = None
+    delivered_at: datetime | None = None
+    read_at: datetime | None = None
+
+
+class ContactOut(Schema):
+    contact: str
+    chip_id: int | None
+    phone: str | None = Field(description="The number the contact hears from now.")
+    bound_since: datetime | None
+    binding_origin: str | None
+    previous_chip_id: int | None
+    opted_out: bool
+    opted_out_at: datetime | None
+    last_inbound_at: datetime | None
+
+
+class SuppressionIn(ContactIn):
+    reason: StorableStr = Field("", max_length=300)
+
+
+class SuppressionOut(Schema):
+    contact: str
+    opted_out: bool
+    reason: str
+    source: str
+    created_at: datetime
 
 
 class PauseIn(Schema):
@@ -67,3 +104,7 @@ class RefusalOut(Schema):
     code: str
     message: str
     retry_after: int | None = None
+
+
+class MessageQuery(Schema):
+    idempotency_key: StorableStr = Field(min_length=1, max_length=100)

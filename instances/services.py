@@ -98,9 +98,45 @@ class SendOutcome:
     replayed: bool
 
 
-def message_send(*, contact: str, text: str, idempotency_key: str, client: Gateway | None = None
-                 ) -> SendOutcome:
-    """Route, store, then call Evolution's sendText exactly once; a repeated key returns the first result.
+STATUS_NAMES = {"sending": "queued", "sent": "sent", "delivered": "delivered", "read": "read", "failed": "failed"}
+
+
+def message_status_emit(message: OutboundMessage, *, at: datetime | None = None) -> None:
+    """`message.status` for the business app: what became of a message it asked us to send."""
+    event_emit(type="message.status", at=at, data={
+        "message_id": message.pk, "idempotency_key": message.idempotency_key, "contact": message.contact,
+        "chip_id": message.chip_id, "status": STATUS_NAMES.get(message.status, message.status),
+        "reason": message.error or None, "at": at or timezone.now()})
+
+
+def _gateway_send(message: OutboundMessage, *, instance_name: str, gw: Gateway) -> OutboundMessage:
+    """Call sendText once for a stored message and record the answer (never retried: not idempotent)."""
+    try:
+        result = gw.send_text(instance_name, number=message.contact.lstrip("+"), text=message.text)
+    except GatewayError as exc:
+        error = str(exc)
+        if exc.kind == "timeout":
+            error = f"timed out; the message may or may not have been sent (not retried): {exc}"
+        with transaction.atomic():
+            OutboundMessage.objects.filter(pk=message.pk).update(
+                status=OutboundMessage.Status.FAILED, error=error[:500], updated_at=timezone.now())
+            message.refresh_from_db()
+            message_status_emit(message)
+        logger.warning("send failed on chip %s: %s", message.chip_id, exc.kind)
+        send_failure_observed(chip_id=message.chip_id, error=exc)
+    else:
+        with transaction.atomic():
+            OutboundMessage.objects.filter(pk=message.pk).update(
+                status=OutboundMessage.Status.SENT, evolution_message_id=result.message_id, sent_at=timezone.now(),
+                updated_at=timezone.now())
+            message.refresh_from_db()
+            message_status_emit(message)
+    return message
+
+
+def message_send(*, contact: str, text: str, idempotency_key: str, kind: str = "follow_up",
+                 client: Gateway | None = None) -> SendOutcome:
+    """Route, store, then call the gateway's sendText exactly once; a repeated key returns the first result.
 
     The message row (with its reservation) is committed before the HTTP call, so a crash or a timeout
     can never lead to a second send: sendText is not idempotent and is never retried here. A timeout
@@ -111,39 +147,37 @@ def message_send(*, contact: str, text: str, idempotency_key: str, client: Gatew
         return _replay(existing, contact, text)
     try:
         with transaction.atomic():
-            decision = route_contact(contact=contact)
+            decision = route_contact(contact=contact, kind=kind)
             message = OutboundMessage.objects.create(
                 idempotency_key=idempotency_key, contact=contact, chip_id=decision.chip_id, text=text,
                 # The chip's first message to a contact just bound to it: a reach-out (restriction signal).
                 first_contact=decision.binding in ("new", "moved"),
             )
+            message_status_emit(message)
     except IntegrityError:
         # The same key raced us and won; its reservation stands, ours was rolled back with this transaction.
         existing = OutboundMessage.objects.select_related("chip").get(idempotency_key=idempotency_key)
         return _replay(existing, contact, text)
-
     evolution = client or gateway_for_instance(decision.instance)
     try:
-        result = evolution.send_text(decision.instance, number=contact.lstrip("+"), text=text)
-    except GatewayError as exc:
-        error = str(exc)
-        if exc.kind == "timeout":
-            error = f"timed out; the message may or may not have been sent (not retried): {exc}"
-        OutboundMessage.objects.filter(pk=message.pk).update(
-            status=OutboundMessage.Status.FAILED, error=error[:500], updated_at=timezone.now()
-        )
-        logger.warning("send failed on chip %s: %s", decision.chip_id, exc.kind)
-        send_failure_observed(chip_id=decision.chip_id, error=exc)
-    else:
-        OutboundMessage.objects.filter(pk=message.pk).update(
-            status=OutboundMessage.Status.SENT, evolution_message_id=result.message_id, sent_at=timezone.now(),
-            updated_at=timezone.now(),
-        )
+        message = _gateway_send(message, instance_name=decision.instance, gw=evolution)
     finally:
         if client is None:
             evolution.close()
-    message.refresh_from_db()
     return SendOutcome(message=message, binding=decision.binding, replayed=False)
+
+
+def outbound_record_direct(*, chip: Chip, instance: Instance, gw: Gateway, contact: str, text: str,
+                           idempotency_key: str) -> str:
+    """A message the pool itself sends on a given chip, outside routing (the opt-out confirmation): stored
+    first, sent once; the same key twice sends nothing more. Returns the message's status."""
+    try:
+        with transaction.atomic():
+            message = OutboundMessage.objects.create(idempotency_key=idempotency_key[:100], contact=contact,
+                                                     chip=chip, text=text)
+    except IntegrityError:
+        return "duplicate"
+    return _gateway_send(message, instance_name=instance.name, gw=gw).status
 
 
 def send_failure_observed(*, chip_id: int, error: GatewayError, now: datetime | None = None) -> None:

@@ -49,3 +49,11 @@ def prune_receipts() -> int:
     from instances.maintenance import receipts_prune
 
     return receipts_prune()
+
+
+@shared_task(name="instances.confirm_opt_out", acks_late=True, ignore_result=True, soft_time_limit=30, time_limit=40)
+def confirm_opt_out(message_id: int) -> str:
+    """The optional opt-out confirmation, once (its idempotency key is the triggering message)."""
+    from instances.optouts import opt_out_confirm
+
+    return opt_out_confirm(message_id=message_id)

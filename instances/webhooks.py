@@ -30,8 +30,10 @@ from common.exceptions import InvalidInput
 from common.inbound import parse_json_body
 from instances import sessions
 from instances.contacts import remote_identity
+from instances.inbound import inbound_receive
 from instances.models import DeliveryEvent, Instance, OutboundMessage, WebhookReceipt
 from instances.restriction import explicit_code, receipt_failed
+from instances.services import message_status_emit
 
 logger = logging.getLogger(__name__)
 
@@ -186,9 +188,7 @@ def on_messages_upsert(instance: Instance, data: Any, now: datetime) -> None:
     if key.get("fromMe"):
         return  # typed on the phone: not an inbound reply
     phone, lid = remote_identity(key, now=now)
-    DeliveryEvent.objects.create(chip=instance.chip, kind=DeliveryEvent.Kind.INBOUND,
-                                 message_id=str(key.get("id") or "")[:64], remote=phone.lstrip("+")[:32],
-                                 remote_lid=lid[:32], occurred_at=now)
+    inbound_receive(chip=instance.chip, data=data, key=key, phone=phone, lid=lid, now=now)
 
 
 def on_messages_update(instance: Instance, data: Any, now: datetime) -> None:
@@ -209,14 +209,23 @@ def on_messages_update(instance: Instance, data: Any, now: datetime) -> None:
 
 
 def _apply_ack(key_id: str, status: str, now: datetime) -> None:
+    """Move our message on by its receipt (never backwards: a late DELIVERY_ACK after READ changes nothing) and
+    tell the business app (`message.status`)."""
     S = OutboundMessage.Status  # noqa: N806
     qs = OutboundMessage.objects.filter(evolution_message_id=key_id)
     if status == "DELIVERY_ACK":
-        qs.exclude(status=S.READ).update(status=S.DELIVERED, delivered_at=now, updated_at=now)
+        changed = qs.exclude(status__in=[S.READ, S.DELIVERED]).update(status=S.DELIVERED, delivered_at=now,
+                                                                      updated_at=now)
     elif status in ("READ", "PLAYED"):
-        qs.update(status=S.READ, read_at=now, updated_at=now)
+        changed = qs.exclude(status=S.READ).update(status=S.READ, read_at=now, updated_at=now)
     elif status == "ERROR":
-        qs.update(status=S.FAILED, error="WhatsApp reported a delivery error", updated_at=now)
+        changed = qs.exclude(status=S.FAILED).update(status=S.FAILED, error="WhatsApp reported a delivery error",
+                                                     updated_at=now)
+    else:
+        return
+    if changed:
+        for message in qs:
+            message_status_emit(message, at=now)
 
 
 HANDLERS: dict[str, Callable[[Instance, Any, datetime], None]] = {

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import threading
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +31,19 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 __all__ = ["FakeConsumer", "Received", "main"]
+
+logger = logging.getLogger("sandbox.consumer")
+
+
+def _log_event(body: bytes, headers: dict[str, str], status: int) -> None:
+    """What a newcomer watching `make run` sees: each event the business app would get."""
+    try:
+        event = json.loads(body)
+        data = event.get("data") or {}
+        summary = ", ".join(f"{k}={data[k]}" for k in ("status", "text", "target", "kind", "reason") if data.get(k))
+        logger.info("consumer got %s %s (%s) -> %s", event.get("type"), headers.get("webhook-id"), summary, status)
+    except (ValueError, AttributeError):
+        logger.info("consumer got a non-JSON body -> %s", status)
 
 DEFAULT_PORT = 8085
 
@@ -117,6 +131,7 @@ class FakeConsumer:
         status = self._answer(headers, body)
         with self._lock:
             self._received.append(Received(path=request.url.path, headers=headers, body=body, status=status))
+        _log_event(body, headers, status)
         return Response(status_code=status) if status == 204 else JSONResponse({"status": status}, status_code=status)
 
     async def _control(self, request: Request) -> Response:

@@ -19,6 +19,7 @@ from urllib.parse import urlparse
 from django.conf import settings
 
 from sandbox.activator import FakeActivator
+from sandbox.consumer import FakeConsumer
 from sandbox.evolution import FakeEvolution
 from sandbox.salvy import FakeSalvy
 from sandbox.server import FakeServer
@@ -32,7 +33,7 @@ def _port(url: str, default: int) -> int:
 
 
 class Sandbox:
-    def __init__(self, *, app_url: str = "http://127.0.0.1:8000", slack_port: int = 8084,
+    def __init__(self, *, app_url: str = "http://127.0.0.1:8000", slack_port: int = 8084, consumer_port: int = 8085,
                  sms_delay: float = 3.0, seed: int | None = None, traffic: bool = False) -> None:
         self.traffic = traffic
         self.app_url = app_url.rstrip("/")
@@ -43,6 +44,7 @@ class Sandbox:
                                webhook_secret=settings.SALVY_WEBHOOK_SECRET)
         self.activator = FakeActivator(api_key=settings.CHIP_ACTIVATOR_API_KEY)
         self.slack = FakeSlack()
+        self.consumer = FakeConsumer()  # the business app: it logs every event the pool pushes to it
         # Loopback by default; docker-compose sets SANDBOX_HOST=0.0.0.0 so other containers reach the fakes.
         host = os.environ.get("SANDBOX_HOST", "127.0.0.1")
         self.servers = [
@@ -50,6 +52,7 @@ class Sandbox:
             FakeServer(self.salvy.app, host=host, port=_port(settings.SALVY_API_URL, 8082)),
             FakeServer(self.activator.app, host=host, port=_port(settings.CHIP_ACTIVATOR_URL, 8083)),
             FakeServer(self.slack.app, host=host, port=slack_port),
+            FakeServer(self.consumer.app, host=host, port=consumer_port),
         ]
         self._texted: set[str] = set()
         self._seen_at: dict[str, float] = {}
@@ -81,7 +84,7 @@ class Sandbox:
         return len(rows)
 
     def urls(self) -> dict[str, str]:
-        names = ["evolution", "salvy", "activator", "slack"]
+        names = ["evolution", "salvy", "activator", "slack", "consumer"]
         return {name: server.url for name, server in zip(names, self.servers, strict=True)}
 
     # --- the simulation ----------------------------------------------------------------------------------

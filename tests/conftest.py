@@ -31,6 +31,9 @@ def api(client, api_key):
             return client.post(path, data=data, content_type="application/json",
                                headers={"X-API-Key": api_key}, **kw)
 
+        def delete(self, path, **kw):
+            return client.delete(path, headers={"X-API-Key": api_key}, **kw)
+
     return Api()
 
 

@@ -225,6 +225,8 @@ LINK_VALID_MINUTES = env.int("LINK_VALID_MINUTES", default=15)
 # An own number declared warm (an aged number) starts warming at this phase, its ramp dated this many days back.
 WARM_NUMBER_PHASE = env.str("WARM_NUMBER_PHASE", default="pre_operation")
 WARM_NUMBER_DAYS = env.int("WARM_NUMBER_DAYS", default=12)
+# Sent once to a contact who just opted out, through the chip they wrote to; empty (the default): nothing is sent.
+OPTOUT_CONFIRMATION_TEXT = env.str("OPTOUT_CONFIRMATION_TEXT", default="")
 # A pending chip with no WhatsApp code after this long reads its line's inbox at Salvy, then alerts.
 SMS_WAIT_MINUTES = env.int("SMS_WAIT_MINUTES", default=15)
 # Message receipts (webhook dedup) are kept this long, then pruned daily.

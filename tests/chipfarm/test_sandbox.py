@@ -15,7 +15,8 @@ def sandbox(settings):
     settings.EVOLUTION_API_URL = f"http://127.0.0.1:{free_port()}"
     settings.SALVY_API_URL = f"http://127.0.0.1:{free_port()}"
     settings.CHIP_ACTIVATOR_URL = f"http://127.0.0.1:{free_port()}"
-    box = Sandbox(app_url="http://127.0.0.1:9", slack_port=free_port(), sms_delay=1.0, seed=7).start()
+    box = Sandbox(app_url="http://127.0.0.1:9", slack_port=free_port(), consumer_port=free_port(), sms_delay=1.0,
+                  seed=7).start()
     yield box
     box.stop()
 

@@ -30,6 +30,7 @@ class Command(BaseCommand):
             ApiKey.objects.filter(name=DEMO_KEY_NAME).delete()
             _key, raw = ApiKey.issue(name=DEMO_KEY_NAME)
         call_command("seed_demo", stdout=self.stdout)
+        self._demo_consumer()
         call_command("run_orchestrator", "--once", stdout=self.stdout)  # the dashboard has a cycle at once
         self.stdout.write("")
         self.stdout.write(self.style.SUCCESS("Demo ready."))
@@ -38,3 +39,13 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"  admin user : {username} (existing; password unchanged)")
         self.stdout.write(f"  API key    : {raw}   (send it as the X-API-Key header)")
+
+    def _demo_consumer(self) -> None:
+        """The sandbox's consumer (:8085) subscribed to every event, so replies and statuses show up in the log."""
+        from outbox.models import Endpoint
+        from outbox.services import endpoint_create
+
+        url = os.environ.get("DEMO_CONSUMER_URL", "http://127.0.0.1:8085/hooks")
+        if not Endpoint.objects.filter(url=url).exists():
+            endpoint_create(url=url, event_types=["*"], description="demo consumer (manage.py sandbox)")
+        self.stdout.write(f"  consumer   : {url} gets every event (see the sandbox's log)")
