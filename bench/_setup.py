@@ -40,3 +40,24 @@ def setup_django(*, flush: bool = True) -> None:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+class QueryCounter:
+    """Counts the SQL statements run on the calling thread's connection while `counting()` is active; the
+    counts of every thread add up in `total` (benches print queries per operation)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.total = 0
+        self._lock = threading.Lock()
+
+    def _wrap(self, execute, sql, params, many, context):
+        with self._lock:
+            self.total += 1
+        return execute(sql, params, many, context)
+
+    def counting(self):
+        from django.db import connection
+
+        return connection.execute_wrapper(self._wrap)

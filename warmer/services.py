@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import transaction
 from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
@@ -24,15 +24,11 @@ from django.utils import timezone
 from chips.models import Chip, TrustLevel, WarmingPhase
 from instances import hours
 from instances.caps import Caps
-from instances.gateway import Gateway, GatewayError
 from instances.models import DeliveryEvent, OutboundMessage
-from instances.restriction import is_restricted, restricted_q
-from instances.routing import reserve_capacity
-from instances.servers import gateway_for
-from instances.services import send_failure_observed
+from instances.restriction import restricted_q
 from warmer.models import ChipDailyMetrics, PhasePlan, TrustBreakdown, WarmingAction, WarmingDay
 from warmer.plans import DEFAULT_PLANS, ensure_default_plans
-from warmer.texts import OPENERS, REPLIES
+from warmer.texts import OPENERS
 from warmer.trust import TrustInputs, trust_score
 
 logger = logging.getLogger(__name__)
@@ -200,7 +196,7 @@ def warming_plan_day(*, day: date | None = None, now: datetime | None = None) ->
             text = rng.choice(options)
             used[peer].add(text)
             actions.append(WarmingAction(chip=chip, peer_id=peer, kind=WarmingAction.Kind.INITIATE, text=text,
-                                         day=day, due_at=due_at, typing_ms=_typing_ms(text)))
+                                         day=day, due_at=due_at, typing_ms=typing_ms(text)))
         days.append(WarmingDay(chip=chip, day=day, phase=plan.phase, warming_day=warming_day,
                                planned=len(chosen)))
     with transaction.atomic():
@@ -211,136 +207,14 @@ def warming_plan_day(*, day: date | None = None, now: datetime | None = None) ->
     return report
 
 
-def _typing_ms(text: str) -> int:
+def typing_ms(text: str) -> int:
     """Typing presence before the message: about a person's typing speed, capped by the setting."""
     return min(settings.WARMER_TYPING_MS_MAX, 600 + 60 * len(text))
 
 
-# --- the dispatcher -------------------------------------------------------------------------------------
+# --- the dispatcher: warmer/dispatch.py (batched, concurrent sends) ------------------------------------------
 
-@dataclass
-class DispatchReport:
-    claimed: int = 0
-    sent: int = 0
-    skipped: int = 0
-    failed: int = 0
-
-
-def warming_dispatch(*, limit: int = 100, now: datetime | None = None, client: Gateway | None = None
-                     ) -> DispatchReport:
-    """Send the due actions. Rows are claimed with SKIP LOCKED in a short transaction, so any number of
-    workers can sweep at once and no action is ever sent twice; the HTTP calls happen after commit."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        ids = list(
-            WarmingAction.objects.select_for_update(skip_locked=True)
-            .filter(status=A.PLANNED, due_at__lte=now).order_by("due_at").values_list("pk", flat=True)[:limit]
-        )
-        if ids:
-            WarmingAction.objects.filter(pk__in=ids).update(status=A.CLAIMED, claimed_at=now, updated_at=now)
-    report = DispatchReport(claimed=len(ids))
-    if not ids:
-        return report
-    clients: dict[int | None, Gateway] = {}  # one client per gateway server the batch touches
-    try:
-        actions = list(WarmingAction.objects.filter(pk__in=ids)
-                       .select_related("chip", "peer", "chip__capacity", "chip__instance__server")
-                       .order_by("due_at"))
-        for action in actions:
-            instance = getattr(action.chip, "instance", None)
-            server_id = instance.server_id if instance is not None else None
-            if client is None and server_id not in clients:
-                clients[server_id] = gateway_for(instance.server if instance is not None else None)
-            outcome = _dispatch_one(action, now, client or clients[server_id])
-            setattr(report, outcome, getattr(report, outcome) + 1)
-    finally:
-        for own in clients.values():
-            own.close()
-    return report
-
-
-def _finish(action: WarmingAction, status: str, note: str = "", message_id: str = "") -> None:
-    WarmingAction.objects.filter(pk=action.pk).update(status=status, note=note[:300], done_at=timezone.now(),
-                                                     evolution_message_id=message_id, updated_at=timezone.now())
-
-
-_COUNTERS = {"sent", "replies_sent", "send_failures", "new_peers"}
-
-
-def _bump(chip_id: int, day: date, **deltas: int) -> None:
-    """Add to a chip's counters for a day in one upsert (no read, no lost update between workers)."""
-    names = sorted(_COUNTERS)
-    deltas = {n: deltas.get(n, 0) for n in names}
-    table = ChipDailyMetrics._meta.db_table
-    columns = ", ".join(names)
-    sets = ", ".join(f"{n} = {table}.{n} + EXCLUDED.{n}" for n in names)
-    now = timezone.now()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {table} (chip_id, day, {columns}, received, delivery_failures, created_at, updated_at) "
-            f"VALUES (%s, %s, {', '.join(['%s'] * len(names))}, 0, 0, %s, %s) "
-            f"ON CONFLICT (chip_id, day) DO UPDATE SET {sets}, updated_at = EXCLUDED.updated_at",
-            [chip_id, day, *[deltas[n] for n in names], now, now],
-        )
-
-
-def _dispatch_one(action: WarmingAction, now: datetime, client: Gateway) -> str:
-    chip, peer = action.chip, action.peer
-    if not hours.is_business_time(now):
-        _finish(action, A.SKIPPED, "outside business hours")
-        return "skipped"
-    restricted = is_restricted(getattr(chip, "capacity", None), now)
-    if chip.status not in PEER_STATES or not chip.is_connected or restricted or not peer.phone:
-        _finish(action, A.SKIPPED, f"chip {chip.status}{'' if chip.is_connected else ', disconnected'}"
-                                   f"{', restricted' if restricted else ''}")
-        return "skipped"
-    if not reserve_capacity(chip_id=chip.pk, now=now):
-        _finish(action, A.SKIPPED, "the chip's cap for today is reached")
-        return "skipped"
-    first_time = not WarmingAction.objects.filter(status=A.SENT).filter(
-        Q(chip=chip, peer=peer) | Q(chip=peer, peer=chip)).exists()
-    try:
-        result = client.send_text(chip.instance_name, number=peer.phone.lstrip("+"), text=action.text,
-                                  delay_ms=action.typing_ms or None)
-    except GatewayError as exc:
-        _finish(action, A.FAILED, str(exc))
-        _bump(chip.pk, action.day, send_failures=1)
-        send_failure_observed(chip_id=chip.pk, error=exc)
-        return "failed"
-    _finish(action, A.SENT, message_id=result.message_id)
-    is_reply = action.kind == WarmingAction.Kind.REPLY
-    _bump(chip.pk, action.day, sent=1, replies_sent=int(is_reply), new_peers=int(first_time and not is_reply))
-    if not is_reply:
-        _plan_reply(action, now)
-    return "sent"
-
-
-def _plan_reply(action: WarmingAction, now: datetime) -> None:
-    """The peer answers after a human delay, inside business hours."""
-    due = now + timedelta(seconds=rng.uniform(90, 15 * 60))
-    if not hours.is_business_time(due):
-        due = hours.next_business_start(due) + timedelta(seconds=rng.uniform(60, 45 * 60))
-    day = _local_date(due)
-    texts = REPLIES[:]
-    rng.shuffle(texts)
-    for text in texts:
-        try:
-            with transaction.atomic():
-                WarmingAction.objects.create(chip=action.peer, peer=action.chip, kind=WarmingAction.Kind.REPLY,
-                                             text=text, day=day, due_at=due, reply_to=action,
-                                             typing_ms=_typing_ms(text))
-            return
-        except IntegrityError:
-            continue  # that text already went to this peer today: pick another
-
-
-def release_stale_claims(*, older_than: timedelta = timedelta(minutes=10), now: datetime | None = None) -> int:
-    """Claimed rows of a worker that died mid-send: marked failed, never re-sent (sendText is not
-    idempotent; a lost warming message is harmless, a duplicate is not)."""
-    now = now or timezone.now()
-    return WarmingAction.objects.filter(status=A.CLAIMED, claimed_at__lt=now - older_than).update(
-        status=A.FAILED, note="claimed by a worker that did not finish", done_at=now, updated_at=now)
-
+from warmer.dispatch import DispatchReport, release_stale_claims, warming_dispatch  # noqa: E402, F401
 
 # --- the trust score ------------------------------------------------------------------------------------
 

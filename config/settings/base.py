@@ -238,6 +238,8 @@ RELEASE_MAX_ATTEMPTS = env.int("RELEASE_MAX_ATTEMPTS", default=6)
 HEALTH_CHECK_CONCURRENCY = env.int("HEALTH_CHECK_CONCURRENCY", default=50)
 # Typing presence before a warming message (Evolution's sendText `delay` blocks the call that long).
 WARMER_TYPING_MS_MAX = env.int("WARMER_TYPING_MS_MAX", default=4000)
+# Warming sends in flight at once per dispatcher (the gateway holds each call for its typing delay).
+WARMER_DISPATCH_CONCURRENCY = env.int("WARMER_DISPATCH_CONCURRENCY", default=8)
 
 
 def _parse_hhmm(name: str, default: str) -> time:
