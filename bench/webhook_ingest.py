@@ -7,8 +7,11 @@ inbound, messages.update acks of messages we sent, connection.update open) plus 
 in random order (so some duplicates race their original). The baseline is the same number of requests from
 the same threads to GET /health on the same server: a no-op view that runs one `SELECT 1`.
 
-At the end the database is checked: one WebhookReceipt per distinct event, one DeliveryEvent per inbound
-message and per ack, no event applied twice, every acked OutboundMessage updated.
+The webhook stores each message event (one INSERT … ON CONFLICT DO NOTHING) and kicks the drain, which a Celery
+worker (2 processes) runs during the round; after each round the bench waits until every stored event is applied
+and prints how long that took. At the end the database is checked: one WebhookReceipt per distinct message event,
+all applied, one DeliveryEvent per inbound message and per ack, no event applied twice, every acked OutboundMessage
+updated. Queries per event are counted in process (Django's test client, then the drain).
 
     .venv/bin/python bench/webhook_ingest.py [--events 2000] [--clients 8] [--rounds 3] [--chips 20]
 """
@@ -42,8 +45,8 @@ EVOLUTION_URL = "http://127.0.0.1:8081"
 # ----------------------------------------------------------------------------------------------- the server
 
 
-def start_server(port: int, log, secret: str) -> subprocess.Popen:
-    env = {
+def _env(secret: str, queue: str) -> dict[str, str]:
+    return {
         **os.environ,
         "DATABASE_URL": BENCH_DB,
         "DJANGO_SETTINGS_MODULE": "config.settings.base",
@@ -51,7 +54,20 @@ def start_server(port: int, log, secret: str) -> subprocess.Popen:
         "ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
         "EVOLUTION_WEBHOOK_SECRET": secret,
+        "CELERY_TASK_DEFAULT_QUEUE": queue,  # the webhook's kicks reach the bench's own worker
     }
+
+
+def start_worker(log, secret: str, queue: str) -> subprocess.Popen:
+    """The Celery worker that drains the stored events (2 processes, as `make run` starts it)."""
+    cmd = [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", queue, "--concurrency", "2",
+           "--without-gossip", "--without-mingle", "--without-heartbeat", "-l", "WARNING", "-n", f"{queue}@%h"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=_env(secret, queue), stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def start_server(port: int, log, secret: str, queue: str) -> subprocess.Popen:
+    env = _env(secret, queue)
     cmd = [sys.executable, "-m", "gunicorn", "config.wsgi:application", "-b", f"127.0.0.1:{port}",
            "-w", "2", "--threads", "4", "--worker-class", "gthread", "--log-level", "warning",
            "--graceful-timeout", "5", "--keep-alive", "30"]
@@ -184,6 +200,53 @@ def p99(values: list[float]) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[98]
 
 
+def wait_applied(*, started: float, timeout: float = 300.0) -> float:
+    """Seconds until the drain has applied every stored event (it runs while the round is posted)."""
+    from instances.models import WebhookReceipt
+
+    while WebhookReceipt.objects.filter(applied_at__isnull=True).exists():
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"events still not applied after {timeout:.0f} s: is the worker running?")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+def queries_per_event(instances: list[dict], sent: list, rng: random.Random) -> dict[str, tuple[float, float]]:
+    """Statements per event of each kind: the webhook's (the request) and the drain's (batches of 100, divided)."""
+    from django.conf import settings
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from instances.inbox import receipts_drain, shards
+
+    settings.ALLOWED_HOSTS = ["*"]
+    client = Client(headers={"X-Webhook-Secret": settings.EVOLUTION_WEBHOOK_SECRET})
+    bodies, _kinds = build_events(300, instances, sent, rng, datetime.now(UTC))
+    by_kind: dict[str, list[int]] = {}
+    for body in bodies:
+        envelope = json.loads(body)
+        kind = {"messages.upsert": "inbound", "connection.update": "connection open"}.get(envelope["event"], "ack")
+        with CaptureQueriesContext(connection) as ctx:
+            client.post("/webhooks/evolution", data=body, content_type="application/json")
+        by_kind.setdefault(kind, []).append(len(ctx.captured_queries))
+    drained: dict[str, float] = {}
+    for kind, event in (("inbound", "messages.upsert"), ("ack", "messages.update")):
+        from instances.models import WebhookReceipt
+
+        # Drain one kind at a time: hold the other kind's rows back by marking them, then restore.
+        others = list(WebhookReceipt.objects.filter(applied_at__isnull=True).exclude(event=event)
+                      .values_list("pk", flat=True))
+        WebhookReceipt.objects.filter(pk__in=others).update(applied_at=datetime.now(UTC))
+        n = WebhookReceipt.objects.filter(applied_at__isnull=True).count()
+        with CaptureQueriesContext(connection) as ctx:
+            for shard in range(shards()):
+                receipts_drain(shard)
+        drained[kind] = len(ctx.captured_queries) / max(1, n)
+        WebhookReceipt.objects.filter(pk__in=others).update(applied_at=None)
+    return {kind: (median(counts), drained.get(kind, 0.0)) for kind, counts in sorted(by_kind.items())}
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 
@@ -220,7 +283,7 @@ def main() -> None:
     n_acks = int(args.events * dict(MIX)["messages.update"] * 1.5) + 10
     sent: list[tuple[str, dict, str]] = []
     rows = []
-    for i in range(n_acks * args.rounds):
+    for i in range(n_acks * (args.rounds + 1)):  # the last slice: for counting queries at the end
         inst = instances[i % len(instances)]
         key_id, contact = "3EB0" + secrets.token_hex(9).upper(), f"+55119{rng.randrange(10**8):08d}"
         sent.append((key_id, inst, f"{contact.lstrip('+')}@s.whatsapp.net"))
@@ -235,7 +298,10 @@ def main() -> None:
     base_url = f"http://127.0.0.1:{port}"
     headers = {"X-Webhook-Secret": secret, "Content-Type": "application/json"}
     log = tempfile.NamedTemporaryFile("w", prefix="bench-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
-    proc = start_server(port, log, secret)
+    queue = f"bench-ingest-{uuid.uuid4().hex[:8]}"
+    proc = start_server(port, log, secret, queue)
+    worker = start_worker(log, secret, queue)
+    lags: list[float] = []
 
     hook_rates, hook_p50, hook_p99, base_rates, base_p50, base_p99 = [], [], [], [], [], []
     answers: Counter = Counter()
@@ -261,6 +327,7 @@ def main() -> None:
             hook_rates.append(n_requests / elapsed)
             hook_p50.append(statistics.median(lat))
             hook_p99.append(p99(lat))
+            lags.append(wait_applied(started=time.perf_counter()))
 
             elapsed, lat, got = timed(base_url, args.clients, n_requests,
                                       lambda http, i: http.get("/health").status_code)
@@ -270,6 +337,7 @@ def main() -> None:
             base_p99.append(p99(lat))
     finally:
         stop_server(proc)
+        stop_server(worker)
         log.close()
         os.unlink(log.name)
 
@@ -281,14 +349,18 @@ def main() -> None:
                      .filter(n__gt=1).count())
     acked = OutboundMessage.objects.filter(status__in=[OutboundMessage.Status.DELIVERED,
                                                        OutboundMessage.Status.READ]).count()
-    expected_acked = kinds["ack DELIVERY_ACK"] + kinds["ack READ"]
+    expected_acked = kinds["ack DELIVERY_ACK"] + kinds["ack READ"]  # the last slice is not acked yet
     opened = Instance.objects.filter(name__in=[i["name"] for i in instances], state=Instance.State.OPEN).count()
-    # Message events carry an id of their own and get a receipt (a duplicate is answered "duplicate"); state
-    # events (connection.update) are applied idempotently without one (their duplicates are "processed" again).
+    # Message events carry an id of their own: stored once ("accepted"; a duplicate is answered "duplicate") and
+    # applied by the drain; state events (connection.update) are applied in the request, idempotently, without a
+    # receipt (their duplicates are "processed" again).
     expected_receipts = distinct - kinds["connection open"]
+    not_applied = WebhookReceipt.objects.exclude(outcome=WebhookReceipt.Outcome.PROCESSED).count()
     exactly_once = (receipts == expected_receipts and delivery == expected_delivery and applied_twice == 0
-                    and acked == expected_acked and answers["duplicate"] <= dups
-                    and answers["processed"] + answers["duplicate"] == distinct + dups)
+                    and acked == expected_acked and answers["duplicate"] <= dups and not_applied == 0
+                    and answers["accepted"] == expected_receipts
+                    and answers["accepted"] + answers["processed"] + answers["duplicate"] == distinct + dups)
+    per_event = queries_per_event(instances, sent[args.rounds * n_acks:], rng)
 
     h, b = median(hook_rates), median(base_rates)
     ms = 1000
@@ -310,6 +382,10 @@ def main() -> None:
           f"WebhookReceipt rows {receipts} (expected {expected_receipts}), "
           f"DeliveryEvent rows {delivery} (expected {expected_delivery}), applied twice {applied_twice}, "
           f"acked OutboundMessages {acked} (expected {expected_acked}), instances open {opened}/{args.chips}")
+    print(f"applied by the drain (Celery worker, 2 processes): every stored event within {median(lags):.1f} s "
+          f"of the round's last POST (median), receipts not applied or given up: {not_applied}")
+    print("queries per event (in process, Django test client): "
+          + ", ".join(f"{k}: webhook {w:.0f} + drain {d:.1f}" for k, (w, d) in per_event.items()))
     print(f"each distinct event applied exactly once: {'yes' if exactly_once else 'NO'}")
     print("=" * 100)
     from instances.models import ContactBinding

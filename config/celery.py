@@ -19,6 +19,8 @@ app.conf.beat_schedule = {
     "sweep-activation-jobs": {"task": "activation.sweep_jobs", "schedule": 60.0},
     "orchestrator-cycle": {"task": "chipfarm.run_cycle", "schedule": 60.0},
     "check-instances": {"task": "instances.check_instances", "schedule": 60.0},
+    # The webhook kicks a drain per burst of message events; this re-kicks a shard whose kick was lost.
+    "sweep-gateway-events": {"task": "instances.sweep_gateway_events", "schedule": 15.0, "options": {"expires": 30}},
     "deliver-notifications": {"task": "chips.deliver_notifications", "schedule": 30.0},
     # Webhook retries come due here; a tick no worker took within 30 s is dropped (the next one covers it).
     "sweep-webhook-deliveries": {"task": "outbox.sweep", "schedule": 15.0, "options": {"expires": 30}},

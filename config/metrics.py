@@ -27,7 +27,9 @@ COUNTERS = {
     "route_decisions": ("chipfarm_route_decisions_total",
                         "Route decisions by outcome (routed, or the refusal code).", ("outcome",)),
     "webhook_events": ("chipfarm_webhook_events_total",
-                       "Evolution webhook deliveries by event and outcome.", ("event", "outcome")),
+                       "Evolution webhook deliveries by event and outcome: at the door accepted (stored), "
+                       "processed (a state event, applied), duplicate, unknown_instance, ignored; a stored message "
+                       "event counts again as processed or error when the drain applies it.", ("event", "outcome")),
     "task_failures": ("chipfarm_task_failures_total", "Celery task failures by task.", ("task",)),
 }
 
@@ -65,6 +67,14 @@ def _pool_gauges(lines: list[str]) -> None:
     average = warming.filter(warming_started_at__isnull=False).aggregate(avg=Avg(elapsed))["avg"]
     _family(lines, "chipfarm_warming_days_avg", "gauge", "Average days warming chips have been warming.")
     lines.append(_sample("chipfarm_warming_days_avg", round(average.total_seconds() / 86400, 3) if average else 0.0))
+
+    from instances.inbox import backlog
+
+    waiting, age = backlog()
+    _family(lines, "chipfarm_gateway_events_pending", "gauge", "Message events stored and not applied yet.")
+    lines.append(_sample("chipfarm_gateway_events_pending", waiting))
+    _family(lines, "chipfarm_gateway_events_oldest_seconds", "gauge", "Age of the oldest event not applied yet.")
+    lines.append(_sample("chipfarm_gateway_events_oldest_seconds", round(age, 1)))
 
     paused = RoutingPolicy.objects.filter(pk=1).values_list("is_paused", flat=True).first()
     _family(lines, "chipfarm_sending_paused", "gauge", "1 while the kill switch stops all sending.")

@@ -124,7 +124,8 @@ def webhooks_heal(*, names: list[str] | None = None) -> DriftResult:
 
 
 def receipts_prune(*, now: datetime | None = None) -> int:
-    """Drop webhook receipts older than the retention (their retries are long over)."""
+    """Drop applied webhook receipts older than the retention (their retries are long over); an event not
+    applied yet is never dropped."""
     cutoff = (now or timezone.now()) - timedelta(days=settings.WEBHOOK_RECEIPT_RETENTION_DAYS)
-    deleted, _ = WebhookReceipt.objects.filter(received_at__lt=cutoff).delete()
+    deleted, _ = WebhookReceipt.objects.filter(received_at__lt=cutoff, applied_at__isnull=False).delete()
     return deleted

@@ -43,6 +43,24 @@ def heal_webhooks() -> dict:
     return {"checked": result.checked, "healed": len(result.healed), "failed": len(result.failed)}
 
 
+@shared_task(name="instances.apply_gateway_events", acks_late=True, ignore_result=True, soft_time_limit=50,
+             time_limit=55)
+def apply_gateway_events(shard: int) -> dict:
+    """Kicked by the webhook: apply one shard's stored message events, in order (idempotent)."""
+    from instances.inbox import receipts_drain
+
+    report = receipts_drain(int(shard))
+    return {"applied": report.applied, "failed": report.failed, "busy": report.busy, "more": report.more}
+
+
+@shared_task(name="instances.sweep_gateway_events", ignore_result=True)
+def sweep_gateway_events() -> list[int]:
+    """Every 15 s: kick the drain of any shard whose events waited too long (a lost kick, a dead worker)."""
+    from instances.inbox import receipts_sweep
+
+    return receipts_sweep()
+
+
 @shared_task(name="instances.prune_receipts", ignore_result=True)
 def prune_receipts() -> int:
     """Daily: drop webhook receipts past their retention."""

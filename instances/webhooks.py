@@ -1,11 +1,12 @@
-"""Gateway webhooks: authenticate, deduplicate message events, and apply each event in one short transaction.
+"""Gateway webhooks: authenticate, store message events for the drain (instances.inbox), apply state events.
 
 Everything here is database work only (no outbound HTTP), so the endpoint answers fast. Any authenticated,
 well-formed envelope is answered 2xx whatever its ``data`` holds — arrays for ``chats.upsert`` and friends, null,
 shapes we do not use (field notes §4): a 4xx would make Evolution drop or retry a real event.
 
-Message events have an id of their own (the message key, plus the receipt status) and get a receipt row in the
-same transaction that applies them, so a retry is a no-op. State events (``connection.update``, ``qrcode.updated``,
+Message events have an id of their own (the message key, plus the receipt status): the webhook stores each once
+(a receipt row, `ON CONFLICT DO NOTHING`, so a retry is a no-op) and the drain applies it right after, in
+order per instance; the handlers below are what it runs. State events (``connection.update``, ``qrcode.updated``,
 ``status.instance``, ...) have none — their body changes with ``date_time``, so hashing it would store every one of
 the ``connecting`` events a stuck instance sends twice a second — and are applied idempotently instead.
 """
@@ -20,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -28,10 +29,10 @@ from chips.models import ChipAlert
 from chips.services import alert_raise
 from common.exceptions import InvalidInput
 from common.inbound import parse_json_body
-from instances import sessions
+from instances import inbox, sessions
 from instances.contacts import remote_identity
 from instances.inbound import inbound_receive
-from instances.models import DeliveryEvent, Instance, OutboundMessage, WebhookReceipt
+from instances.models import DeliveryEvent, Instance, OutboundMessage
 from instances.restriction import explicit_code, receipt_failed
 from instances.services import message_status_emit
 
@@ -96,26 +97,29 @@ def _counted(process: Callable[..., str]) -> Callable[..., str]:
 
 @_counted
 def evolution_event_process(envelope: dict[str, Any], body: bytes, *, now: datetime | None = None) -> str:
-    """Apply one delivery; returns what happened: processed, duplicate, unknown_instance or ignored."""
+    """Take one delivery; returns what happened: accepted (a message event, stored for the drain), processed (a
+    state event, applied now), duplicate, unknown_instance or ignored."""
     now = now or timezone.now()
     event, name = envelope["event"], envelope["instance"][:64]
     handler = HANDLERS.get(event)
     if handler is None:
         return "ignored"
-    instance = Instance.objects.select_related("chip").filter(name=name).first()
-    if instance is None:
-        logger.warning("gateway webhook %s for unknown instance %s: ignored", event, name)
-        return "unknown_instance"
     data = envelope.get("data")
-    key = _dedup_key(event, name, data)
-    try:
-        with transaction.atomic():
-            if key is not None:
-                WebhookReceipt.objects.create(dedup_key=key, event=event[:40], instance_name=name, received_at=now)
-            handler(instance, data, now)
-    except IntegrityError:
-        return "duplicate"
-    return "processed"
+    if event in inbox.QUEUED_EVENTS:
+        outcome = inbox.receipt_store(name=name, event=event, key=_dedup_key(event, name, data), data=data, now=now)
+    else:
+        instance_id = inbox.instance_id_for(name)
+        instance = (Instance.objects.select_related("chip").filter(pk=instance_id).first()
+                    if instance_id is not None else None)
+        if instance is None:
+            outcome = "unknown_instance"
+        else:
+            with transaction.atomic():
+                handler(instance, data, now)
+            outcome = "processed"
+    if outcome == "unknown_instance":
+        logger.warning("gateway webhook %s for unknown instance %s: ignored", event, name)
+    return outcome
 
 
 # --- handlers: each takes whatever `data` holds and ignores what it does not use ----------------------------

@@ -171,6 +171,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 
 # --- Outside systems (DESIGN §10) ---
 # The WhatsApp gateway implementation (instances.gateway): Evolution 2.3.7 today.
+# Message events from the gateway are stored by the webhook and applied by a drain task per shard of instances
+# (instances.inbox): shards drain side by side, one instance's events always in order. About one per worker.
+GATEWAY_EVENT_SHARDS = env.int("GATEWAY_EVENT_SHARDS", default=2)
+# The webhook remembers instance name → id this long (per process).
+GATEWAY_INSTANCE_CACHE_SECONDS = env.int("GATEWAY_INSTANCE_CACHE_SECONDS", default=60)
 GATEWAY_BACKEND = env.str("GATEWAY_BACKEND", default="instances.gateway.evolution.EvolutionGateway")
 EVOLUTION_API_URL = env.str("EVOLUTION_API_URL", default="http://127.0.0.1:8081")
 EVOLUTION_API_KEY = env.str("EVOLUTION_API_KEY", default="dev-evolution-key")

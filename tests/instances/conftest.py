@@ -13,6 +13,7 @@ from chips.models import Chip
 from instances.models import ChipCapacity
 from instances.services import instance_register
 from tests.factories import chip_in_state
+from tests.inbox import drain_all
 
 # A Tuesday, 10:00 in São Paulo (13:00 UTC): inside business hours, not a holiday.
 BUSINESS_TIME = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
@@ -109,6 +110,7 @@ class World:
             response = self.client.post("/webhooks/evolution", data=json.dumps(d["payload"]),
                                         content_type="application/json", headers=headers)
             outcomes.append(response.json().get("status", str(response.status_code)))
+        drain_all()  # the stored message events, applied as the drain task would
         return outcomes
 
 

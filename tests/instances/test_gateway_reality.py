@@ -274,14 +274,18 @@ def test_a_session_connecting_for_minutes_is_reported_as_a_stuck_link(world, set
     assert ChipAlert.objects.open().filter(chip=chip, kind="stuck_link").count() == 1
 
 
-def test_receipts_older_than_the_retention_are_pruned(settings):
+def test_applied_receipts_older_than_the_retention_are_pruned_pending_ones_never(settings):
     now = timezone.now()
-    WebhookReceipt.objects.create(dedup_key="old", event="messages.upsert", instance_name="x",
-                                  received_at=now - timedelta(days=settings.WEBHOOK_RECEIPT_RETENTION_DAYS + 1))
-    WebhookReceipt.objects.create(dedup_key="new", event="messages.upsert", instance_name="x", received_at=now)
+    old = now - timedelta(days=settings.WEBHOOK_RECEIPT_RETENTION_DAYS + 1)
+    WebhookReceipt.objects.create(dedup_key="old", event="messages.upsert", instance_name="x", received_at=old,
+                                  applied_at=old)
+    WebhookReceipt.objects.create(dedup_key="old-pending", event="messages.upsert", instance_name="x",
+                                  received_at=old)
+    WebhookReceipt.objects.create(dedup_key="new", event="messages.upsert", instance_name="x", received_at=now,
+                                  applied_at=now)
 
     assert receipts_prune() == 1
-    assert list(WebhookReceipt.objects.values_list("dedup_key", flat=True)) == ["new"]
+    assert sorted(WebhookReceipt.objects.values_list("dedup_key", flat=True)) == ["new", "old-pending"]
     from config.celery import app
 
     assert app.conf.beat_schedule["prune-webhook-receipts"]["task"] == "instances.prune_receipts"

@@ -12,6 +12,7 @@ from instances.models import ChipCapacity
 from instances.services import instance_register
 from instances.webhooks import evolution_event_process
 from tests.factories import chip_in_state
+from tests.inbox import drain_all
 
 
 @pytest.fixture
@@ -66,3 +67,4 @@ class Network:
     def _post(instance: str, event: str, data: dict) -> None:
         envelope = {"event": event, "instance": instance, "data": data}
         evolution_event_process(envelope, json.dumps(envelope).encode())
+        drain_all()

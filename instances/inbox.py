@@ -1,0 +1,238 @@
+"""Message events from the gateway: stored when they arrive, applied right after, in order (W2 7/7).
+
+The webhook does only what must happen before it answers: authenticate, parse, find the instance (through a
+short-lived cache of name → id), and store the event with one `INSERT … ON CONFLICT (dedup_key) DO NOTHING`
+— a duplicate stores nothing and is answered "duplicate". Everything else (the inbound message, its binding,
+the receipt's effect on our message, the business app's event) is applied by the drain, a Celery task kicked
+once per burst:
+
+- the drain of shard k applies the pending events of the instances with `id % GATEWAY_EVENT_SHARDS == k`,
+  oldest first, under a PostgreSQL advisory lock of that shard: two drains never apply the same instance's
+  events at once or out of order, and K shards run side by side on K workers;
+- a batch is one transaction: each event in a savepoint, then one UPDATE that stamps every applied row, so an
+  event is applied exactly once even if the worker dies mid-batch (nothing of the batch is committed);
+- an event whose handler raises stops its shard there (to keep the order) and is retried on the sweep's next kick,
+  then given up after RECEIPT_MAX_ATTEMPTS, logged and counted;
+- the kick is a Redis flag (one task per burst, not one per event); the drain clears it before each read, so an
+  event stored after the last read always kicks a new drain. The beat's sweep re-kicks any shard with events
+  older than a few seconds (a lost kick, a worker that died).
+
+State events (connection.update, status.instance, ...) are not queued: they are small, idempotent, and applied in
+the request (instances.webhooks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import partial
+from typing import Any
+
+from celery import current_app
+from django.conf import settings
+from django.core.cache import cache
+from django.db import IntegrityError, connection, transaction
+from django.db.models.functions import Mod
+from django.utils import timezone
+
+from instances.models import Instance, WebhookReceipt
+
+logger = logging.getLogger(__name__)
+
+QUEUED_EVENTS = frozenset({"messages.upsert", "messages.update"})
+DRAIN_TASK = "instances.apply_gateway_events"
+RECEIPT_MAX_ATTEMPTS = 3
+KICK_TTL = 30  # seconds a kick flag lives: a lost kick delays a shard at most this long (the sweep also covers)
+_LOCK_CLASS = 0x4757  # pg_try_advisory_lock(_LOCK_CLASS, shard): "GW"
+
+
+def shards() -> int:
+    return max(1, int(settings.GATEWAY_EVENT_SHARDS))
+
+
+def shard_of(instance_id: int) -> int:
+    return instance_id % shards()
+
+
+# --- the instance by name, through a short-lived cache ------------------------------------------------------
+
+_ids: dict[str, tuple[int, float]] = {}
+_ids_lock = threading.Lock()
+_IDS_MAX = 50_000
+
+
+def instance_id_for(name: str) -> int | None:
+    """The id of the instance called `name` (None: no such instance). Known names are remembered for
+    GATEWAY_INSTANCE_CACHE_SECONDS in this process; unknown ones are asked every time (an instance is created
+    before the gateway can post for it)."""
+    now = time.monotonic()
+    hit = _ids.get(name)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    pk = Instance.objects.filter(name=name).values_list("pk", flat=True).first()
+    ttl = settings.GATEWAY_INSTANCE_CACHE_SECONDS
+    if pk is not None and ttl > 0:
+        with _ids_lock:
+            if len(_ids) >= _IDS_MAX:
+                _ids.clear()
+            _ids[name] = (pk, now + ttl)
+    return pk
+
+
+def instance_id_forget(name: str) -> None:
+    with _ids_lock:
+        _ids.pop(name, None)
+
+
+# --- storing ------------------------------------------------------------------------------------------------
+
+def receipt_store(*, name: str, event: str, key: str | None, data: Any, now: datetime) -> str:
+    """Store one message event for the drain: "accepted", "duplicate", or "unknown_instance"."""
+    table = WebhookReceipt._meta.db_table
+    sql = (f"INSERT INTO {table} (dedup_key, event, instance_name, instance_id, data, received_at, applied_at, "
+           f"outcome, attempts) VALUES (%s, %s, %s, %s, %s::jsonb, %s, NULL, '', 0) "
+           f"ON CONFLICT (dedup_key) DO NOTHING RETURNING id")
+    for _attempt in range(2):
+        instance_id = instance_id_for(name)
+        if instance_id is None:
+            return "unknown_instance"
+        # A savepoint only when a caller's transaction is open (the webhook itself runs in autocommit).
+        guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
+        try:
+            with guard, connection.cursor() as cursor:
+                cursor.execute(sql, [key, event[:40], name, instance_id, json.dumps(data), now])
+                stored = cursor.fetchone() is not None
+        except IntegrityError:  # the cached instance was deleted meanwhile: ask again
+            instance_id_forget(name)
+            continue
+        if not stored:
+            return "duplicate"
+        transaction.on_commit(partial(drain_kick, shard_of(instance_id)), robust=True)
+        return "accepted"
+    return "unknown_instance"
+
+
+def _kick_key(shard: int) -> str:
+    return f"gateway-events:kick:{shard}"
+
+
+def drain_kick(shard: int) -> None:
+    """Ask for a drain of `shard` unless one was asked for and has not started reading yet. Never raises: when
+    Redis or the broker is down the flag stays set (one slow request per KICK_TTL, not one per event) and the
+    sweep catches up once they are back."""
+    try:
+        if cache.add(_kick_key(shard), 1, timeout=KICK_TTL):
+            current_app.send_task(DRAIN_TASK, args=[shard])
+    except Exception:
+        logger.warning("could not queue the drain of gateway events (shard %s); the sweep will", shard,
+                       exc_info=True)
+
+
+# --- applying -----------------------------------------------------------------------------------------------
+
+@dataclass
+class DrainReport:
+    applied: int = 0
+    failed: int = 0
+    busy: bool = False
+    more: bool = False
+
+
+def receipts_drain(shard: int, *, batch: int = 100, budget_seconds: float = 20.0) -> DrainReport:
+    """Apply `shard`'s pending events, oldest first, until none is left or the budget is spent (then it kicks
+    itself again). Another drain of the shard running: returns at once with `busy` (that one reads after us)."""
+    report = DrainReport()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_CLASS, shard])
+        if not cursor.fetchone()[0]:
+            report.busy = True
+            return report
+    try:
+        deadline = time.monotonic() + budget_seconds
+        while True:
+            with contextlib.suppress(Exception):  # Redis down: we read anyway
+                cache.delete(_kick_key(shard))
+            rows = list(WebhookReceipt.objects.filter(applied_at__isnull=True)
+                        .alias(shard=Mod("instance_id", shards())).filter(shard=shard).order_by("id")[:batch])
+            if not rows:
+                break
+            applied, failed, stalled = _apply(rows)
+            report.applied += applied
+            report.failed += failed
+            if stalled:  # an event failed and will be retried: by the sweep's next kick, not in a tight loop
+                break
+            if time.monotonic() >= deadline:
+                report.more = True
+                break
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [_LOCK_CLASS, shard])
+    if report.more:
+        drain_kick(shard)
+    return report
+
+
+def _apply(rows: list[WebhookReceipt]) -> tuple[int, int, bool]:
+    """One batch in one transaction; returns (applied, given up, stalled on an event to retry later)."""
+    from config import counters
+    from instances.webhooks import HANDLERS
+
+    instances = Instance.objects.select_related("chip").in_bulk({row.instance_id for row in rows})
+    applied: list[int] = []
+    failure: tuple[WebhookReceipt, BaseException] | None = None
+    now = timezone.now()
+    with transaction.atomic():
+        for row in rows:
+            try:
+                with transaction.atomic():
+                    HANDLERS[row.event](instances[row.instance_id], row.data, row.received_at)
+            except Exception as exc:  # this event only; the batch keeps what came before it
+                failure = (row, exc)
+                break
+            applied.append(row.pk)
+        if applied:
+            WebhookReceipt.objects.filter(pk__in=applied).update(applied_at=now,
+                                                                 outcome=WebhookReceipt.Outcome.PROCESSED)
+    for event, n in Counter(row.event for row in rows[:len(applied)]).items():
+        counters.incr("webhook_events", (event, "processed"), n)
+    if failure is None:
+        return len(applied), 0, False
+    row, exc = failure
+    attempts = row.attempts + 1
+    if attempts < RECEIPT_MAX_ATTEMPTS:
+        logger.warning("gateway event %s (%s) failed, attempt %d: %r", row.pk, row.event, attempts, exc)
+        WebhookReceipt.objects.filter(pk=row.pk).update(attempts=attempts)
+        return len(applied), 0, True
+    logger.error("gateway event %s (%s of %s) given up after %d attempts", row.pk, row.event, row.instance_name,
+                 attempts, exc_info=exc)
+    WebhookReceipt.objects.filter(pk=row.pk).update(attempts=attempts, applied_at=now,
+                                                    outcome=WebhookReceipt.Outcome.ERROR)
+    counters.incr("webhook_events", (row.event, "error"))
+    return len(applied), 1, False
+
+
+def receipts_sweep(*, older_than: timedelta = timedelta(seconds=5), now: datetime | None = None) -> list[int]:
+    """The beat's safety net: kick every shard holding an event that waited longer than `older_than`."""
+    now = now or timezone.now()
+    waiting = (WebhookReceipt.objects.filter(applied_at__isnull=True, received_at__lt=now - older_than)
+               .annotate(shard=Mod("instance_id", shards())).values_list("shard", flat=True).distinct())
+    kicked = sorted(set(waiting))
+    for shard in kicked:
+        with contextlib.suppress(Exception):
+            cache.delete(_kick_key(shard))  # a stale flag must not swallow this kick
+        drain_kick(shard)
+    return kicked
+
+
+def backlog() -> tuple[int, float]:
+    """Events waiting to be applied, and the age in seconds of the oldest (for /metrics)."""
+    pending = WebhookReceipt.objects.filter(applied_at__isnull=True)
+    oldest = pending.order_by("id").values_list("received_at", flat=True).first()
+    age = (timezone.now() - oldest).total_seconds() if oldest else 0.0
+    return pending.count(), max(0.0, age)

@@ -1,0 +1,198 @@
+"""Message events stored by the webhook and applied by the drain (W2 7/7): once, in order, through a real worker,
+with failures retried then given up, one drain per shard at a time, the sweep for lost kicks."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.utils import timezone
+
+from config import metrics
+from config.celery import app
+from instances import inbox, webhooks
+from instances.models import DeliveryEvent, OutboundMessage, WebhookReceipt
+from tests.inbox import drain_all
+from tests.instances.conftest import production_chip
+
+pytestmark = pytest.mark.django_db
+URL = "/webhooks/evolution"
+
+
+def inbound(instance: str, key_id: str, text: str = "oi") -> dict:
+    return {"event": "messages.upsert", "instance": instance, "date_time": "2026-11-24T10:00:00.000Z",
+            "data": {"key": {"remoteJid": "5511988887777@s.whatsapp.net", "fromMe": False, "id": key_id},
+                     "message": {"conversation": text}, "messageType": "conversation"}}
+
+
+def ack(instance: str, key_id: str, status: str) -> dict:
+    return {"event": "messages.update", "instance": instance, "date_time": "2026-11-24T10:00:00.000Z",
+            "data": {"keyId": key_id, "status": status, "fromMe": True}}
+
+
+@pytest.fixture
+def post(client, settings):
+    def _post(envelope: dict) -> str:
+        response = client.post(URL, data=json.dumps(envelope), content_type="application/json",
+                               headers={"X-Webhook-Secret": settings.EVOLUTION_WEBHOOK_SECRET})
+        assert response.status_code == 200, response.content
+        return response.json()["status"]
+    return _post
+
+
+@pytest.fixture
+def chip(settings):
+    settings.MAX_CHIPS_ACTIVE = 1000
+    return production_chip()
+
+
+def test_a_message_event_is_stored_not_applied_until_the_drain_runs(post, chip):
+    assert post(inbound(chip.instance_name, "3A01")) == "accepted"
+    row = WebhookReceipt.objects.get()
+    assert (row.event, row.instance_id, row.applied_at, row.data["key"]["id"]) == (
+        "messages.upsert", chip.instance.pk, None, "3A01")
+    assert not DeliveryEvent.objects.filter(kind="inbound").exists()
+
+    assert drain_all() == 1
+    row.refresh_from_db()
+    assert row.applied_at is not None and row.outcome == "processed"
+    assert DeliveryEvent.objects.filter(chip=chip, kind="inbound", message_id="3A01").count() == 1
+    assert drain_all() == 0  # applied once
+
+
+def test_events_of_one_instance_are_applied_in_arrival_order(post, chip):
+    message = OutboundMessage.objects.create(idempotency_key="k", contact="+5511988887777", chip=chip, text="oi",
+                                             status="sent", evolution_message_id="3EB0ORDER")
+    for status in ("DELIVERY_ACK", "READ"):
+        assert post(ack(chip.instance_name, message.evolution_message_id, status)) == "accepted"
+    drain_all()
+    message.refresh_from_db()
+    assert message.status == "read"
+    kinds = list(DeliveryEvent.objects.filter(chip=chip).order_by("id").values_list("kind", flat=True))
+    assert kinds == ["delivered", "read"]
+
+
+def test_a_failing_event_stops_its_shard_is_retried_then_given_up(post, chip, monkeypatch):
+    for key in ("3A1", "3A2", "3A3"):
+        post(inbound(chip.instance_name, key))
+    real = webhooks.HANDLERS["messages.upsert"]
+
+    def flaky(instance, data, now):
+        if data["key"]["id"] == "3A2":
+            raise RuntimeError("the database hiccuped")
+        return real(instance, data, now)
+
+    monkeypatch.setitem(webhooks.HANDLERS, "messages.upsert", flaky)
+    drain_all()  # 3A1 applied; 3A2 fails (attempt 1) and 3A3 waits behind it, in order
+    states = dict(WebhookReceipt.objects.values_list("dedup_key", "outcome"))
+    assert list(states.values()).count("processed") == 1
+    assert WebhookReceipt.objects.get(dedup_key__endswith=":3A2").attempts == 1
+    assert WebhookReceipt.objects.get(dedup_key__endswith=":3A3").applied_at is None
+
+    drain_all()  # attempt 2
+    drain_all()  # attempt 3: given up, and 3A3 goes through
+    failed = WebhookReceipt.objects.get(dedup_key__endswith=":3A2")
+    assert (failed.outcome, failed.attempts) == ("error", inbox.RECEIPT_MAX_ATTEMPTS) and failed.applied_at
+    assert set(DeliveryEvent.objects.filter(kind="inbound").values_list("message_id", flat=True)) == {"3A1", "3A3"}
+
+
+def test_an_event_for_an_instance_we_do_not_know_is_not_stored(post):
+    assert post(inbound("not-ours", "3AX")) == "unknown_instance"
+    assert not WebhookReceipt.objects.exists()
+
+
+def test_the_backlog_is_on_metrics(post, chip):
+    post(inbound(chip.instance_name, "3AM"))
+    text = metrics.render()
+    assert "chipfarm_gateway_events_pending 1" in text
+    drain_all()
+    assert "chipfarm_gateway_events_pending 0" in metrics.render()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_drain_per_shard_at_a_time(chip):
+    WebhookReceipt.objects.create(dedup_key="k", event="messages.upsert", instance_name=chip.instance_name,
+                                  instance=chip.instance, data=inbound(chip.instance_name, "3AL")["data"])
+    shard = inbox.shard_of(chip.instance.pk)
+    held, release = threading.Event(), threading.Event()
+
+    def holder():
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_lock(%s, %s)", [inbox._LOCK_CLASS, shard])
+                held.set()
+                release.wait(10)
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", [inbox._LOCK_CLASS, shard])
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    assert held.wait(10)
+    try:
+        assert inbox.receipts_drain(shard).busy
+        assert WebhookReceipt.objects.get().applied_at is None
+    finally:
+        release.set()
+        thread.join(10)
+    assert inbox.receipts_drain(shard).applied == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_duplicates_store_one_row(chip, live_server, settings):
+    import httpx
+
+    body = json.dumps(inbound(chip.instance_name, "3ADUP")).encode()
+    answers: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def send():
+        barrier.wait(10)
+        answers.append(httpx.post(f"{live_server.url}{URL}", content=body, timeout=10, headers={
+            "X-Webhook-Secret": settings.EVOLUTION_WEBHOOK_SECRET, "Content-Type": "application/json"}
+        ).json()["status"])
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert sorted(answers) == ["accepted"] + ["duplicate"] * 7
+    assert WebhookReceipt.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_webhook_kicks_a_drain_that_a_real_worker_runs(chip, client, settings, celery_worker_queue):
+    previous = app.conf.task_default_queue
+    app.conf.task_default_queue = celery_worker_queue  # the kick goes where the worker listens
+    cache.delete(inbox._kick_key(inbox.shard_of(chip.instance.pk)))
+    try:
+        response = client.post(URL, data=json.dumps(inbound(chip.instance_name, "3AW")),
+                               content_type="application/json",
+                               headers={"X-Webhook-Secret": settings.EVOLUTION_WEBHOOK_SECRET})
+        assert response.json()["status"] == "accepted"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not DeliveryEvent.objects.filter(message_id="3AW").exists():
+            time.sleep(0.1)
+    finally:
+        app.conf.task_default_queue = previous
+    assert DeliveryEvent.objects.filter(chip=chip, kind="inbound", message_id="3AW").count() == 1
+    assert WebhookReceipt.objects.get().outcome == "processed"
+
+
+def test_the_sweep_kicks_shards_whose_events_waited(chip, settings):
+    old = timezone.now() - timedelta(minutes=1)
+    WebhookReceipt.objects.create(dedup_key="w", event="messages.upsert", instance_name=chip.instance_name,
+                                  instance=chip.instance, received_at=old, data={})
+    WebhookReceipt.objects.create(dedup_key="fresh", event="messages.upsert", instance_name=chip.instance_name,
+                                  instance=chip.instance, data={})
+    shard = inbox.shard_of(chip.instance.pk)
+    cache.set(inbox._kick_key(shard), 1, 30)  # a kick whose task was lost
+    assert inbox.receipts_sweep() == [shard]
+    assert cache.get(inbox._kick_key(shard)) == 1  # kicked again (the flag is the new kick's)
+    assert app.conf.beat_schedule["sweep-gateway-events"]["task"] == "instances.sweep_gateway_events"
