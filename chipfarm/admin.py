@@ -7,10 +7,13 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
+from chipfarm.attention import attention_filter, attention_kinds
 from chipfarm.chip_admin import LinkingAdminMixin
+from chipfarm.chip_page import chip_overview
 from chipfarm.dashboard import dashboard_context
 from chipfarm.models import (
     ApiKey,
@@ -21,20 +24,78 @@ from chipfarm.models import (
     SlackIdentity,
 )
 from chipfarm.orchestrator import run_cycle
-from chips.admin import ChipAdmin, ReadOnlyAdmin
+from chipfarm.pool import pool_limits
+from chips.admin import PHONE_LIKE, REASON_REQUIRED, STATUS_COLOURS, ChipAdmin, ReadOnlyAdmin
 from chips.models import Chip
-from instances.admin import ChipCapacityInline, InstanceInline
+from instances.caps import caps_annotations, usage_annotations
+from instances.phones import normalize_contact
 from instances.services import sending_pause, sending_resume
-from warmer.admin import DailyMetricsInline
+
+
+class AttentionFilter(admin.SimpleListFilter):
+    """The dashboard's "needs attention" groups, as a filter of the chip list (chipfarm.attention)."""
+
+    title = gettext_lazy("needs attention")
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [(kind.key, kind.title) for kind, _q in attention_kinds(pool_limits(), timezone.now())]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return attention_filter(queryset, self.value(), pool_limits(), timezone.now())
 
 
 @admin.register(Chip)
 class PoolChipAdmin(LinkingAdminMixin, ChipAdmin):
-    """The chip page, composed here: chips' own admin with the inlines of the apps above it (DESIGN §11), so no
-    app changes another app's admin class; plus adding own numbers, linking, and the pipeline's retry/cancel."""
+    """The chip page, composed here: chips' own admin plus what the apps above it know (DESIGN §11), so no app
+    changes another app's admin class. The top of the page (chipfarm.chip_page) answers what an operator asks
+    about one chip; below it the history and the open alerts. Plus adding own numbers, linking, and the
+    pipeline's retry/cancel."""
 
-    inlines = [*ChipAdmin.inlines, InstanceInline, ChipCapacityInline, DailyMetricsInline]
+    list_display = ["id", "phone", "status_badge", "trust", "warming_phase", "is_connected", "usage_today",
+                    "area_code", "updated_at"]
+    list_filter = [AttentionFilter, *ChipAdmin.list_filter]
+    inlines = [*ChipAdmin.inlines]
     actions = [*ChipAdmin.actions, "retry_pipeline", "cancel_pipeline"]
+
+    def get_queryset(self, request):
+        # Usage today against the cap in effect, in the list's one query (instances.caps, same rule as routing).
+        return super().get_queryset(request).annotate(
+            **caps_annotations(chip_path="", capacity_path="capacity__"),
+            **usage_annotations(timezone.now(), capacity_path="capacity__"),
+        )
+
+    @admin.display(description=gettext_lazy("sent today"), ordering="used_day")
+    def usage_today(self, chip: Chip) -> str:
+        if not chip.cap_per_day and not chip.used_day:
+            return "—"
+        return f"{chip.used_day} / {chip.cap_per_day}"
+
+    def get_search_results(self, request, queryset, search_term):
+        # A number in any common format: also try it as the E.164 number it stands for ("61 98765-4321").
+        term = (search_term or "").strip()
+        if PHONE_LIKE.match(term):
+            try:
+                e164 = normalize_contact(term)
+            except ValueError:
+                e164 = None
+            results, distinct = super().get_search_results(request, queryset, search_term)
+            return (results | queryset.filter(phone=e164) if e164 else results), distinct
+        return super().get_search_results(request, queryset, search_term)
+
+    def _get_fsm_extra_context(self, *, request, obj):
+        return list(super()._get_fsm_extra_context(request=request, obj=obj))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        chip = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if chip is not None:
+            extra["overview"] = chip_overview(chip)
+            extra["reason_required"] = REASON_REQUIRED
+            extra["status_colour"] = STATUS_COLOURS.get(chip.status, "#6c757d")
+        return super().change_view(request, object_id, form_url=form_url, extra_context=extra)
 
 
 @admin.register(ApiKey)

@@ -140,7 +140,9 @@ LANGUAGES = [("pt-br", _("Brazilian Portuguese")), ("en", _("English"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
 USE_TZ = True
-TIME_ZONE = "UTC"
+# Stored in UTC (USE_TZ); shown to operators on São Paulo wall-clock time. Business hours are computed with
+# BUSINESS_TIMEZONE (instances.hours) and Celery keeps UTC (CELERY_TIMEZONE below), so nothing depends on this.
+TIME_ZONE = "America/Sao_Paulo"
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
