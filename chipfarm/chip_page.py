@@ -17,6 +17,7 @@ from django.utils.translation import gettext as _
 from chipfarm.models import ChipRelease
 from chips.models import Chip, ChipAlert, ChipTransition
 from instances import hours
+from instances.admin import qr_preview_html
 from instances.caps import caps_in_effect, usage_now
 from instances.models import ChipCapacity, ContactBinding, Instance, OutboundMessage
 from instances.restriction import is_restricted
@@ -54,6 +55,8 @@ def chip_overview(chip: Chip, *, now: datetime | None = None) -> dict:
     recent = list(OutboundMessage.objects.filter(chip=chip).order_by("-id")[:RECENT_MESSAGES])
     bindings = ContactBinding.objects.current().filter(chip=chip).count()
     release = ChipRelease.objects.filter(chip=chip).first() if chip.status == Chip.Status.RETIRED else None
+    # A session waiting to be linked: its live QR, to scan from this page (the link page refreshes it).
+    qr = qr_preview_html(instance) if instance is not None and instance.qr_is_live(now) else ""
     return {
         "last_transition": last,
         "open_alerts": alerts,
@@ -68,6 +71,7 @@ def chip_overview(chip: Chip, *, now: datetime | None = None) -> dict:
         "today_metrics": next((m for m in metrics if m.day == today), None),
         "metrics": metrics,
         "instance": instance,
+        "qr": qr,
         "recent_messages": recent,
         "bindings": bindings,
         "release": release,

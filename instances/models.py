@@ -244,6 +244,42 @@ class RoutingPolicy(models.Model):
         return policy
 
 
+class SendingSwitch(models.Model):
+    """One use of the kill switch, from its pause to its resume: who paused, why, when; who resumed, when.
+
+    The routing policy row holds the switch in force (it is what routing reads); a resume closes the open row here
+    and clears the policy's pause fields, so this table is the history an operator reads.
+    """
+
+    reason = models.CharField(_("reason"), max_length=300)
+    paused_by = models.CharField(_("paused by"), max_length=150)
+    paused_at = models.DateTimeField(_("paused at"))
+    resumed_by = models.CharField(_("resumed by"), max_length=150, blank=True)
+    resumed_at = models.DateTimeField(_("resumed at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("sending pause")
+        verbose_name_plural = _("sending pauses (history)")
+        ordering = ["-paused_at", "-id"]
+        constraints = [
+            # At most one pause in force (the policy row's lock serialises pause and resume; this states it).
+            models.UniqueConstraint(models.Value(True), condition=Q(resumed_at__isnull=True),
+                                    name="sendingswitch_one_open"),
+            models.CheckConstraint(condition=Q(resumed_at__isnull=True) | Q(resumed_at__gte=models.F("paused_at")),
+                                   name="sendingswitch_resumed_after_paused"),
+            models.CheckConstraint(condition=~Q(reason=""), name="sendingswitch_reason_given"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.paused_by}: {self.reason[:60]}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resumed_at is None
+
+
 class ChipCapacity(models.Model):
     """Per-chip usage, the operator's cap overrides and the restriction: the row a reservation locks.
 
