@@ -6,11 +6,13 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import path, reverse, reverse_lazy
 from django.utils import timezone
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from chipfarm import third_party_admin  # noqa: F401 - re-registers celery-beat's and axes' screens
 from chipfarm.attention import attention_filter, attention_kinds
 from chipfarm.chip_admin import LinkingAdminMixin
 from chipfarm.chip_page import chip_overview
@@ -25,11 +27,23 @@ from chipfarm.models import (
 )
 from chipfarm.orchestrator import run_cycle
 from chipfarm.pool import pool_limits
-from chips.admin import PHONE_LIKE, REASON_REQUIRED, STATUS_COLOURS, ChipAdmin, ReadOnlyAdmin
+from chips.admin import (
+    PHONE_LIKE,
+    REASON_REQUIRED,
+    STATUS_COLOURS,
+    ChipAdmin,
+    PhoneSearchMixin,
+    ReadOnlyAdmin,
+    SuperuserDeleteMixin,
+)
 from chips.models import Chip
+from common.csv_export import csv_export_action
 from instances.caps import caps_annotations, usage_annotations
 from instances.phones import normalize_contact
 from instances.services import sending_pause, sending_resume
+
+# "View site" leads to the pool dashboard: the admin is the site.
+admin.site.site_url = reverse_lazy("admin:chipfarm_dashboard")
 
 
 class AttentionFilter(admin.SimpleListFilter):
@@ -99,7 +113,7 @@ class PoolChipAdmin(LinkingAdminMixin, ChipAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(SuperuserDeleteMixin, admin.ModelAdmin):
     list_display = ["name", "prefix", "is_active", "last_used_at", "created_at"]
     list_filter = ["is_active"]
     readonly_fields = ["name", "prefix", "last_used_at", "created_at", "updated_at"]
@@ -129,6 +143,11 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
         # One row: the list is the form.
         config = PoolConfiguration.objects.filter(pk=1).first()
         if config is None:
+            if not (request.method == "GET" and self.has_change_permission(request)):
+                # Looking writes nothing: until an operator opens it, the defaults apply.
+                self.message_user(request, _("The pool configuration was never saved: the defaults apply."),
+                                  messages.INFO)
+                return HttpResponseRedirect(reverse("admin:chipfarm_dashboard"))
             config = PoolConfiguration.defaults()
             config.save()
         return HttpResponseRedirect(reverse("admin:chipfarm_poolconfiguration_change", args=[config.pk]))
@@ -200,14 +219,32 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrchestratorOperation)
-class OrchestratorOperationAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "kind", "actor", "chip", "target_chip", "reason", "success", "error"]
+class OrchestratorOperationAdmin(PhoneSearchMixin, ReadOnlyAdmin):
+    list_display = ["created_at", "kind", "actor", "chip", "target_chip", "short_reason", "success"]
     list_filter = ["kind", "success"]
     list_select_related = ["chip", "target_chip"]
     search_fields = ["reason", "error", "chip__phone", "target_chip__phone"]
+    phone_search_fields = ("chip__phone", "target_chip__phone")
     raw_id_fields = ["chip", "target_chip"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+    actions = [csv_export_action([
+        (_("created at"), lambda o: o.created_at),
+        (_("operation"), lambda o: o.get_kind_display()),
+        (_("by"), lambda o: o.actor),
+        (_("chip"), lambda o: o.chip),
+        (_("target chip"), lambda o: o.target_chip),
+        (_("reason"), lambda o: o.reason),
+        (_("success"), lambda o: o.success),
+        (_("error"), lambda o: o.error),
+    ], basename="operations")]
+
+    @admin.display(description=_("reason"), ordering="reason")
+    def short_reason(self, operation: OrchestratorOperation) -> str:
+        text = operation.reason if len(operation.reason) <= 90 else operation.reason[:87] + "…"
+        if operation.error:
+            return format_html('{}<br><small style="color:#ba2121">{}</small>', text, operation.error[:120])
+        return text
 
 
 @admin.register(PoolSnapshot)
@@ -233,7 +270,7 @@ class ChipReleaseAdmin(ReadOnlyAdmin):
 
 
 @admin.register(SlackIdentity)
-class SlackIdentityAdmin(admin.ModelAdmin):
+class SlackIdentityAdmin(SuperuserDeleteMixin, admin.ModelAdmin):
     """Who may run the Slack slash commands, as whom (the user must also be an active Operator)."""
 
     list_display = ["slack_user_id", "user", "may_act", "updated_at"]

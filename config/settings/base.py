@@ -114,7 +114,7 @@ AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # Attempts in PostgreSQL: shared by every replica, listed in the admin (Axes > Access attempts), cleared by
-# deleting the row there (or `manage.py axes_reset_username NAME`).
+# the Unlock action there (or `manage.py axes_reset_username NAME`).
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 # A successful login below the limit forgets the earlier failures of that pair.
 AXES_RESET_ON_SUCCESS = True
