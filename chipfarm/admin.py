@@ -16,7 +16,7 @@ from chipfarm import third_party_admin  # noqa: F401 - re-registers celery-beat'
 from chipfarm.attention import attention_filter, attention_kinds
 from chipfarm.chip_admin import LinkingAdminMixin
 from chipfarm.chip_page import chip_overview
-from chipfarm.dashboard import dashboard_context
+from chipfarm.dashboard import HEALTH_LABELS, dashboard_context
 from chipfarm.models import (
     ApiKey,
     ChipRelease,
@@ -38,12 +38,18 @@ from chips.admin import (
 )
 from chips.models import Chip
 from common.csv_export import csv_export_action
+from common.exceptions import DomainError
 from instances.caps import caps_annotations, usage_annotations
 from instances.phones import normalize_contact
 from instances.services import sending_pause, sending_resume
 
 # "View site" leads to the pool dashboard: the admin is the site.
 admin.site.site_url = reverse_lazy("admin:chipfarm_dashboard")
+
+# The orchestrator's steps (chipfarm.orchestrator.run_cycle), as the cycle's message names them.
+CYCLE_STEP_LABELS = {"replace": _("replaced"), "resume": _("resumed"), "promote_ready": _("promoted to ready"),
+                     "promote_active": _("promoted to active"), "provision": _("lines bought"),
+                     "release": _("released")}
 
 
 class AttentionFilter(admin.SimpleListFilter):
@@ -167,7 +173,8 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
                 raise PermissionDenied
             self._dashboard_action(request)
             return HttpResponseRedirect(request.path)
-        context = {**self.admin_site.each_context(request), **dashboard_context(), "can_act": can_act,
+        context = {**self.admin_site.each_context(request),
+                   **dashboard_context(chart_range=request.GET.get("range", "day")), "can_act": can_act,
                    "title": _("Pool dashboard"), "opts": self.model._meta}
         return TemplateResponse(request, "admin/chipfarm/dashboard.html", context)
 
@@ -179,16 +186,17 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
             if not report.ran:
                 self.message_user(request, _("Another cycle is running; try again in a moment."), messages.WARNING)
             else:
-                steps = ", ".join(f"{k} {v}" for k, v in report.steps.items())
+                steps = ", ".join(f"{CYCLE_STEP_LABELS.get(k, k)} {v}" for k, v in report.steps.items())
                 level = messages.WARNING if report.errors else messages.SUCCESS
-                self.message_user(request, _("Cycle done: %(steps)s; health %(health)s.")
-                                  % {"steps": steps, "health": report.health}, level)
+                self.message_user(request, _("Cycle done: %(steps)s; health: %(health)s.")
+                                  % {"steps": steps, "health": HEALTH_LABELS.get(report.health, report.health)},
+                                  level)
         elif action == "pause":
-            reason = (request.POST.get("reason") or "").strip()
-            if not reason:
-                self.message_user(request, _("Give a reason to pause sending."), messages.ERROR)
+            try:  # a blank (or whitespace) reason is refused by the service, like everywhere
+                sending_pause(reason=request.POST.get("reason") or "", by=who)
+            except DomainError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
                 return
-            sending_pause(reason=reason, by=who)
             self.message_user(request, _("Sending is paused."), messages.WARNING)
         elif action == "resume":
             sending_resume(by=who)
@@ -202,7 +210,6 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
     def _buy_lines(self, request: HttpRequest) -> None:
         from chipfarm.numbers import lines_buy
         from chips.services import Actor
-        from common.exceptions import DomainError
 
         try:
             count = int(request.POST.get("count") or 0)

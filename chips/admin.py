@@ -287,7 +287,7 @@ class ChipAdmin(NoDeleteMixin, PhoneSearchMixin, FSMAdminMixin, admin.ModelAdmin
         return format_html('<span class="chip-status chip-status-{}">{}</span>', chip.status,
                            badge(chip.get_status_display(), STATUS_COLOURS.get(chip.status, "#6c757d")))
 
-    @admin.display(description=gettext_lazy("trust"), ordering="trust_score")
+    @admin.display(description=gettext_lazy("trust score"), ordering="trust_score")
     def trust(self, chip: Chip) -> str:
         return format_html("{} <small>{}</small>", chip.trust_score, chip.get_trust_level_display())
 
