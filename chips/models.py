@@ -432,7 +432,7 @@ class ChipTransition(models.Model):
         WEBHOOK = "webhook", _("Webhook")
         SYSTEM = "system", _("System")
 
-    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="transitions")
+    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="transitions", verbose_name=_("chip"))
     source = models.CharField(_("from"), max_length=20, choices=Chip.Status.choices)
     target = models.CharField(_("to"), max_length=20, choices=Chip.Status.choices)
     transition = models.CharField(_("transition"), max_length=40)
