@@ -75,7 +75,7 @@ class PoolChipAdmin(LinkingAdminMixin, ChipAdmin):
     pipeline's retry/cancel."""
 
     list_display = ["id", "phone", "status_badge", "trust", "warming_phase", "is_connected", "usage_today",
-                    "area_code", "updated_at"]
+                    "updated"]
     list_filter = [AttentionFilter, *ChipAdmin.list_filter]
     inlines = [*ChipAdmin.inlines]
     actions = [*ChipAdmin.actions, "retry_pipeline", "cancel_pipeline"]

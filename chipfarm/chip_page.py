@@ -36,8 +36,9 @@ class Meter:
     cap: int
 
     @property
-    def percent(self) -> int:
-        return 100 if self.cap <= 0 and self.used else (min(100, round(100 * self.used / self.cap)) if self.cap else 0)
+    def percent(self) -> int | None:
+        """The share of the cap used; None when the chip has no cap (it does not send in its state)."""
+        return min(100, round(100 * self.used / self.cap)) if self.cap > 0 else None
 
 
 def chip_overview(chip: Chip, *, now: datetime | None = None) -> dict:

@@ -19,6 +19,7 @@ from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, ngettext
@@ -97,6 +98,11 @@ class PhoneSearchMixin:
                 condition |= Q(**{f"{field}__contains": digits})
             return queryset.filter(condition), False
         return super().get_search_results(request, queryset, search_term)
+
+
+def short_time(value) -> str:
+    """A list column's time, short (the operators' clock): long localized dates make lists overflow."""
+    return formats.date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT") if value else "—"
 
 
 def actor_text(kind_label: str, actor_id: str) -> str:
@@ -221,8 +227,7 @@ class ChipAdmin(NoDeleteMixin, PhoneSearchMixin, FSMAdminMixin, admin.ModelAdmin
     """
 
     fsm_fields = ["status"]
-    list_display = ["id", "phone", "status_badge", "trust", "warming_phase", "is_connected", "area_code",
-                    "updated_at"]
+    list_display = ["id", "phone", "status_badge", "trust", "warming_phase", "is_connected", "updated"]
     list_display_links = ["id", "phone"]
     list_filter = ["status", TrustLevelFilter, "warming_phase", "is_connected", "source", "area_code"]
     search_fields = ["phone", "instance_name", "provider_line_id"]
@@ -291,6 +296,10 @@ class ChipAdmin(NoDeleteMixin, PhoneSearchMixin, FSMAdminMixin, admin.ModelAdmin
     def trust(self, chip: Chip) -> str:
         return format_html("{} <small>{}</small>", chip.trust_score, chip.get_trust_level_display())
 
+    @admin.display(description=gettext_lazy("updated at"), ordering="updated_at")
+    def updated(self, chip: Chip) -> str:
+        return short_time(chip.updated_at)
+
     # --- transitions -----------------------------------------------------------------------------------------
 
     def fsm_transition_view(self, request: HttpRequest, object_id: str, transition_name: str,
@@ -355,11 +364,25 @@ class ChipAdmin(NoDeleteMixin, PhoneSearchMixin, FSMAdminMixin, admin.ModelAdmin
         return self._run_transition(request, obj, transition_name, _("from the admin"))
 
 
+class AlertStateFilter(admin.SimpleListFilter):
+    title = gettext_lazy("state")
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("open", _("Open")), ("acknowledged", _("Acknowledged"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(acknowledged_at__isnull=True)
+        if self.value() == "acknowledged":
+            return queryset.filter(acknowledged_at__isnull=False)
+        return queryset
+
+
 @admin.register(ChipAlert)
 class ChipAlertAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
-    list_display = ["last_raised_at", "severity_badge", "kind", "chip", "short_message", "occurrences",
-                    "acknowledgement"]
-    list_filter = [("acknowledged_at", admin.EmptyFieldListFilter), "severity", "kind"]
+    list_display = ["raised", "severity_badge", "chip", "short_message", "acknowledgement"]
+    list_filter = [AlertStateFilter, "severity", "kind"]
     list_select_related = ["chip", "acknowledged_by"]
     search_fields = ["message", "kind", "chip__phone", "dedup_key"]
     phone_search_fields = ("chip__phone",)
@@ -392,18 +415,24 @@ class ChipAlertAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
     def has_acknowledge_permission(self, request) -> bool:
         return request.user.has_perm("chips.change_chipalert")
 
+    @admin.display(description=gettext_lazy("last raised at"), ordering="last_raised_at")
+    def raised(self, alert: ChipAlert) -> str:
+        if alert.occurrences > 1:
+            return format_html("{}<br><small>×{}</small>", short_time(alert.last_raised_at), alert.occurrences)
+        return short_time(alert.last_raised_at)
+
     @admin.display(description=gettext_lazy("severity"), ordering="severity")
     def severity_badge(self, alert: ChipAlert) -> str:
         return badge(alert.get_severity_display(), SEVERITY_COLOURS.get(alert.severity, "#6c757d"))
 
     @admin.display(description=gettext_lazy("message"))
     def short_message(self, alert: ChipAlert) -> str:
-        text = alert.message if len(alert.message) <= 90 else alert.message[:87] + "…"
-        if alert.action_taken:
-            return format_html("{}<br><small>→ {}</small>", text, alert.action_taken[:90])
-        return text
+        text = alert.message if len(alert.message) <= 140 else alert.message[:137] + "…"
+        action = format_html("<br><small>→ {}</small>", alert.action_taken[:120]) if alert.action_taken else ""
+        return format_html('<div style="min-width:18em;white-space:normal"><small><strong>{}</strong></small><br>{}{}'
+                           "</div>", alert.kind, text, action)
 
-    @admin.display(description=gettext_lazy("acknowledged"), ordering="acknowledged_at")
+    @admin.display(description=gettext_lazy("state"), ordering="acknowledged_at")
     def acknowledgement(self, alert: ChipAlert) -> str:
         if alert.acknowledged_at is None:
             return format_html("<strong>{}</strong>", _("open"))

@@ -135,7 +135,7 @@ def test_alert_list_columns_and_phone_search(admin_client):
     alert_raise(kind="disconnected", severity="warning", message="other offline", chip=other)
     url = reverse("admin:chips_chipalert_changelist")
     page = admin_client.get(url).content.decode()
-    for header in ["Severity", "Chip", "Acknowledged"]:
+    for header in ["Last raised at", "Severity", "Chip", "Message", "State"]:
         assert header in page
     assert "→ moved away" in page
     digits = chip.phone[1:]
