@@ -42,6 +42,10 @@ def fingerprint() -> dict[str, list[dict]]:
 def everything(settings):
     """At least one row behind every admin screen, in states where the actions have something to do."""
     settings.WEBHOOK_ALLOW_PRIVATE_TARGETS = True
+    return populate("1")
+
+
+def populate(tag: str) -> dict:
     chips = {status: chip_in_state(status=status) for status in (S.PENDING, S.WARMING, S.READY, S.ACTIVE,
                                                                  S.DEGRADED, S.RETIRED)}
     warm = chips[S.WARMING]
@@ -52,25 +56,28 @@ def everything(settings):
     active = chips[S.ACTIVE]
     instance_register(chip=active)
     ChipCapacity.objects.create(chip=active)
-    OutboundMessage.objects.create(idempotency_key="k1", contact="+5511988887777", chip=active, text="oi")
+    OutboundMessage.objects.create(idempotency_key=f"k{tag}", contact="+5511988887777", chip=active, text="oi")
     DeliveryEvent.objects.create(chip=active, kind="delivered")
     TrustBreakdown.objects.create(chip=active, score=90, components={"age": 20.0})
     alert_raise(kind="disconnected", severity="warning", message="offline", chip=active)
+    alert_raise(kind="pool", severity="critical", message="pool alert", dedup_key=f"pool-{tag}")
     OrchestratorOperation.objects.create(kind="auto_provision", reason="short")
     PoolSnapshot.objects.create(taken_at=timezone.now(), counts={"active": 1}, health="healthy")
     ChipRelease.objects.create(chip=chips[S.RETIRED], reason="test")
-    ActivationJob.objects.create(chip=chips[S.PENDING], status="failed", sms_code="123456", sms_id="sms_1")
+    ActivationJob.objects.create(chip=chips[S.PENDING], status="failed", sms_code="123456", sms_id=f"sms_{tag}")
     Notification.objects.create(channel="alerts", text="hello")
-    sending_pause(reason="first", by="ana")
+    sending_pause(reason="first" if tag == "1" else f"pause {tag}", by="ana")
     sending_resume(by="ana")
     RoutingPolicy.load()
     every = IntervalSchedule.objects.create(every=10, period=IntervalSchedule.MINUTES)
-    PeriodicTask.objects.create(name="t-on", task="chipfarm.run_cycle", interval=every, enabled=True)
-    PeriodicTask.objects.create(name="t-off", task="chipfarm.run_cycle", interval=every, enabled=False)
-    outbox_services.endpoint_create(url="http://127.0.0.1:9/hook")
+    names = ("t-on", "t-off") if tag == "1" else (f"more-on-{tag}", f"more-off-{tag}")
+    PeriodicTask.objects.create(name=names[0], task="chipfarm.run_cycle", interval=every, enabled=True)
+    PeriodicTask.objects.create(name=names[1], task="chipfarm.run_cycle", interval=every, enabled=False)
+    outbox_services.endpoint_create(url=f"http://127.0.0.1:9/hook{tag}")
     outbox_services.event_emit(type="ping", data={})
-    AccessAttempt.objects.create(username="alice", ip_address="127.0.0.1", user_agent="x", path_info="/admin/login/",
-                                 failures_since_start=5, get_data="", post_data="", http_accept="*/*")
+    AccessAttempt.objects.create(username=f"alice{tag}", ip_address="127.0.0.1", user_agent="x",
+                                 path_info="/admin/login/", failures_since_start=5, get_data="", post_data="",
+                                 http_accept="*/*")
     return chips
 
 
@@ -233,3 +240,25 @@ def test_the_kill_switch_history_is_shown_to_viewers(everything, viewer_client):
     assert "first" in page and "ana" in page
     policy = viewer_client.get(reverse("admin:instances_routingpolicy_change", args=[1])).content.decode()
     assert 'id="sending-switches"' in policy and "first" in policy
+
+
+def test_no_changelist_grows_in_queries_with_its_rows(everything, admin_client):
+    """STYLE: a query-count test for every changelist that can grow; here all of them at once."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def counts() -> dict[str, int]:
+        result = {}
+        for model_admin in admin.site._registry.values():
+            url = _urls(model_admin, "changelist")
+            with CaptureQueriesContext(connection) as ctx:
+                response = admin_client.get(url, follow=True)
+            assert response.status_code == 200, url
+            result[url] = len(ctx.captured_queries)
+        return result
+
+    counts()  # the first look saves the pool configuration's row
+    few = counts()
+    for tag in "23":
+        populate(tag)
+    assert counts() == few
