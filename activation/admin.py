@@ -10,6 +10,7 @@ from django.utils.translation import ngettext
 
 from activation import services
 from activation.models import ActivationJob, SmsReceipt
+from chips.admin import NoDeleteMixin, PhoneSearchMixin
 from chips.services import Actor
 from common.exceptions import DomainError
 
@@ -32,12 +33,13 @@ class OutcomeFilter(admin.SimpleListFilter):
 
 
 @admin.register(ActivationJob)
-class ActivationJobAdmin(admin.ModelAdmin):
+class ActivationJobAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
     list_display = ["id", "chip", "status", "step", "screenshot_path", "attempts", "polls", "created_at",
                     "submitted_at", "finished_at", "duration"]
     list_filter = [OutcomeFilter, "status", "step"]
     list_select_related = ["chip"]
     search_fields = ["chip__phone", "sms_id", "svix_id", "activator_id"]
+    phone_search_fields = ("chip__phone",)
     raw_id_fields = ["chip", "retry_of"]
     date_hierarchy = "created_at"
     show_full_result_count = False
@@ -50,8 +52,11 @@ class ActivationJobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: ActivationJob | None = None) -> bool:
-        return False
+    def has_change_permission(self, request: HttpRequest, obj: ActivationJob | None = None) -> bool:
+        return False  # written by the activation tasks; the page shows it, the retry action acts
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("activation.change_activationjob")
 
     @admin.display(description=_("duration"))
     def duration(self, job: ActivationJob) -> str:
@@ -59,7 +64,7 @@ class ActivationJobAdmin(admin.ModelAdmin):
             return "—"
         return f"{int((job.finished_at - job.submitted_at).total_seconds())} s"
 
-    @admin.action(description=_("Retry the selected failed or timed-out activations"), permissions=["change"])
+    @admin.action(description=_("Retry the selected failed or timed-out activations"), permissions=["retry"])
     def retry(self, request: HttpRequest, queryset: QuerySet[ActivationJob]) -> None:
         retried, refused = 0, []
         for job_id in queryset.order_by("pk").values_list("pk", flat=True):
@@ -78,11 +83,12 @@ class ActivationJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(SmsReceipt)
-class SmsReceiptAdmin(admin.ModelAdmin):
+class SmsReceiptAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
     list_display = ["received_at", "outcome", "chip", "phone", "code", "sms_id", "job", "text"]
     list_filter = ["outcome"]
     list_select_related = ["chip", "job"]
     search_fields = ["sms_id", "svix_id", "phone", "line_id"]
+    phone_search_fields = ("phone",)
     raw_id_fields = ["chip", "job"]
     date_hierarchy = "received_at"
     show_full_result_count = False
@@ -93,5 +99,3 @@ class SmsReceiptAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj: SmsReceipt | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: SmsReceipt | None = None) -> bool:
-        return False

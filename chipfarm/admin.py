@@ -6,12 +6,17 @@ from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import path, reverse, reverse_lazy
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.translation import gettext_lazy, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 
+from chipfarm import third_party_admin  # noqa: F401 - re-registers celery-beat's and axes' screens
+from chipfarm.attention import attention_filter, attention_kinds
 from chipfarm.chip_admin import LinkingAdminMixin
-from chipfarm.dashboard import dashboard_context
+from chipfarm.chip_page import chip_overview
+from chipfarm.dashboard import HEALTH_LABELS, dashboard_context
 from chipfarm.models import (
     ApiKey,
     ChipRelease,
@@ -21,24 +26,100 @@ from chipfarm.models import (
     SlackIdentity,
 )
 from chipfarm.orchestrator import run_cycle
-from chips.admin import ChipAdmin, ReadOnlyAdmin
+from chipfarm.pool import pool_limits
+from chips.admin import (
+    PHONE_LIKE,
+    REASON_REQUIRED,
+    STATUS_COLOURS,
+    ChipAdmin,
+    PhoneSearchMixin,
+    ReadOnlyAdmin,
+    SuperuserDeleteMixin,
+)
 from chips.models import Chip
-from instances.admin import ChipCapacityInline, InstanceInline
+from common.csv_export import csv_export_action
+from common.exceptions import DomainError
+from instances.caps import caps_annotations, usage_annotations
+from instances.phones import normalize_contact
 from instances.services import sending_pause, sending_resume
-from warmer.admin import DailyMetricsInline
+
+# "View site" leads to the pool dashboard: the admin is the site.
+admin.site.site_url = reverse_lazy("admin:chipfarm_dashboard")
+
+# The orchestrator's steps (chipfarm.orchestrator.run_cycle), as the cycle's message names them.
+CYCLE_STEP_LABELS = {"replace": _("replaced"), "resume": _("resumed"), "promote_ready": _("promoted to ready"),
+                     "promote_active": _("promoted to active"), "provision": _("lines bought"),
+                     "release": _("released")}
+
+
+class AttentionFilter(admin.SimpleListFilter):
+    """The dashboard's "needs attention" groups, as a filter of the chip list (chipfarm.attention)."""
+
+    title = gettext_lazy("needs attention")
+    parameter_name = "attention"
+
+    def lookups(self, request, model_admin):
+        return [(kind.key, kind.title) for kind, _q in attention_kinds(pool_limits(), timezone.now())]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        return attention_filter(queryset, self.value(), pool_limits(), timezone.now())
 
 
 @admin.register(Chip)
 class PoolChipAdmin(LinkingAdminMixin, ChipAdmin):
-    """The chip page, composed here: chips' own admin with the inlines of the apps above it (DESIGN §11), so no
-    app changes another app's admin class; plus adding own numbers, linking, and the pipeline's retry/cancel."""
+    """The chip page, composed here: chips' own admin plus what the apps above it know (DESIGN §11), so no app
+    changes another app's admin class. The top of the page (chipfarm.chip_page) answers what an operator asks
+    about one chip; below it the history and the open alerts. Plus adding own numbers, linking, and the
+    pipeline's retry/cancel."""
 
-    inlines = [*ChipAdmin.inlines, InstanceInline, ChipCapacityInline, DailyMetricsInline]
+    list_display = ["id", "phone", "status_badge", "trust", "warming_phase", "is_connected", "usage_today",
+                    "updated"]
+    list_filter = [AttentionFilter, *ChipAdmin.list_filter]
+    inlines = [*ChipAdmin.inlines]
     actions = [*ChipAdmin.actions, "retry_pipeline", "cancel_pipeline"]
+
+    def get_queryset(self, request):
+        # Usage today against the cap in effect, in the list's one query (instances.caps, same rule as routing).
+        return super().get_queryset(request).annotate(
+            **caps_annotations(chip_path="", capacity_path="capacity__"),
+            **usage_annotations(timezone.now(), capacity_path="capacity__"),
+        )
+
+    @admin.display(description=gettext_lazy("sent today"), ordering="used_day")
+    def usage_today(self, chip: Chip) -> str:
+        if not chip.cap_per_day and not chip.used_day:
+            return "—"
+        return f"{chip.used_day} / {chip.cap_per_day}"
+
+    def get_search_results(self, request, queryset, search_term):
+        # A number in any common format: also try it as the E.164 number it stands for ("61 98765-4321").
+        term = (search_term or "").strip()
+        if PHONE_LIKE.match(term):
+            try:
+                e164 = normalize_contact(term)
+            except ValueError:
+                e164 = None
+            results, distinct = super().get_search_results(request, queryset, search_term)
+            return (results | queryset.filter(phone=e164) if e164 else results), distinct
+        return super().get_search_results(request, queryset, search_term)
+
+    def _get_fsm_extra_context(self, *, request, obj):
+        return list(super()._get_fsm_extra_context(request=request, obj=obj))
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        chip = self.get_object(request, object_id)
+        extra = dict(extra_context or {})
+        if chip is not None:
+            extra["overview"] = chip_overview(chip)
+            extra["reason_required"] = REASON_REQUIRED
+            extra["status_colour"] = STATUS_COLOURS.get(chip.status, "#6c757d")
+        return super().change_view(request, object_id, form_url=form_url, extra_context=extra)
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(SuperuserDeleteMixin, admin.ModelAdmin):
     list_display = ["name", "prefix", "is_active", "last_used_at", "created_at"]
     list_filter = ["is_active"]
     readonly_fields = ["name", "prefix", "last_used_at", "created_at", "updated_at"]
@@ -68,6 +149,11 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
         # One row: the list is the form.
         config = PoolConfiguration.objects.filter(pk=1).first()
         if config is None:
+            if not (request.method == "GET" and self.has_change_permission(request)):
+                # Looking writes nothing: until an operator opens it, the defaults apply.
+                self.message_user(request, _("The pool configuration was never saved: the defaults apply."),
+                                  messages.INFO)
+                return HttpResponseRedirect(reverse("admin:chipfarm_dashboard"))
             config = PoolConfiguration.defaults()
             config.save()
         return HttpResponseRedirect(reverse("admin:chipfarm_poolconfiguration_change", args=[config.pk]))
@@ -87,7 +173,8 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
                 raise PermissionDenied
             self._dashboard_action(request)
             return HttpResponseRedirect(request.path)
-        context = {**self.admin_site.each_context(request), **dashboard_context(), "can_act": can_act,
+        context = {**self.admin_site.each_context(request),
+                   **dashboard_context(chart_range=request.GET.get("range", "day")), "can_act": can_act,
                    "title": _("Pool dashboard"), "opts": self.model._meta}
         return TemplateResponse(request, "admin/chipfarm/dashboard.html", context)
 
@@ -99,16 +186,17 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
             if not report.ran:
                 self.message_user(request, _("Another cycle is running; try again in a moment."), messages.WARNING)
             else:
-                steps = ", ".join(f"{k} {v}" for k, v in report.steps.items())
+                steps = ", ".join(f"{CYCLE_STEP_LABELS.get(k, k)} {v}" for k, v in report.steps.items())
                 level = messages.WARNING if report.errors else messages.SUCCESS
-                self.message_user(request, _("Cycle done: %(steps)s; health %(health)s.")
-                                  % {"steps": steps, "health": report.health}, level)
+                self.message_user(request, _("Cycle done: %(steps)s; health: %(health)s.")
+                                  % {"steps": steps, "health": HEALTH_LABELS.get(report.health, report.health)},
+                                  level)
         elif action == "pause":
-            reason = (request.POST.get("reason") or "").strip()
-            if not reason:
-                self.message_user(request, _("Give a reason to pause sending."), messages.ERROR)
+            try:  # a blank (or whitespace) reason is refused by the service, like everywhere
+                sending_pause(reason=request.POST.get("reason") or "", by=who)
+            except DomainError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
                 return
-            sending_pause(reason=reason, by=who)
             self.message_user(request, _("Sending is paused."), messages.WARNING)
         elif action == "resume":
             sending_resume(by=who)
@@ -122,7 +210,6 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
     def _buy_lines(self, request: HttpRequest) -> None:
         from chipfarm.numbers import lines_buy
         from chips.services import Actor
-        from common.exceptions import DomainError
 
         try:
             count = int(request.POST.get("count") or 0)
@@ -139,14 +226,32 @@ class PoolConfigurationAdmin(admin.ModelAdmin):
 
 
 @admin.register(OrchestratorOperation)
-class OrchestratorOperationAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "kind", "actor", "chip", "target_chip", "reason", "success", "error"]
+class OrchestratorOperationAdmin(PhoneSearchMixin, ReadOnlyAdmin):
+    list_display = ["created_at", "kind", "actor", "chip", "target_chip", "short_reason", "success"]
     list_filter = ["kind", "success"]
     list_select_related = ["chip", "target_chip"]
     search_fields = ["reason", "error", "chip__phone", "target_chip__phone"]
+    phone_search_fields = ("chip__phone", "target_chip__phone")
     raw_id_fields = ["chip", "target_chip"]
     date_hierarchy = "created_at"
     show_full_result_count = False
+    actions = [csv_export_action([
+        (_("created at"), lambda o: o.created_at),
+        (_("operation"), lambda o: o.get_kind_display()),
+        (_("by"), lambda o: o.actor),
+        (_("chip"), lambda o: o.chip),
+        (_("target chip"), lambda o: o.target_chip),
+        (_("reason"), lambda o: o.reason),
+        (_("success"), lambda o: o.success),
+        (_("error"), lambda o: o.error),
+    ], basename="operations")]
+
+    @admin.display(description=_("reason"), ordering="reason")
+    def short_reason(self, operation: OrchestratorOperation) -> str:
+        text = operation.reason if len(operation.reason) <= 90 else operation.reason[:87] + "…"
+        if operation.error:
+            return format_html('{}<br><small style="color:#ba2121">{}</small>', text, operation.error[:120])
+        return text
 
 
 @admin.register(PoolSnapshot)
@@ -172,7 +277,7 @@ class ChipReleaseAdmin(ReadOnlyAdmin):
 
 
 @admin.register(SlackIdentity)
-class SlackIdentityAdmin(admin.ModelAdmin):
+class SlackIdentityAdmin(SuperuserDeleteMixin, admin.ModelAdmin):
     """Who may run the Slack slash commands, as whom (the user must also be an active Operator)."""
 
     list_display = ["slack_user_id", "user", "may_act", "updated_at"]

@@ -158,9 +158,10 @@ class OrchestratorOperation(models.Model):
 
     kind = models.CharField(_("operation"), max_length=30, choices=Kind.choices)
     actor = models.CharField(_("by"), max_length=150, blank=True, help_text=_("Who asked: an operator, an API key."))
-    chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                             verbose_name=_("chip"))
     target_chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True,
-                                    related_name="+")
+                                    related_name="+", verbose_name=_("target chip"))
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     metadata = models.JSONField(_("metadata"), default=dict, blank=True)
     success = models.BooleanField(_("success"), default=True)
@@ -205,7 +206,8 @@ class ChipRelease(models.Model):
     side that failed is retried at `next_attempt_at` with backoff (a due-at row, picked by the release sweep).
     """
 
-    chip = models.OneToOneField("chips.Chip", on_delete=models.CASCADE, related_name="release")
+    chip = models.OneToOneField("chips.Chip", on_delete=models.CASCADE, related_name="release",
+                                verbose_name=_("chip"))
     reason = models.CharField(_("reason"), max_length=40)
     instance_deleted_at = models.DateTimeField(_("instance deleted at"), null=True, blank=True)
     line_canceled_at = models.DateTimeField(_("line canceled at"), null=True, blank=True)

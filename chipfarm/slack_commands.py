@@ -151,6 +151,10 @@ def _pause(command: SlackCommand, actor: str, rest: str) -> SlackReply:
         example = _("emergency")
         return SlackReply(_("Give a reason to pause sending, for example: %(example)s")
                           % {"example": f"`{command.command} pausar motivo: {example}`"})
+    current = RoutingPolicy.objects.filter(pk=1).first()
+    if current is not None and current.is_paused:
+        return SlackReply(_("Sending is already paused by %(by)s: %(reason)s. Nothing changed.")
+                          % {"by": current.paused_by or "?", "reason": current.paused_reason or "?"})
     sending_pause(reason=reason, by=actor)
     logger.warning("sending paused from Slack by %s (%s): %s", actor, command.user_id, reason)
     return SlackReply(_("Sending is PAUSED by %(actor)s: %(reason)s. Every route and send is refused until "

@@ -1,17 +1,33 @@
-"""Operators' screens for chips and alerts."""
+"""Operators' screens for chips, alerts, the chips' history and the Slack notifications.
+
+Rules every screen here follows (and the other apps' admins with them):
+- a record the system writes is never edited nor deleted from the admin; a chip leaves the pool by being
+  retired, never deleted;
+- a page where nothing can be changed offers no Save button;
+- an action that changes something asks for a permission the Viewers group does not have.
+"""
 
 from __future__ import annotations
 
+import re
+
+from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.contrib.admin import helpers
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils import formats, timezone
 from django.utils.html import format_html
-from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy, ngettext
 from django_fsm.admin import FSMAdminMixin
 
 from chips import services
-from chips.models import Chip, ChipAlert, ChipTransition, TrustLevel
+from chips.models import Chip, ChipAlert, ChipTransition, Notification, TrustLevel
+from common.csv_export import csv_export_action
 from common.exceptions import DomainError
 
 STATUS_COLOURS = {
@@ -26,10 +42,36 @@ STATUS_COLOURS = {
     Chip.Status.BANNED: "#dc3545",
     Chip.Status.RETIRED: "#343a40",
 }
+SEVERITY_COLOURS = {ChipAlert.Severity.INFO: "#0d6efd", ChipAlert.Severity.WARNING: "#fd7e14",
+                    ChipAlert.Severity.CRITICAL: "#dc3545"}
+# Transitions that take a chip out of its work, or restart it: the operator says why, and the history keeps it.
+REASON_REQUIRED = ("ban", "retire", "rewarm")
+# "+55 61 9000-00014", "(61) 90000-0014", "556190000014": a search for a number, in any common format.
+PHONE_LIKE = re.compile(r"^\+?[\d\s().\-]{8,}$")
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Records the system writes (history, logs, events): operators look, nobody adds or edits."""
+def badge(text: str, colour: str) -> str:
+    return format_html('<span style="background:{};color:#fff;padding:2px 8px;border-radius:10px;font-size:11px;'
+                       'white-space:nowrap">{}</span>', colour, text)
+
+
+class NoDeleteMixin:
+    """Nobody deletes these rows from the admin (no Delete button, no "Delete selected"), superusers included:
+    they are the system's record of what happened."""
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class SuperuserDeleteMixin:
+    """Only superusers delete these (operator-owned settings whose deletion harms no record)."""
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
+
+class ReadOnlyAdmin(NoDeleteMixin, admin.ModelAdmin):
+    """Records the system writes (history, logs, events): operators look, nobody adds, edits or deletes."""
 
     def has_add_permission(self, request) -> bool:
         return False
@@ -38,8 +80,37 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class PhoneSearchMixin:
+    """Search that finds a number however it is typed: "+55 61 9000-00014" finds +556190000014.
+
+    Django's search splits the term on spaces and needs every piece to match; a term that looks like a phone
+    number is instead reduced to its digits and looked for in `phone_search_fields`.
+    """
+
+    phone_search_fields: tuple[str, ...] = ()
+
+    def get_search_results(self, request, queryset, search_term):
+        term = (search_term or "").strip()
+        if self.phone_search_fields and PHONE_LIKE.match(term):
+            digits = re.sub(r"\D", "", term)
+            condition = Q()
+            for field in self.phone_search_fields:
+                condition |= Q(**{f"{field}__contains": digits})
+            return queryset.filter(condition), False
+        return super().get_search_results(request, queryset, search_term)
+
+
+def short_time(value) -> str:
+    """A list column's time, short (the operators' clock): long localized dates make lists overflow."""
+    return formats.date_format(timezone.localtime(value), "SHORT_DATETIME_FORMAT") if value else "—"
+
+
+def actor_text(kind_label: str, actor_id: str) -> str:
+    return f"{kind_label}: {actor_id}" if actor_id else kind_label
+
+
 class TrustLevelFilter(admin.SimpleListFilter):
-    title = _("trust level")
+    title = gettext_lazy("trust level")
     parameter_name = "trust_level"
 
     def lookups(self, request, model_admin):
@@ -54,146 +125,320 @@ class ChipTransitionInline(admin.TabularInline):
     extra = 0
     can_delete = False
     ordering = ["-created_at", "-id"]
-    fields = ["created_at", "source", "target", "transition", "reason", "actor_kind", "actor_id"]
+    fields = ["created_at", "source", "target", "transition_label", "reason", "actor"]
     readonly_fields = fields
-    verbose_name_plural = _("history")
+    verbose_name_plural = gettext_lazy("history")
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    @admin.display(description=gettext_lazy("transition"))
+    def transition_label(self, row: ChipTransition) -> str:
+        return row.transition_label
+
+    @admin.display(description=gettext_lazy("by"))
+    def actor(self, row: ChipTransition) -> str:
+        return actor_text(row.get_actor_kind_display(), row.actor_id)
 
 
 class OpenAlertInline(admin.TabularInline):
+    """The chip's open alerts (acknowledged ones stay in the alerts list, filtered by chip)."""
+
     model = ChipAlert
     extra = 0
     can_delete = False
-    fields = ["last_raised_at", "severity", "kind", "message", "occurrences", "acknowledged_at"]
+    fields = ["last_raised_at", "severity", "kind", "message", "action_taken", "occurrences"]
     readonly_fields = fields
-    verbose_name_plural = _("alerts")
+    verbose_name_plural = gettext_lazy("open alerts")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).open()
 
     def has_add_permission(self, request, obj=None) -> bool:
         return False
 
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
 
-def _bulk(transition: str, label: str):
-    """An admin action running one operator transition on every selected chip, reporting each refusal."""
 
-    def action(modeladmin: ChipAdmin, request: HttpRequest, queryset: QuerySet[Chip]) -> None:
-        result = services.chips_bulk_transition(
-            chip_ids=queryset.values_list("pk", flat=True),
-            transition=transition,
-            actor=services.Actor.user(request.user),
-            reason=str(_("bulk action from the admin")),
+class TransitionReasonForm(forms.Form):
+    reason = forms.CharField(
+        label=gettext_lazy("reason"), max_length=500, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text=gettext_lazy("Kept in the chip's history with your name."),
+        error_messages={"required": gettext_lazy("Say why: the reason is kept in the chip's history.")})
+
+
+def _report_bulk(modeladmin: admin.ModelAdmin, request: HttpRequest, result: services.BulkResult, label: str) -> None:
+    if result.succeeded:
+        modeladmin.message_user(
+            request,
+            ngettext("%(count)d chip: %(action)s done.", "%(count)d chips: %(action)s done.",
+                     len(result.succeeded)) % {"count": len(result.succeeded), "action": label},
+            messages.SUCCESS,
         )
-        if result.succeeded:
-            modeladmin.message_user(
-                request,
-                ngettext("%(count)d chip: %(action)s done.", "%(count)d chips: %(action)s done.",
-                         len(result.succeeded)) % {"count": len(result.succeeded), "action": label},
-                messages.SUCCESS,
-            )
-        for chip_id, why in sorted(result.failed.items()):
-            modeladmin.message_user(request, _("Chip %(id)s not changed: %(why)s") % {"id": chip_id, "why": why},
-                                    messages.WARNING)
-        if not result.succeeded and not result.failed:
-            modeladmin.message_user(request, _("No chip selected."), messages.INFO)
+    for chip_id, why in sorted(result.failed.items()):
+        modeladmin.message_user(request, _("Chip %(id)s not changed: %(why)s") % {"id": chip_id, "why": why},
+                                messages.WARNING)
+    if not result.succeeded and not result.failed:
+        modeladmin.message_user(request, _("No chip selected."), messages.INFO)
+
+
+def _bulk(transition: str):
+    """An admin action running one operator transition on every selected chip, reporting each refusal. The
+    transitions in REASON_REQUIRED first show a confirmation page that asks for the reason."""
+    label = Chip.transition_label(transition)
+
+    def action(modeladmin: ChipAdmin, request: HttpRequest, queryset: QuerySet[Chip]):
+        if transition not in REASON_REQUIRED:
+            result = services.chips_bulk_transition(
+                chip_ids=queryset.values_list("pk", flat=True), transition=transition,
+                actor=services.Actor.user(request.user), reason=_("bulk action from the admin"))
+            _report_bulk(modeladmin, request, result, label)
+            return None
+        form = TransitionReasonForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            result = services.chips_bulk_transition(
+                chip_ids=queryset.values_list("pk", flat=True), transition=transition,
+                actor=services.Actor.user(request.user), reason=form.cleaned_data["reason"])
+            _report_bulk(modeladmin, request, result, label)
+            return None
+        chips = list(queryset.order_by("pk"))
+        context = {**modeladmin.admin_site.each_context(request), "opts": modeladmin.model._meta, "form": form,
+                   "chips": chips, "action": f"bulk_{transition}", "transition_label": label,
+                   "help_text": Chip.transition_help(transition),
+                   "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+                   "title": _("%(transition)s: %(count)d chip(s)") % {"transition": label, "count": len(chips)}}
+        return TemplateResponse(request, "admin/chips/chip/bulk_transition_confirm.html", context)
 
     action.__name__ = f"bulk_{transition}"
     return admin.action(description=label, permissions=["run_transitions"])(action)
 
 
-class ChipAdmin(FSMAdminMixin, admin.ModelAdmin):
+class ChipAdmin(NoDeleteMixin, PhoneSearchMixin, FSMAdminMixin, admin.ModelAdmin):
     """The chip page. Not registered here: the pool app (chipfarm.admin) registers it with the inlines of the
-    apps above chips (instance, capacity, warming metrics), which chips may not know (DESIGN §11)."""
+    apps above chips (instance, capacity, warming metrics), which chips may not know (DESIGN §11).
+
+    Nothing on a chip is typed in by hand, so the page is read-only for everyone (no Save, no Delete: retire is the
+    way out). Its transition buttons post to /admin/chips/chip/<id>/transition/<name>/; ban, retire and rewarm go
+    through a confirmation page that asks for the reason.
+    """
 
     fsm_fields = ["status"]
-    list_display = [
-        "id", "phone", "status_badge", "trust_score", "trust_level", "warming_phase", "is_connected",
-        "area_code", "instance_name", "updated_at",
-    ]
+    list_display = ["id", "phone", "status_badge", "trust", "warming_phase", "is_connected", "updated"]
     list_display_links = ["id", "phone"]
-    list_filter = ["status", TrustLevelFilter, "area_code", "is_connected"]
+    list_filter = ["status", TrustLevelFilter, "warming_phase", "is_connected", "source", "area_code"]
     search_fields = ["phone", "instance_name", "provider_line_id"]
+    phone_search_fields = ("phone",)
     ordering = ["-id"]
     list_per_page = 50
     show_full_result_count = False
     inlines = [ChipTransitionInline, OpenAlertInline]
     actions = [
-        _bulk("promote_to_ready", _("Promote to ready")),
-        _bulk("promote_to_active", _("Promote to active")),
-        _bulk("rewarm", _("Rewarm")),
-        _bulk("retire", _("Retire")),
+        _bulk("promote_to_ready"),
+        _bulk("promote_to_active"),
+        _bulk("rewarm"),
+        _bulk("ban"),
+        _bulk("retire"),
+        csv_export_action([
+            (gettext_lazy("id"), lambda c: c.pk),
+            (gettext_lazy("phone"), lambda c: c.phone),
+            (gettext_lazy("status"), lambda c: c.get_status_display()),
+            (gettext_lazy("trust score"), lambda c: c.trust_score),
+            (gettext_lazy("trust level"), lambda c: c.get_trust_level_display()),
+            (gettext_lazy("warming phase"), lambda c: c.get_warming_phase_display()),
+            (gettext_lazy("connected"), lambda c: c.is_connected),
+            (gettext_lazy("area code (DDD)"), lambda c: c.area_code),
+            (gettext_lazy("source"), lambda c: c.get_source_display()),
+            (gettext_lazy("Evolution instance"), lambda c: c.instance_name),
+            (gettext_lazy("created at"), lambda c: c.created_at),
+            (gettext_lazy("active at"), lambda c: c.active_at),
+            (gettext_lazy("banned at"), lambda c: c.banned_at),
+            (gettext_lazy("retired at"), lambda c: c.retired_at),
+            (gettext_lazy("updated at"), lambda c: c.updated_at),
+        ], basename="chips"),
     ]
     fieldsets = [
-        (None, {"fields": ["status", "phone", "area_code", "provider_line_id", "instance_name"]}),
-        (_("Trust and warming"), {"fields": ["trust_score", "trust_level", "warming_phase", "warming_started_at"]}),
-        (_("Connection"), {"fields": ["is_connected", "connection_changed_at", "cooling_until",
-                                      "activation_attempts"]}),
-        (_("Timeline"), {"fields": ["created_at", "provisioned_at", "activation_started_at", "activated_at",
-                                    "ready_at", "active_at", "degraded_at", "banned_at", "retired_at",
-                                    "updated_at"]}),
+        (None, {"fields": ["status", "phone", "source", "area_code", "provider_line_id", "instance_name"]}),
+        (gettext_lazy("Trust and warming"), {"fields": ["trust_score", "trust_level", "warming_phase",
+                                                        "warming_started_at"]}),
+        (gettext_lazy("Connection"), {"fields": ["is_connected", "connection_changed_at", "cooling_until",
+                                                 "activation_attempts"]}),
+        (gettext_lazy("Timeline"), {"fields": ["created_at", "provisioned_at", "activation_started_at",
+                                               "activated_at", "ready_at", "active_at", "degraded_at", "banned_at",
+                                               "retired_at", "updated_at"]}),
     ]
 
     def get_readonly_fields(self, request, obj=None):
-        # Every fact on a chip is written by the lifecycle or by the system's checks: the page shows
-        # them and offers the transitions; nothing is typed in by hand.
         return [f for fs in self.fieldsets for f in fs[1]["fields"]]
 
     def has_add_permission(self, request) -> bool:
-        return False  # chips are bought by provisioning, not typed in
+        return False  # chips are bought by provisioning (or added as own numbers), not typed in
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # every fact is written by the lifecycle and the system's checks: the page only shows them
 
     def has_run_transitions_permission(self, request) -> bool:
         return request.user.has_perm("chips.run_chip_transitions")
 
-    @admin.display(description=_("status"), ordering="status")
-    def status_badge(self, chip: Chip) -> str:
-        return format_html(
-            '<span class="chip-status chip-status-{}" style="background:{};color:#fff;padding:2px 8px;'
-            'border-radius:10px;font-size:11px;white-space:nowrap">{}</span>',
-            chip.status, STATUS_COLOURS.get(chip.status, "#6c757d"), chip.get_status_display(),
-        )
+    @staticmethod
+    def get_fsm_block_label(fsm_field_name: str) -> str:
+        return _("Change the state")
 
-    def _apply_fsm_transition(self, *, obj: Chip, transition_name: str, request: HttpRequest, kwargs=None) -> bool:
-        # The buttons go through the same service as every other caller: history row, guards,
-        # conflict handling, permission to act.
-        if not self.has_run_transitions_permission(request):
-            self.message_user(request, _("You may not change chips."), messages.ERROR)
-            return False
+    @admin.display(description=gettext_lazy("status"), ordering="status")
+    def status_badge(self, chip: Chip) -> str:
+        return format_html('<span class="chip-status chip-status-{}">{}</span>', chip.status,
+                           badge(chip.get_status_display(), STATUS_COLOURS.get(chip.status, "#6c757d")))
+
+    @admin.display(description=gettext_lazy("trust score"), ordering="trust_score")
+    def trust(self, chip: Chip) -> str:
+        return format_html("{} <small>{}</small>", chip.trust_score, chip.get_trust_level_display())
+
+    @admin.display(description=gettext_lazy("updated at"), ordering="updated_at")
+    def updated(self, chip: Chip) -> str:
+        return short_time(chip.updated_at)
+
+    # --- transitions -----------------------------------------------------------------------------------------
+
+    def fsm_transition_view(self, request: HttpRequest, object_id: str, transition_name: str,
+                            **kwargs) -> HttpResponse:
+        """GET: the confirmation page (with the reason for REASON_REQUIRED); POST: run the transition.
+
+        Anything but an operator transition of an existing chip is a 404 (a made-up name, an internal one such as
+        start_activation, a method that is not a transition); people without the permission to act get a 403.
+        """
+        if transition_name not in services.OPERATOR_TRANSITIONS:
+            raise Http404(_("No such transition."))
+        chip = self.get_object(request, object_id)
+        if chip is None:
+            raise Http404(_("No such chip."))
+        if not self.has_view_permission(request, chip) or not self.has_run_transitions_permission(request):
+            raise PermissionDenied
+        change_url = reverse("admin:chips_chip_change", args=[chip.pk])
+        needs_reason = transition_name in REASON_REQUIRED
+        form = TransitionReasonForm(request.POST or None) if needs_reason else None
+        if request.method == "POST" and (form is None or form.is_valid()):
+            reason = form.cleaned_data["reason"] if form is not None else _("from the admin")
+            self._run_transition(request, chip, transition_name, reason)
+            return HttpResponseRedirect(change_url)
+        if request.method != "POST" and transition_name not in services.chip_allowed_transitions(
+                chip=chip, operator_only=True):
+            # A stale page (someone else moved the chip meanwhile): say what is possible now instead.
+            try:
+                raise services._not_allowed(chip, transition_name, operator_only=True)
+            except DomainError as exc:
+                self.message_user(request, exc.message, messages.WARNING)
+            return HttpResponseRedirect(change_url)
+        target = self._get_fsm_transition_by_name(obj=chip, transition_name=transition_name)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "original": chip,
+                   "form": form, "transition_name": transition_name,
+                   "transition_label": Chip.transition_label(transition_name),
+                   "help_text": Chip.transition_help(transition_name),
+                   "source_label": chip.get_status_display(),
+                   "target_label": Chip.Status(target.target).label if target.target else "",
+                   "change_url": change_url,
+                   "title": _("%(transition)s %(chip)s") % {"transition": Chip.transition_label(transition_name),
+                                                            "chip": chip}}
+        return TemplateResponse(request, "admin/chips/chip/transition_confirm.html", context)
+
+    def _run_transition(self, request: HttpRequest, chip: Chip, transition_name: str, reason: str) -> bool:
+        # Through the same service as every other caller: history row, guards, conflicts, events.
         try:
-            services.chip_transition(
-                chip=obj.pk,
-                transition=transition_name,
-                actor=services.Actor.user(request.user),
-                reason=str(_("from the admin")),
-                operator_only=True,
-                params=dict(kwargs or {}),
-            )
+            services.chip_transition(chip=chip.pk, transition=transition_name,
+                                     actor=services.Actor.user(request.user), reason=reason, operator_only=True)
         except DomainError as exc:
             self.message_user(request, exc.message, messages.ERROR)
             return False
-        self.message_user(request, _("%(transition)s done.") % {"transition": transition_name}, messages.SUCCESS)
+        self.message_user(request, _("%(transition)s: done.") % {"transition": Chip.transition_label(transition_name)},
+                          messages.SUCCESS)
         return True
+
+    def _apply_fsm_transition(self, *, obj: Chip, transition_name: str, request: HttpRequest, kwargs=None) -> bool:
+        # django-fsm's own path (a POST of the change form): never reached, the page cannot be saved; kept safe.
+        if transition_name not in services.OPERATOR_TRANSITIONS or transition_name in REASON_REQUIRED:
+            raise Http404
+        if not self.has_run_transitions_permission(request):
+            raise PermissionDenied
+        return self._run_transition(request, obj, transition_name, _("from the admin"))
+
+
+class AlertStateFilter(admin.SimpleListFilter):
+    title = gettext_lazy("state")
+    parameter_name = "state"
+
+    def lookups(self, request, model_admin):
+        return [("open", _("Open")), ("acknowledged", _("Acknowledged"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "open":
+            return queryset.filter(acknowledged_at__isnull=True)
+        if self.value() == "acknowledged":
+            return queryset.filter(acknowledged_at__isnull=False)
+        return queryset
 
 
 @admin.register(ChipAlert)
-class ChipAlertAdmin(admin.ModelAdmin):
-    list_display = ["last_raised_at", "severity", "kind", "chip", "short_message", "occurrences",
-                    "action_taken", "acknowledged_at", "acknowledged_by"]
-    list_filter = ["severity", "kind", ("acknowledged_at", admin.EmptyFieldListFilter)]
+class ChipAlertAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
+    list_display = ["raised", "severity_badge", "chip", "short_message", "acknowledgement"]
+    list_filter = [AlertStateFilter, "severity", "kind"]
     list_select_related = ["chip", "acknowledged_by"]
     search_fields = ["message", "kind", "chip__phone", "dedup_key"]
+    phone_search_fields = ("chip__phone",)
     raw_id_fields = ["chip"]
-    readonly_fields = ["chip", "severity", "kind", "message", "action_taken", "dedup_key", "occurrences",
-                       "last_raised_at", "acknowledged_by", "acknowledged_at", "created_at", "updated_at"]
-    actions = ["acknowledge"]
+    fields = ["chip", "severity", "kind", "message", "action_taken", "dedup_key", "occurrences", "last_raised_at",
+              "acknowledged_by", "acknowledged_at", "created_at", "updated_at"]
+    readonly_fields = fields
+    show_full_result_count = False
+    actions = [
+        "acknowledge",
+        csv_export_action([
+            (gettext_lazy("last raised at"), lambda a: a.last_raised_at),
+            (gettext_lazy("severity"), lambda a: a.get_severity_display()),
+            (gettext_lazy("kind"), lambda a: a.kind),
+            (gettext_lazy("chip"), lambda a: a.chip),
+            (gettext_lazy("message"), lambda a: a.message),
+            (gettext_lazy("action taken"), lambda a: a.action_taken),
+            (gettext_lazy("occurrences"), lambda a: a.occurrences),
+            (gettext_lazy("acknowledged at"), lambda a: a.acknowledged_at),
+            (gettext_lazy("acknowledged by"), lambda a: a.acknowledged_by),
+        ], basename="alerts"),
+    ]
 
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.display(description=_("message"))
-    def short_message(self, alert: ChipAlert) -> str:
-        return alert.message if len(alert.message) <= 90 else alert.message[:87] + "…"
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False  # raised by the system; the only act on an alert is acknowledging it
 
-    @admin.action(description=_("Acknowledge selected alerts"), permissions=["change"])
+    def has_acknowledge_permission(self, request) -> bool:
+        return request.user.has_perm("chips.change_chipalert")
+
+    @admin.display(description=gettext_lazy("last raised at"), ordering="last_raised_at")
+    def raised(self, alert: ChipAlert) -> str:
+        if alert.occurrences > 1:
+            return format_html("{}<br><small>×{}</small>", short_time(alert.last_raised_at), alert.occurrences)
+        return short_time(alert.last_raised_at)
+
+    @admin.display(description=gettext_lazy("severity"), ordering="severity")
+    def severity_badge(self, alert: ChipAlert) -> str:
+        return badge(alert.get_severity_display(), SEVERITY_COLOURS.get(alert.severity, "#6c757d"))
+
+    @admin.display(description=gettext_lazy("message"))
+    def short_message(self, alert: ChipAlert) -> str:
+        text = alert.message if len(alert.message) <= 140 else alert.message[:137] + "…"
+        action = format_html("<br><small>→ {}</small>", alert.action_taken[:120]) if alert.action_taken else ""
+        return format_html('<div style="min-width:18em;white-space:normal"><small><strong>{}</strong></small><br>{}{}'
+                           "</div>", alert.kind, text, action)
+
+    @admin.display(description=gettext_lazy("state"), ordering="acknowledged_at")
+    def acknowledgement(self, alert: ChipAlert) -> str:
+        if alert.acknowledged_at is None:
+            return format_html("<strong>{}</strong>", _("open"))
+        return actor_text(_("acknowledged"), str(alert.acknowledged_by or ""))
+
+    @admin.action(description=gettext_lazy("Acknowledge selected alerts"), permissions=["acknowledge"])
     def acknowledge(self, request: HttpRequest, queryset: QuerySet[ChipAlert]) -> None:
         count = services.alerts_acknowledge(alert_ids=queryset.values_list("pk", flat=True), user=request.user)
         self.message_user(
@@ -204,15 +449,68 @@ class ChipAlertAdmin(admin.ModelAdmin):
 
 
 @admin.register(ChipTransition)
-class ChipTransitionAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "chip", "source", "target", "transition", "actor_kind", "actor_id", "reason"]
+class ChipTransitionAdmin(PhoneSearchMixin, ReadOnlyAdmin):
+    list_display = ["created_at", "chip", "source", "target", "transition_label", "actor", "reason"]
     list_filter = ["transition", "target", "actor_kind"]
     list_select_related = ["chip"]
     search_fields = ["chip__phone", "reason", "actor_id"]
+    phone_search_fields = ("chip__phone",)
     date_hierarchy = "created_at"
     show_full_result_count = False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    @admin.display(description=gettext_lazy("transition"), ordering="transition")
+    def transition_label(self, row: ChipTransition) -> str:
+        return row.transition_label
+
+    @admin.display(description=gettext_lazy("by"), ordering="actor_id")
+    def actor(self, row: ChipTransition) -> str:
+        return actor_text(row.get_actor_kind_display(), row.actor_id)
 
 
+class NotificationStateFilter(admin.SimpleListFilter):
+    """Slack notifications by what became of them: sent, failed for good, being retried, or waiting."""
+
+    title = gettext_lazy("delivery")
+    parameter_name = "delivery"
+
+    def lookups(self, request, model_admin):
+        return [("sent", _("Sent")), ("failed", _("Failed")), ("retrying", _("Retrying")),
+                ("waiting", _("Waiting for its first try"))]
+
+    def queryset(self, request, queryset):
+        pending = Notification.Status.PENDING
+        return {
+            "sent": lambda: queryset.filter(status=Notification.Status.SENT),
+            "failed": lambda: queryset.filter(status=Notification.Status.FAILED),
+            "retrying": lambda: queryset.filter(status=pending, attempts__gt=0),
+            "waiting": lambda: queryset.filter(status=pending, attempts=0),
+        }.get(self.value(), lambda: queryset)()
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """What was told to the operators on Slack, and whether it got there."""
+
+    list_display = ["created_at", "channel", "delivery", "attempts", "short_text", "last_error", "next_attempt_at",
+                    "sent_at"]
+    list_filter = [NotificationStateFilter, "channel"]
+    search_fields = ["text", "dedup_key"]
+    date_hierarchy = "created_at"
+    show_full_result_count = False
+    fields = ["channel", "delivery", "text", "dedup_key", "attempts", "last_error", "next_attempt_at", "sent_at",
+              "created_at", "updated_at"]
+    readonly_fields = fields
+
+    @admin.display(description=gettext_lazy("delivery"), ordering="status")
+    def delivery(self, row: Notification) -> str:
+        if row.status == Notification.Status.SENT:
+            return badge(_("Sent"), "#198754")
+        if row.status == Notification.Status.FAILED:
+            return badge(_("Failed"), "#dc3545")
+        if row.attempts:
+            return badge(_("Retrying"), "#fd7e14")
+        return badge(_("Waiting"), "#6c757d")
+
+    @admin.display(description=gettext_lazy("text"))
+    def short_text(self, row: Notification) -> str:
+        return row.text if len(row.text) <= 100 else row.text[:97] + "…"

@@ -23,7 +23,7 @@ class ChipAlert(models.Model):
         CRITICAL = "critical", _("Critical")
 
     chip = models.ForeignKey(
-        "chips.Chip", on_delete=models.CASCADE, related_name="alerts", null=True, blank=True
+        "chips.Chip", on_delete=models.CASCADE, related_name="alerts", null=True, blank=True, verbose_name=_("chip")
     )
     severity = models.CharField(_("severity"), max_length=10, choices=Severity.choices)
     kind = models.CharField(_("kind"), max_length=50)
@@ -33,7 +33,8 @@ class ChipAlert(models.Model):
     occurrences = models.PositiveIntegerField(_("occurrences"), default=1)
     last_raised_at = models.DateTimeField(_("last raised at"), default=timezone.now)
     acknowledged_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+        verbose_name=_("acknowledged by"),
     )
     acknowledged_at = models.DateTimeField(_("acknowledged at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)

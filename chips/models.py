@@ -78,7 +78,8 @@ def _active_q(limits: policy.Limits) -> Q:
     return Q(status=Chip.Status.READY, is_connected=True, trust_score__gte=limits.trust_degraded_threshold)
 
 
-def _low_trust_q(limits: policy.Limits) -> Q:
+def low_trust_q(limits: policy.Limits) -> Q:
+    """Trust below trust_degraded_threshold (the trust half of degrade; the admin's "low trust" attention)."""
     return Q(trust_score__lt=limits.trust_degraded_threshold)
 
 
@@ -87,7 +88,7 @@ def _degrade_q(limits: policy.Limits, now: datetime) -> Q:
     disconnected longer than disconnected_degrade_minutes."""
     cutoff = now - timedelta(minutes=limits.disconnected_degrade_minutes)
     return Q(status__in=Chip.DEGRADABLE_STATES) & (
-        _low_trust_q(limits) | Q(is_connected=False, connection_changed_at__lt=cutoff)
+        low_trust_q(limits) | Q(is_connected=False, connection_changed_at__lt=cutoff)
     )
 
 
@@ -117,8 +118,12 @@ class ChipQuerySet(models.QuerySet["Chip"]):
     def degradable(self, limits: policy.Limits, now: datetime) -> ChipQuerySet:
         """The chips degrade accepts, each annotated with `is_low_trust` (else: disconnected too long)."""
         return self.filter(_degrade_q(limits, now)).annotate(
-            is_low_trust=ExpressionWrapper(_low_trust_q(limits), output_field=BooleanField())
+            is_low_trust=ExpressionWrapper(low_trust_q(limits), output_field=BooleanField())
         )
+
+    def low_trust(self, limits: policy.Limits) -> ChipQuerySet:
+        """Chips whose trust is below trust_degraded_threshold (the trust half of the degrade rule)."""
+        return self.filter(low_trust_q(limits))
 
     def resumable(self, now: datetime) -> ChipQuerySet:
         return self.filter(_resume_q(now))
@@ -243,6 +248,26 @@ class Chip(ConcurrentTransitionMixin, models.Model):
 
     # --- derived facts -------------------------------------------------------------------------
 
+    @classmethod
+    def transition_label(cls, name: str) -> str:
+        """The operator's words for a transition (buttons, history, messages); the name itself when unknown."""
+        method = getattr(cls, name, None)
+        transitions = getattr(getattr(method, "_django_fsm", None), "transitions", None)
+        if not transitions:
+            return name
+        first = next(iter(transitions.values() if isinstance(transitions, dict) else transitions))
+        return first.custom.get("label") or name  # lazy: translated where it is shown
+
+    @classmethod
+    def transition_help(cls, name: str) -> str:
+        """What a transition does, for the confirmation page and the button's tooltip ("" when nothing is said)."""
+        method = getattr(cls, name, None)
+        transitions = getattr(getattr(method, "_django_fsm", None), "transitions", None)
+        if not transitions:
+            return ""
+        first = next(iter(transitions.values() if isinstance(transitions, dict) else transitions))
+        return first.custom.get("help_text") or ""
+
     @property
     def warming_days(self) -> int:
         if not self.warming_started_at:
@@ -289,17 +314,19 @@ class Chip(ConcurrentTransitionMixin, models.Model):
     # --- transitions: in-memory changes only; the service saves and records -------------------
 
     @transition(status, source=Status.PROVISIONING, target=Status.PENDING, conditions=[_can_provision],
-                custom=INTERNAL)
+                custom={**INTERNAL, "label": _("Provisioned")})
     def provisioned(self) -> None:
         """The Salvy line is bought and its Evolution instance created."""
         self.provisioned_at = policy.now()
 
-    @transition(status, source=Status.PENDING, target=Status.ACTIVATING, custom=INTERNAL)
+    @transition(status, source=Status.PENDING, target=Status.ACTIVATING,
+                custom={**INTERNAL, "label": _("Activation started")})
     def start_activation(self) -> None:
         """A WhatsApp code arrived by SMS; an activation job takes it from here."""
         self.activation_started_at = policy.now()
 
-    @transition(status, source=Status.ACTIVATING, target=Status.WARMING, custom=INTERNAL)
+    @transition(status, source=Status.ACTIVATING, target=Status.WARMING,
+                custom={**INTERNAL, "label": _("Activation succeeded")})
     def activation_succeeded(self) -> None:
         """The number is registered and linked: warming starts at the first phase."""
         now = policy.now()
@@ -309,7 +336,7 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         self.is_connected = True
         self.connection_changed_at = now
 
-    @transition(status, source=Status.PENDING, target=Status.WARMING, custom=INTERNAL)
+    @transition(status, source=Status.PENDING, target=Status.WARMING, custom={**INTERNAL, "label": _("Linked")})
     def linked(self, phase: str | None = None, started_at: datetime | None = None) -> None:
         """A number the company owns was linked by QR or pairing code: warming starts (an aged number declared
         warm starts at a later `phase`, its ramp dated back to `started_at`)."""
@@ -320,52 +347,63 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         self.is_connected = True
         self.connection_changed_at = now
 
-    @transition(status, source=Status.ACTIVATING, target=Status.PENDING, custom=INTERNAL)
+    @transition(status, source=Status.ACTIVATING, target=Status.PENDING,
+                custom={**INTERNAL, "label": _("Activation failed")})
     def activation_failed(self) -> None:
         """The activator failed or timed out: count the attempt and wait for another code."""
         self.activation_attempts += 1
 
     @transition(status, source=Status.WARMING, target=Status.READY, conditions=[_can_promote_to_ready],
-                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Promote to ready")})
+                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Promote to ready"),
+                        "help_text": _("Warming is complete and trusted: the chip joins the reserve of ready "
+                                       "chips.")})
     def promote_to_ready(self) -> None:
         """Warming is complete and trusted: the chip joins the reserve."""
         self.ready_at = policy.now()
 
     @transition(status, source=Status.READY, target=Status.ACTIVE, conditions=[_can_promote_to_active],
-                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Promote to active")})
+                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Promote to active"),
+                        "help_text": _("The chip starts taking the company's traffic.")})
     def promote_to_active(self) -> None:
         """The chip enters production: it is connected and trusted, and active < production_max."""
         self.active_at = policy.now()
 
     @transition(status, source=Status.ACTIVE, target=Status.COOLING, permission=RUN_PERMISSION,
-                custom={**OPERATOR, "label": _("Cool down")})
+                custom={**OPERATOR, "label": _("Cool down"),
+                        "help_text": _("The chip stops taking traffic for a while, then goes back to production.")})
     def cool_down(self, until: datetime | None = None) -> None:
         """Rest a production chip until `until` (default: COOLING_MINUTES from now)."""
         self.cooling_until = until or policy.now() + timedelta(minutes=settings.COOLING_MINUTES)
 
     @transition(status, source=Status.COOLING, target=Status.ACTIVE, conditions=[_can_resume],
-                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Resume")})
+                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Resume"),
+                        "help_text": _("The cooling period is over: back to production.")})
     def resume(self) -> None:
         """The cooling period is over: back to production."""
         self.cooling_until = None
 
     @transition(status, source=DEGRADABLE_STATES, target=Status.DEGRADED,
                 conditions=[_can_degrade], permission=RUN_PERMISSION,
-                custom={**OPERATOR, "label": _("Degrade")})
+                custom={**OPERATOR, "label": _("Degrade"),
+                        "help_text": _("The chip leaves production; its contacts move to another chip.")})
     def degrade(self) -> None:
         """Trust fell below the degraded threshold, or the chip has been disconnected too long."""
         self.degraded_at = policy.now()
         self.cooling_until = None
 
     @transition(status, source=Status.DEGRADED, target=Status.WARMING, conditions=[_can_rewarm],
-                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Rewarm")})
+                permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Rewarm"),
+                        "help_text": _("Warming restarts at an earlier phase; the chip works again once it is "
+                                       "warm.")})
     def rewarm(self) -> None:
         """A reconnected degraded chip warms again, from an earlier phase."""
         self.warming_phase = WarmingPhase.FIRST_CONTACTS
         self.warming_started_at = policy.now()
 
     @transition(status, source=LIVE_STATES, target=Status.BANNED, permission=RUN_PERMISSION,
-                custom={**OPERATOR, "label": _("Mark banned")})
+                custom={**OPERATOR, "label": _("Mark banned"),
+                        "help_text": _("WhatsApp closed this number for good: the chip stops and its contacts "
+                                       "are released.")})
     def ban(self) -> None:
         """WhatsApp closed the number for good (402/403/406) or an operator says so."""
         self.banned_at = policy.now()
@@ -374,7 +412,9 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         self.cooling_until = None
 
     @transition(status, source=NOT_RETIRED, target=Status.RETIRED, permission=RUN_PERMISSION,
-                custom={**OPERATOR, "label": _("Retire")})
+                custom={**OPERATOR, "label": _("Retire"),
+                        "help_text": _("The chip leaves the pool for good: its WhatsApp session is deleted and "
+                                       "its line cancelled.")})
     def retire(self) -> None:
         """The chip leaves the pool for good; its instance and line are released."""
         self.retired_at = policy.now()
@@ -392,7 +432,7 @@ class ChipTransition(models.Model):
         WEBHOOK = "webhook", _("Webhook")
         SYSTEM = "system", _("System")
 
-    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="transitions")
+    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="transitions", verbose_name=_("chip"))
     source = models.CharField(_("from"), max_length=20, choices=Chip.Status.choices)
     target = models.CharField(_("to"), max_length=20, choices=Chip.Status.choices)
     transition = models.CharField(_("transition"), max_length=40)
@@ -414,7 +454,11 @@ class ChipTransition(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.chip_id}: {self.source} → {self.target} ({self.transition})"
+        return f"{self.get_source_display()} → {self.get_target_display()} ({self.transition_label})"
+
+    @property
+    def transition_label(self) -> str:
+        return Chip.transition_label(self.transition)
 
 
 # Alerts and their Slack outbox live in chips/alerts.py (this module is the chip and its lifecycle); imported here

@@ -12,6 +12,7 @@ import django_fsm
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from chips import policy
 from chips.models import Chip, ChipAlert, ChipTransition
@@ -103,7 +104,7 @@ def chip_transition(
                     cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_POOL_WIDE_GUARDS[transition]])
             source = chip.status
             if operator_only and transition not in OPERATOR_TRANSITIONS:
-                raise _not_allowed(chip, transition, operator_only, why="it is run by the system")
+                raise _not_allowed(chip, transition, operator_only, why=_("the system runs it, not people"))
             with policy.judged_at(now):
                 try:
                     getattr(chip, transition)(**(params or {}))
@@ -126,7 +127,8 @@ def chip_transition(
     except django_fsm.ConcurrentTransition:
         current = Chip.objects.filter(pk=chip_id).values_list("status", flat=True).first()
         raise TransitionConflict(
-            f"Chip {chip_id} was changed by someone else (now {current}); reload and try again.",
+            _("Chip %(chip)s was changed by someone else meanwhile (it is now %(state)s); reload and try again.")
+            % {"chip": chip_id, "state": Chip.Status(current).label if current in Chip.Status.values else current},
             state=current,
         ) from None
     logger.info("chip %s: %s → %s by %s:%s (%s)", chip.pk, source, chip.status, actor.kind, actor.id,
@@ -141,15 +143,38 @@ def _get_chip(chip_id: int) -> Chip:
         raise NotFound(f"Chip {chip_id} does not exist.") from None
 
 
+def _guard_explained(transition: str) -> str:
+    """What a transition's guard asks, in the operator's words (with the thresholds in force)."""
+    limits = policy.current()
+    texts = {
+        "provisioned": _("the chip needs a number, a line and a WhatsApp session first"),
+        "promote_to_ready": _("it needs trust of at least %(trust)d, %(days)d days of warming and the final "
+                              "warming phase") % {"trust": limits.trust_min_for_ready, "days": limits.warmup_days},
+        "promote_to_active": _("it needs to be connected with trust of at least %(trust)d, and production must have "
+                               "room (at most %(max)d active chips)")
+        % {"trust": limits.trust_degraded_threshold, "max": limits.production_max},
+        "resume": _("its cooling period is not over yet"),
+        "degrade": _("its trust is not below %(trust)d and it has not been disconnected for more than %(minutes)d "
+                     "minutes") % {"trust": limits.trust_degraded_threshold,
+                                   "minutes": limits.disconnected_degrade_minutes},
+        "rewarm": _("it must be connected again first"),
+    }
+    return texts.get(transition, _("its conditions do not hold"))
+
+
 def _not_allowed(chip: Chip, transition: str, operator_only: bool, why: str = "",
                  now: datetime | None = None) -> TransitionNotAllowed:
+    """The refusal, in operator language; `state` and `allowed` keep the machine names for the API."""
     allowed = chip_allowed_transitions(chip=chip, operator_only=operator_only, now=now)
-    reason = why or (
-        "its guard does not hold" if chip.status in _sources(transition) else "not from this state"
-    )
+    if not why:
+        why = _guard_explained(transition) if chip.status in _sources(transition) else _(
+            "not from this state")
     return TransitionNotAllowed(
-        f"Cannot {transition} chip {chip.pk} in state {chip.status}: {reason}. "
-        f"Allowed now: {', '.join(allowed) or 'none'}.",
+        _("%(chip)s: “%(transition)s” is not possible now: %(why)s. The chip is %(state)s; possible now: "
+          "%(allowed)s.") % {
+            "chip": chip, "transition": Chip.transition_label(transition), "why": why,
+            "state": chip.get_status_display(),
+            "allowed": ", ".join(str(Chip.transition_label(n)) for n in allowed) or _("nothing")},
         state=chip.status,
         allowed=allowed,
     )

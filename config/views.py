@@ -7,6 +7,7 @@ from datetime import datetime
 
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 CYCLE_KEY = "orchestrator:last_cycle"  # written by chipfarm.orchestrator._mark_cycle
@@ -43,7 +44,8 @@ def health_instances(request: HttpRequest) -> JsonResponse:
     from instances.health import instances_summary
 
     if api_key_for(request.headers.get("X-API-Key")) is None:
-        return JsonResponse({"code": "unauthorized", "message": "A valid X-API-Key header is required."},
+        # The same words, and language, as /health/chip-activator (activation.views).
+        return JsonResponse({"code": "unauthorized", "message": _("A valid X-API-Key header is required.")},
                             status=401)
     return JsonResponse(instances_summary())
 

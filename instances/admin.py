@@ -5,14 +5,18 @@ from __future__ import annotations
 import segno
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.http import HttpRequest
-from django.utils import timezone
-from django.utils.html import format_html
+from django.template.response import TemplateResponse
+from django.utils import formats, timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from chips.admin import ReadOnlyAdmin
+from chips.admin import NoDeleteMixin, PhoneSearchMixin, ReadOnlyAdmin, SuperuserDeleteMixin
+from common.csv_export import csv_export_action
+from common.exceptions import DomainError
 from instances import services
-from instances.caps import Caps, Usage, caps_annotations, caps_in_effect, usage_annotations, usage_now
+from instances.caps import Caps, Usage, caps_annotations, caps_in_effect, usage_annotations
 from instances.models import (
     ChipCapacity,
     ContactBinding,
@@ -24,18 +28,38 @@ from instances.models import (
     OptOutRule,
     OutboundMessage,
     RoutingPolicy,
+    SendingSwitch,
 )
 
 
+def qr_preview_html(instance: Instance) -> str:
+    """The session's live QR code as an image (to scan from the admin), or why there is none."""
+    if instance.state == Instance.State.OPEN:
+        return _("linked")
+    if not instance.qr_is_live():
+        # A QR lives 45 s and only while the session is linking: an old one is dead (field notes §6).
+        return _("no live QR code (the last one expired); ask for a new link")
+    src = instance.qr_image if instance.qr_image.startswith("data:image") else ""
+    if not src and instance.qr_code:
+        src = segno.make(instance.qr_code, error="m").png_data_uri(scale=4)
+    if not src:
+        return _("no QR code received yet")
+    return format_html('<img src="{}" alt="QR" style="width:240px;height:240px">', src)
+
+
 @admin.register(Instance)
-class InstanceAdmin(admin.ModelAdmin):
-    list_display = ["name", "chip", "state", "state_changed_at", "last_disconnect_code", "last_disconnect_at",
-                    "qr_updated_at"]
-    list_filter = ["state", "last_disconnect_code"]
-    list_select_related = ["chip"]
+class InstanceAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
+    """The chips' gateway sessions, as last seen: read-only (the checks and webhooks write them); operators may ask
+    for the webhook configuration to be checked and repaired."""
+
+    list_display = ["name", "chip", "server", "state", "state_changed_at", "last_disconnect_code",
+                    "last_disconnect_at"]
+    list_filter = ["state", "server", "last_disconnect_code"]
+    list_select_related = ["chip", "server"]
     search_fields = ["name", "chip__phone"]
+    phone_search_fields = ("chip__phone",)
     raw_id_fields = ["chip"]
-    readonly_fields = ["chip", "name", "state", "state_changed_at", "qr_preview", "qr_updated_at",
+    readonly_fields = ["chip", "name", "server", "state", "state_changed_at", "qr_preview", "qr_updated_at",
                        "last_disconnect_code", "last_disconnect_at", "created_at", "updated_at"]
     fields = readonly_fields
     show_full_result_count = False
@@ -44,7 +68,13 @@ class InstanceAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    @admin.action(description=_("Check and repair the webhook configuration"), permissions=["change"])
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_heal_permission(self, request) -> bool:
+        return request.user.has_perm("instances.change_instance")
+
+    @admin.action(description=_("Check and repair the webhook configuration"), permissions=["heal"])
     def heal_webhooks(self, request: HttpRequest, queryset) -> None:
         from instances.maintenance import webhooks_heal
 
@@ -55,33 +85,7 @@ class InstanceAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("QR code"))
     def qr_preview(self, instance: Instance) -> str:
-        if instance.state == Instance.State.OPEN:
-            return _("linked")
-        if not instance.qr_is_live():
-            # A QR lives 45 s and only while the session is linking: an old one is dead (field notes §6).
-            return _("no live QR code (the last one expired); ask for a new link")
-        src = instance.qr_image if instance.qr_image.startswith("data:image") else ""
-        if not src and instance.qr_code:
-            src = segno.make(instance.qr_code, error="m").png_data_uri(scale=4)
-        if not src:
-            return _("no QR code received yet")
-        return format_html('<img src="{}" alt="QR" style="width:240px;height:240px">', src)
-
-
-class InstanceInline(admin.StackedInline):
-    """The chip's Evolution session on the chip's own page: state, last disconnection, QR to link."""
-
-    model = Instance
-    can_delete = False
-    extra = 0
-    max_num = 0
-    fields = ["name", "state", "state_changed_at", "last_disconnect_code", "last_disconnect_at", "qr_preview"]
-    readonly_fields = fields
-    verbose_name_plural = _("Evolution instance")
-
-    @admin.display(description=_("QR code"))
-    def qr_preview(self, instance: Instance) -> str:
-        return InstanceAdmin.qr_preview(None, instance)
+        return qr_preview_html(instance)
 
 
 def _caps_text(caps: Caps, usage: Usage | None = None) -> str:
@@ -92,51 +96,45 @@ def _caps_text(caps: Caps, usage: Usage | None = None) -> str:
         "used_hour": usage.hour, "hour": caps.per_hour, "used_day": usage.day, "day": caps.per_day}
 
 
-class ChipCapacityInline(admin.StackedInline):
-    """The chip's caps in effect (instances.caps) and its usage now, on the chip's own page."""
-
-    model = ChipCapacity
-    can_delete = False
-    extra = 0
-    max_num = 0
-    fields = ["caps_in_effect", "usage_now", "max_per_hour", "max_per_day", "max_new_contacts_per_day", "priority",
-              "restricted_until"]
-    readonly_fields = fields
-    verbose_name_plural = _("capacity")
-
-    @admin.display(description=_("caps in effect"))
-    def caps_in_effect(self, capacity: ChipCapacity) -> str:
-        return _caps_text(caps_in_effect(capacity.chip, capacity))
-
-    @admin.display(description=_("usage"))
-    def usage_now(self, capacity: ChipCapacity) -> str:
-        return _caps_text(caps_in_effect(capacity.chip, capacity), usage_now(capacity, timezone.now()))
-
-
 @admin.register(ContactBinding)
-class ContactBindingAdmin(ReadOnlyAdmin):
+class ContactBindingAdmin(PhoneSearchMixin, ReadOnlyAdmin):
     list_display = ["contact", "chip", "origin", "previous_chip", "move_reason", "last_used_at", "expires_at",
                     "released_at"]
-    list_filter = ["origin", ("released_at", admin.EmptyFieldListFilter)]
+    list_filter = [("released_at", admin.EmptyFieldListFilter), "origin"]
     list_select_related = ["chip", "previous_chip"]
     search_fields = ["contact", "chip__phone"]
+    phone_search_fields = ("contact", "chip__phone")
     raw_id_fields = ["chip", "previous_chip"]
     show_full_result_count = False
 
 
 @admin.register(OutboundMessage)
-class OutboundMessageAdmin(ReadOnlyAdmin):
+class OutboundMessageAdmin(PhoneSearchMixin, ReadOnlyAdmin):
     list_display = ["created_at", "contact", "chip", "status", "evolution_message_id", "error"]
     list_filter = ["status"]
     list_select_related = ["chip"]
     search_fields = ["contact", "idempotency_key", "evolution_message_id"]
+    phone_search_fields = ("contact", "chip__phone")
     raw_id_fields = ["chip"]
     show_full_result_count = False
     date_hierarchy = "created_at"
+    # The text is left out of the export: it is the company's conversation, and the page shows it one by one.
+    actions = [csv_export_action([
+        (_("created at"), lambda m: m.created_at),
+        (_("idempotency key"), lambda m: m.idempotency_key),
+        (_("contact"), lambda m: m.contact),
+        (_("chip"), lambda m: m.chip),
+        (_("status"), lambda m: m.get_status_display()),
+        (_("gateway message id"), lambda m: m.evolution_message_id),
+        (_("error"), lambda m: m.error),
+        (_("sent at"), lambda m: m.sent_at),
+        (_("delivered at"), lambda m: m.delivered_at),
+        (_("read at"), lambda m: m.read_at),
+    ], basename="outbound-messages")]
 
 
 @admin.register(ChipCapacity)
-class ChipCapacityAdmin(admin.ModelAdmin):
+class ChipCapacityAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
     """Usage against the caps in effect (instances.caps, in SQL: one query per page), and the operator's
     overrides, which apply while the chip is in production."""
 
@@ -146,9 +144,14 @@ class ChipCapacityAdmin(admin.ModelAdmin):
     list_editable = ["max_per_hour", "max_per_day", "max_new_contacts_per_day", "priority"]
     list_filter = ["chip__status"]
     search_fields = ["chip__phone"]
+    phone_search_fields = ("chip__phone",)
     raw_id_fields = ["chip"]
-    readonly_fields = ["caps_in_effect", "hour_window", "hour_count", "day_window", "day_count", "last_routed_at"]
+    readonly_fields = ["caps_in_effect", "hour_window", "hour_count", "day_window", "day_count", "last_routed_at",
+                       "restricted_until"]
     show_full_result_count = False
+
+    def has_add_permission(self, request) -> bool:
+        return False  # one row per chip, written by the pool when the chip is provisioned
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
@@ -178,41 +181,83 @@ class ChipCapacityAdmin(admin.ModelAdmin):
 
 
 @admin.register(DeliveryEvent)
-class DeliveryEventAdmin(ReadOnlyAdmin):
+class DeliveryEventAdmin(PhoneSearchMixin, ReadOnlyAdmin):
     list_display = ["occurred_at", "chip", "kind", "message_id", "detail"]
     list_filter = ["kind"]
+    search_fields = ["message_id", "chip__phone", "remote"]
+    phone_search_fields = ("chip__phone", "remote")
     list_select_related = ["chip"]
     raw_id_fields = ["chip"]
     show_full_result_count = False
 
 
+class PauseForm(forms.Form):
+    reason = forms.CharField(label=_("reason"), max_length=300,
+                             help_text=_("Every route and send is refused until someone resumes; the reason is kept "
+                                         "in the history of pauses."),
+                             error_messages={"required": _("Give a reason to pause sending.")})
+
+
 @admin.register(RoutingPolicy)
-class RoutingPolicyAdmin(admin.ModelAdmin):
+class RoutingPolicyAdmin(NoDeleteMixin, admin.ModelAdmin):
+    """The routing strategy and the kill switch. The switch is flipped by the actions (pause asks for a reason),
+    never by editing its fields; its history is the list of pauses below."""
+
     list_display = ["__str__", "strategy", "paused_reason", "paused_by", "paused_at", "binding_ttl_days"]
-    fields = ["strategy", "binding_ttl_days", "is_paused", "paused_reason", "paused_by", "paused_at"]
-    readonly_fields = ["is_paused", "paused_by", "paused_at"]
+    fields = ["strategy", "binding_ttl_days", "is_paused", "paused_reason", "paused_by", "paused_at", "history"]
+    readonly_fields = ["is_paused", "paused_reason", "paused_by", "paused_at", "history"]
     actions = ["pause_sending", "resume_sending"]
 
     def has_add_permission(self, request) -> bool:
         return not RoutingPolicy.objects.exists()
 
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+    def has_switch_permission(self, request) -> bool:
+        return request.user.has_perm("instances.change_routingpolicy")
 
     def get_queryset(self, request):
         RoutingPolicy.load()  # the single row always exists once someone looks
         return super().get_queryset(request)
 
-    @admin.action(description=_("Pause all sending (kill switch)"), permissions=["change"])
-    def pause_sending(self, request: HttpRequest, queryset) -> None:
-        reason = request.POST.get("reason") or str(_("paused from the admin"))
-        services.sending_pause(reason=reason, by=request.user.get_username())
-        self.message_user(request, _("Sending is paused."), messages.WARNING)
+    @admin.display(description=_("pauses (history)"))
+    def history(self, policy: RoutingPolicy) -> str:
+        switches = list(SendingSwitch.objects.all()[:20])
+        if not switches:
+            return _("Never paused.")
+        rows = format_html_join("", "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", (
+            (formats.localize(timezone.localtime(s.paused_at)), s.paused_by, s.reason,
+             formats.localize(timezone.localtime(s.resumed_at)) if s.resumed_at else _("in force"), s.resumed_by)
+            for s in switches))
+        head = format_html("<tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr>", _("paused at"),
+                           _("paused by"), _("reason"), _("resumed at"), _("resumed by"))
+        return format_html('<table id="sending-switches">{}{}</table>', head, rows)
 
-    @admin.action(description=_("Resume sending"), permissions=["change"])
+    @admin.action(description=_("Pause all sending (kill switch)…"), permissions=["switch"])
+    def pause_sending(self, request: HttpRequest, queryset):
+        form = PauseForm(request.POST if "apply" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            try:
+                services.sending_pause(reason=form.cleaned_data["reason"], by=request.user.get_username())
+            except DomainError as exc:
+                self.message_user(request, exc.message, messages.ERROR)
+                return None
+            self.message_user(request, _("Sending is paused."), messages.WARNING)
+            return None
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "form": form,
+                   "objects": queryset, "action": "pause_sending",
+                   "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME, "title": _("Pause all sending")}
+        return TemplateResponse(request, "admin/instances/routingpolicy/pause.html", context)
+
+    @admin.action(description=_("Resume sending"), permissions=["switch"])
     def resume_sending(self, request: HttpRequest, queryset) -> None:
         services.sending_resume(by=request.user.get_username())
         self.message_user(request, _("Sending resumed."), messages.SUCCESS)
+
+
+@admin.register(SendingSwitch)
+class SendingSwitchAdmin(ReadOnlyAdmin):
+    list_display = ["paused_at", "paused_by", "reason", "resumed_at", "resumed_by"]
+    search_fields = ["reason", "paused_by", "resumed_by"]
+    date_hierarchy = "paused_at"
 
 
 class GatewayServerForm(forms.ModelForm):
@@ -230,7 +275,7 @@ class GatewayServerForm(forms.ModelForm):
 
 
 @admin.register(GatewayServer)
-class GatewayServerAdmin(admin.ModelAdmin):
+class GatewayServerAdmin(SuperuserDeleteMixin, admin.ModelAdmin):
     form = GatewayServerForm
     list_display = ["name", "url_shown", "capacity", "load", "is_enabled", "is_reachable", "unreachable_since"]
     list_filter = ["is_enabled", "is_reachable"]
@@ -240,7 +285,7 @@ class GatewayServerAdmin(admin.ModelAdmin):
         return super().get_queryset(request).with_load()
 
     def has_delete_permission(self, request, obj=None) -> bool:
-        # A server holding sessions cannot go (instances point at it); an empty one may.
+        # Superusers only, and a server holding sessions cannot go (instances point at it); an empty one may.
         return super().has_delete_permission(request, obj) and (obj is None or not obj.instances.exists())
 
     @admin.display(description=_("base URL"))

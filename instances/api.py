@@ -108,4 +108,9 @@ def pause(request: HttpRequest, payload: PauseIn):
 
 @router.post("/pool/resume", response={200: SwitchOut, **AUTH_RESPONSES, 422: ErrorOut}, summary="Resume sending")
 def resume(request: HttpRequest, payload: ResumeIn | None = None):
-    return _switch_out(services.sending_resume(by=f"api:{request.auth.name}"))
+    policy = services.sending_resume(by=f"api:{request.auth.name}")
+    # Who lifted the switch, and when: the policy's pause fields are cleared into the history.
+    last = services.sending_last_switch()
+    if policy.is_paused or last is None or last.is_open:
+        return _switch_out(policy)
+    return {"paused": False, "reason": last.reason, "by": last.resumed_by, "at": last.resumed_at}

@@ -1,7 +1,9 @@
 from django.apps import AppConfig
+from django.utils.translation import gettext_lazy as _
 
 
 class InstancesConfig(AppConfig):
+    verbose_name = _("Sending and sessions")
     name = "instances"
 
     def ready(self) -> None:

@@ -80,7 +80,7 @@ class Instance(models.Model):
     #: How long a QR code lives on the gateway (Evolution: 45 s, field notes §6).
     QR_TTL = timedelta(seconds=45)
 
-    chip = models.OneToOneField(Chip, on_delete=models.CASCADE, related_name="instance")
+    chip = models.OneToOneField(Chip, on_delete=models.CASCADE, related_name="instance", verbose_name=_("chip"))
     server = models.ForeignKey(GatewayServer, on_delete=models.PROTECT, related_name="instances",
                                verbose_name=_("gateway server"), null=True)
     name = models.CharField(_("name"), max_length=64, unique=True)
@@ -220,6 +220,42 @@ class RoutingPolicy(models.Model):
         return policy
 
 
+class SendingSwitch(models.Model):
+    """One use of the kill switch, from its pause to its resume: who paused, why, when; who resumed, when.
+
+    The routing policy row holds the switch in force (it is what routing reads); a resume closes the open row here
+    and clears the policy's pause fields, so this table is the history an operator reads.
+    """
+
+    reason = models.CharField(_("reason"), max_length=300)
+    paused_by = models.CharField(_("paused by"), max_length=150)
+    paused_at = models.DateTimeField(_("paused at"))
+    resumed_by = models.CharField(_("resumed by"), max_length=150, blank=True)
+    resumed_at = models.DateTimeField(_("resumed at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("sending pause")
+        verbose_name_plural = _("sending pauses (history)")
+        ordering = ["-paused_at", "-id"]
+        constraints = [
+            # At most one pause in force (the policy row's lock serialises pause and resume; this states it).
+            models.UniqueConstraint(models.Value(True), condition=Q(resumed_at__isnull=True),
+                                    name="sendingswitch_one_open"),
+            models.CheckConstraint(condition=Q(resumed_at__isnull=True) | Q(resumed_at__gte=models.F("paused_at")),
+                                   name="sendingswitch_resumed_after_paused"),
+            models.CheckConstraint(condition=~Q(reason=""), name="sendingswitch_reason_given"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.paused_by}: {self.reason[:60]}"
+
+    @property
+    def is_open(self) -> bool:
+        return self.resumed_at is None
+
+
 class ChipCapacity(models.Model):
     """Per-chip usage, the operator's cap overrides and the restriction: the row a reservation locks.
 
@@ -231,7 +267,8 @@ class ChipCapacity(models.Model):
     sending nor let a chip pass its cap.
     """
 
-    chip = models.OneToOneField(Chip, on_delete=models.CASCADE, primary_key=True, related_name="capacity")
+    chip = models.OneToOneField(Chip, on_delete=models.CASCADE, primary_key=True, related_name="capacity",
+                                verbose_name=_("chip"))
     max_per_hour = models.PositiveIntegerField(
         _("max messages per hour"), null=True, blank=True,
         help_text=_("Override while the chip is in production (active or cooling). Empty: MAX_MSGS_PER_HOUR. "
@@ -286,9 +323,10 @@ class ContactBinding(models.Model):
         INBOUND = "inbound", _("The contact wrote first")
 
     contact = models.CharField(_("contact"), max_length=16)
-    chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="bindings")
+    chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="bindings", verbose_name=_("chip"))
     origin = models.CharField(_("origin"), max_length=10, choices=Origin.choices, default=Origin.ROUTED)
-    previous_chip = models.ForeignKey(Chip, on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    previous_chip = models.ForeignKey(Chip, on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                      verbose_name=_("previous chip"))
     move_reason = models.CharField(_("move reason"), max_length=200, blank=True)
     last_used_at = models.DateTimeField(_("last used at"), default=timezone.now)
     expires_at = models.DateTimeField(_("expires at"))
@@ -329,7 +367,8 @@ class OutboundMessage(models.Model):
 
     idempotency_key = models.CharField(_("idempotency key"), max_length=100, unique=True)
     contact = models.CharField(_("contact"), max_length=16)
-    chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="outbound_messages")
+    chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="outbound_messages",
+                             verbose_name=_("chip"))
     text = models.TextField(_("text"))
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.SENDING)
     evolution_message_id = models.CharField(_("gateway message id"), max_length=64, null=True, blank=True)
@@ -369,7 +408,7 @@ class DeliveryEvent(models.Model):
         TIMELOCK = "timelock", _("Reach-out timelock (463)")
         DISCONNECTED = "disconnected", _("Disconnected")
 
-    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="delivery_events")
+    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="delivery_events", verbose_name=_("chip"))
     kind = models.CharField(_("kind"), max_length=15, choices=Kind.choices)
     message_id = models.CharField(_("message id"), max_length=64, blank=True)
     remote = models.CharField(_("remote phone"), max_length=32, blank=True)

@@ -9,12 +9,13 @@ from datetime import datetime
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django.utils.translation import gettext as _
 
 from chips.models import Chip
-from common.exceptions import DomainError
+from common.exceptions import DomainError, InvalidInput
 from instances import sessions
 from instances.gateway import Gateway, GatewayError
-from instances.models import GatewayServer, Instance, OutboundMessage, RoutingPolicy
+from instances.models import GatewayServer, Instance, OutboundMessage, RoutingPolicy, SendingSwitch
 from instances.routing import route_contact
 from instances.servers import gateway_for, gateway_for_instance, server_place
 from outbox.services import event_emit
@@ -62,28 +63,53 @@ def instance_create(*, chip: Chip, name: str, gw: Gateway | None = None) -> Inst
 
 
 def sending_pause(*, reason: str, by: str) -> RoutingPolicy:
-    """The kill switch: every route and send is refused with `paused` until resumed."""
+    """The kill switch: every route and send is refused with `paused` until resumed.
+
+    A reason is required (blank or whitespace: InvalidInput naming `reason`). Pausing while paused changes nothing:
+    the pause in force keeps who paused, when and why.
+    """
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput(_("Give a reason to pause sending."), field="reason")
     with transaction.atomic():
         policy = RoutingPolicy.load()
         policy = RoutingPolicy.objects.select_for_update().get(pk=policy.pk)
+        if policy.is_paused:
+            return policy
+        now = timezone.now()
         policy.is_paused, policy.paused_reason, policy.paused_by = True, reason[:300], by[:150]
-        policy.paused_at = timezone.now()
+        policy.paused_at = now
         policy.save()
+        SendingSwitch.objects.create(reason=policy.paused_reason, paused_by=policy.paused_by, paused_at=now)
         event_emit(type="pool.paused", data={"reason": policy.paused_reason, "by": policy.paused_by})
     logger.warning("sending paused by %s: %s", by, reason)
     return policy
 
 
 def sending_resume(*, by: str) -> RoutingPolicy:
+    """Lift the kill switch: the pause in force moves to the history (SendingSwitch) with who resumed and when, and
+    the policy's pause fields are cleared. Resuming while not paused changes nothing."""
     with transaction.atomic():
         policy = RoutingPolicy.load()
         policy = RoutingPolicy.objects.select_for_update().get(pk=policy.pk)
-        policy.is_paused, policy.paused_reason, policy.paused_by = False, "", by[:150]
-        policy.paused_at = timezone.now()
+        if not policy.is_paused:
+            return policy
+        now = timezone.now()
+        closed = SendingSwitch.objects.filter(resumed_at__isnull=True).update(
+            resumed_by=by[:150], resumed_at=now, updated_at=now)
+        if not closed:  # paused before the history existed: record it now, so the history is complete
+            SendingSwitch.objects.create(reason=policy.paused_reason or "?", paused_by=policy.paused_by or "?",
+                                         paused_at=policy.paused_at or now, resumed_by=by[:150], resumed_at=now)
+        policy.is_paused, policy.paused_reason, policy.paused_by, policy.paused_at = False, "", "", None
         policy.save()
-        event_emit(type="pool.resumed", data={"by": policy.paused_by})
+        event_emit(type="pool.resumed", data={"by": by[:150]})
     logger.warning("sending resumed by %s", by)
     return policy
+
+
+def sending_last_switch() -> SendingSwitch | None:
+    """The latest use of the kill switch (open or closed)."""
+    return SendingSwitch.objects.order_by("-paused_at", "-id").first()
 
 
 class IdempotencyKeyReused(DomainError):

@@ -145,6 +145,11 @@ class EndpointAdmin(admin.ModelAdmin):
             pending_count=_count_of(Delivery.Status.PENDING),
         )
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        # Operators disable an endpoint (is_enabled); deleting one, and with it its deliveries' record, is for
+        # superusers (or DELETE /api/v1/endpoints/{id}).
+        return request.user.is_superuser and super().has_delete_permission(request, obj)
+
     def get_fields(self, request, obj=None):
         fields = ["url", "event_types", "description", "is_enabled"]
         return fields if obj is None else [*fields, *self.readonly_fields]

@@ -3,6 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-8000}
+# The demo's Slack is the sandbox's fake (sandbox/slack.py, started below on :8084; any path is a webhook):
+# alerts and operations land there and the notifications page shows them sent. A real URL in the environment wins.
+export SLACK_WEBHOOK_URL=${SLACK_WEBHOOK_URL:-http://127.0.0.1:8084/alerts}
+export SLACK_OPERATIONS_WEBHOOK_URL=${SLACK_OPERATIONS_WEBHOOK_URL:-http://127.0.0.1:8084/operations}
 
 bash scripts/services.sh
 bash scripts/bootstrap.sh requirements-sandbox.txt
@@ -38,7 +42,8 @@ cat <<TXT
       API docs  http://127.0.0.1:$PORT/api/docs
       health    http://127.0.0.1:$PORT/health
       + a Celery worker, Celery beat, and the sandbox (fake Evolution :8081,
-        Salvy :8082, VPS activator :8083, Slack :8084). Ctrl-C stops everything.
+        Salvy :8082, VPS activator :8083, Slack :8084 — the app posts its alerts
+        and operations there). Ctrl-C stops everything.
 
 TXT
 # Stop everything as soon as one process dies, so a crash is never silent.

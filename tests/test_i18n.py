@@ -169,8 +169,8 @@ def test_chips_changelist_is_in_portuguese_by_default(portuguese, admin_client):
     assert '<html lang="pt-br"' in page
     assert "Promover para pronto</option>" in page  # the bulk action's label
     assert "Aposentar</option>" in page
-    assert "Selecione chip para modificar" in page  # the model's verbose name, in Django's own sentence
-    assert "Pontuação de confiança" in page and "Nível de confiança" in page
+    assert "Selecione chip para visualizar" in page  # the model's verbose name, in Django's own sentence
+    assert "Pontuação de confiança" in page and "nível de confiança" in page  # the column, the filter
     assert ">Aquecimento</span>" in page  # the status badge
     assert "Promote to ready" not in page and "Trust score" not in page
 
@@ -179,7 +179,7 @@ def test_chips_changelist_is_in_portuguese_by_default(portuguese, admin_client):
 def test_accept_language_header_picks_portuguese(admin_client):
     page = admin_client.get(CHANGELIST, headers={"Accept-Language": "pt-BR,pt;q=0.9"}).content.decode()
     assert "Promover para pronto</option>" in page
-    assert "Selecione chip para modificar" in page
+    assert "Selecione chip para visualizar" in page
 
 
 @pytest.mark.django_db
@@ -191,7 +191,7 @@ def test_pool_dashboard_is_in_portuguese(portuguese, admin_client):
     assert "<title>Painel do pool | " in page
     assert "Executar um ciclo agora</button>" in page
     assert "Pausar todos os envios</button>" in page
-    assert "Chips por estado" in page and "Alertas abertos" in page and "Operações recentes" in page
+    assert "Chips por estado" in page and "Alertas abertos" in page
     assert "Run a cycle now" not in page and "Pool dashboard" not in page
 
     response = admin_client.post(DASHBOARD, {"action": "pause", "reason": "incidente"}, follow=True)
@@ -209,7 +209,7 @@ def test_english_when_english_is_requested(portuguese, admin_client):
     english = {"headers": {"Accept-Language": "en"}}
 
     page = admin_client.get(CHANGELIST, **english).content.decode()
-    assert "Promote to ready</option>" in page and "Select chip to change" in page
+    assert "Promote to ready</option>" in page and "Select chip to view" in page
     assert "Trust score" in page and ">Warming</span>" in page
     assert "Promover para pronto" not in page
 

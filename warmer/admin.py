@@ -9,23 +9,21 @@ from django.utils import timezone
 from django.utils.html import format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from chips.admin import ReadOnlyAdmin
+from chips.admin import NoDeleteMixin, PhoneSearchMixin, ReadOnlyAdmin
 from chips.models import Chip
 from instances import hours
 from warmer.models import ChipDailyMetrics, PhasePlan, TrustBreakdown, WarmingAction, WarmingChip
+from warmer.trust import COMPONENTS
 
 
 @admin.register(PhasePlan)
-class PhasePlanAdmin(admin.ModelAdmin):
+class PhasePlanAdmin(NoDeleteMixin, admin.ModelAdmin):
     list_display = ["phase", "order", "starts_on_day", "min_trust", "messages_per_day", "new_peers_per_day",
                     "reply_ratio"]
     list_editable = ["starts_on_day", "min_trust", "messages_per_day", "new_peers_per_day", "reply_ratio"]
     ordering = ["order"]
 
     def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
 
@@ -49,11 +47,14 @@ def _today_count(status_filter: Q) -> Subquery:
 
 
 @admin.register(WarmingChip)
-class WarmingChipAdmin(admin.ModelAdmin):
+class WarmingChipAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
+    """The warming page (Operators and Viewers see it: warmer migration 0005); read-only, the warmer writes it."""
+
     list_display = ["id", "phone", "status", "warming_phase", "warming_day", "planned_today", "sent_today",
                     "trust_score", "trust_level", "is_connected"]
     list_filter = ["status", "warming_phase", "trust_level"]
     search_fields = ["phone", "instance_name"]
+    phone_search_fields = ("phone",)
     list_select_related = ["trust_breakdown"]
     show_full_result_count = False
     inlines = [DailyMetricsInline]
@@ -76,7 +77,7 @@ class WarmingChipAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request, obj=None) -> bool:
         return False
 
     @admin.display(description=_("warming day"))
@@ -97,7 +98,9 @@ class WarmingChipAdmin(admin.ModelAdmin):
             b = chip.trust_breakdown
         except TrustBreakdown.DoesNotExist:
             return str(_("not computed yet"))
-        return format_html_join("", "<div>{}: {}</div>", sorted(b.components.items()))
+        rows = ((COMPONENTS.get(key, (key, None))[0], value, COMPONENTS.get(key, (key, ""))[1] or "")
+                for key, value in b.components.items())
+        return format_html_join("", "<div>{}: {} <small>/ {}</small></div>", rows)
 
 
 @admin.register(WarmingAction)

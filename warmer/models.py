@@ -51,7 +51,8 @@ class PhasePlan(models.Model):
 class WarmingDay(models.Model):
     """A chip's planned day: makes the daily planner idempotent (one plan per chip and day)."""
 
-    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="warming_plan_days")
+    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="warming_plan_days",
+                             verbose_name=_("chip"))
     day = models.DateField(_("day"))
     phase = models.CharField(_("phase"), max_length=20, choices=WarmingPhase.choices)
     warming_day = models.PositiveSmallIntegerField(_("warming day"))
@@ -79,15 +80,16 @@ class WarmingAction(models.Model):
         SKIPPED = "skipped", _("Skipped")
         FAILED = "failed", _("Failed")
 
-    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="warming_actions")
-    peer = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="+")
+    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="warming_actions", verbose_name=_("chip"))
+    peer = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="+", verbose_name=_("peer chip"))
     kind = models.CharField(_("kind"), max_length=10, choices=Kind.choices)
     text = models.CharField(_("text"), max_length=300)
     day = models.DateField(_("day"), help_text=_("Business day (São Paulo) the action belongs to."))
     due_at = models.DateTimeField(_("due at"))
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PLANNED)
     typing_ms = models.PositiveIntegerField(_("typing ms"), default=0)
-    reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    reply_to = models.ForeignKey("self", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                 verbose_name=_("in reply to"))
     evolution_message_id = models.CharField(_("evolution message id"), max_length=64, blank=True)
     note = models.CharField(_("note"), max_length=300, blank=True)
     claimed_at = models.DateTimeField(_("claimed at"), null=True, blank=True)
@@ -119,7 +121,7 @@ class WarmingAction(models.Model):
 class ChipDailyMetrics(models.Model):
     """Per chip and business day: the warmer's own counts plus what the webhooks reported."""
 
-    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="daily_metrics")
+    chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="daily_metrics", verbose_name=_("chip"))
     day = models.DateField(_("day"))
     sent = models.PositiveIntegerField(_("sent"), default=0)
     replies_sent = models.PositiveIntegerField(_("replies sent"), default=0)
@@ -143,7 +145,8 @@ class ChipDailyMetrics(models.Model):
 class TrustBreakdown(models.Model):
     """The last trust computation of a chip, with each component, for the admin and for audits."""
 
-    chip = models.OneToOneField(Chip, on_delete=models.CASCADE, related_name="trust_breakdown")
+    chip = models.OneToOneField(Chip, on_delete=models.CASCADE, related_name="trust_breakdown",
+                                verbose_name=_("chip"))
     score = models.PositiveSmallIntegerField(_("score"))
     components = models.JSONField(_("components"), default=dict)
     inputs = models.JSONField(_("inputs"), default=dict)

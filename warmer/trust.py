@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from django.utils.translation import gettext_lazy as _
+
 MAX_AGE_DAYS = 21
 TARGET_REPLY_RATIO = 0.5
 FAILURE_WEIGHT = 3.0
@@ -42,6 +44,18 @@ class TrustResult:
     score: int
     components: dict[str, float]
     inputs: dict[str, float]
+
+
+#: Each component's name for people and its best value (the most it adds; for penalties, 0 is best and the
+#: value is how far down it can go), as the table above says.
+COMPONENTS: dict[str, tuple[str, float]] = {
+    "age": (_("age"), 20.0),
+    "progress": (_("phase progress"), 20.0),
+    "replies": (_("replies"), 25.0),
+    "delivery": (_("delivery"), 35.0),
+    "disconnects": (_("disconnections"), -20.0),
+    "restrictions": (_("restrictions"), -30.0),
+}
 
 
 def trust_score(inputs: TrustInputs) -> TrustResult:

@@ -114,7 +114,7 @@ AXES_FAILURE_LIMIT = 5
 AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 # Attempts in PostgreSQL: shared by every replica, listed in the admin (Axes > Access attempts), cleared by
-# deleting the row there (or `manage.py axes_reset_username NAME`).
+# the Unlock action there (or `manage.py axes_reset_username NAME`).
 AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
 # A successful login below the limit forgets the earlier failures of that pair.
 AXES_RESET_ON_SUCCESS = True
@@ -140,7 +140,9 @@ LANGUAGES = [("pt-br", _("Brazilian Portuguese")), ("en", _("English"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 USE_I18N = True
 USE_TZ = True
-TIME_ZONE = "UTC"
+# Stored in UTC (USE_TZ); shown to operators on São Paulo wall-clock time. Business hours are computed with
+# BUSINESS_TIMEZONE (instances.hours) and Celery keeps UTC (CELERY_TIMEZONE below), so nothing depends on this.
+TIME_ZONE = "America/Sao_Paulo"
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"

@@ -40,7 +40,8 @@ def artifacts() -> Path:
 
 @pytest.fixture
 def browser_page(request, monkeypatch, artifacts) -> Iterator[Callable]:
-    """A factory for a page in a fresh headless Chromium (own temporary profile, English, 1280x900).
+    """A factory for a page in a fresh headless Chromium (own temporary profile; English and 1280x900 unless
+    `locale` (e.g. "pt-BR": the browser's language and its Accept-Language header) or `viewport` say otherwise).
 
     Playwright's sync API keeps an asyncio loop marked as running in this thread while it is alive, so
     Django's ORM would refuse the test's own queries (SynchronousOnlyOperation); they are allowed for this
@@ -48,7 +49,7 @@ def browser_page(request, monkeypatch, artifacts) -> Iterator[Callable]:
     """
     state: dict = {}
 
-    def open_page():
+    def open_page(locale: str = "en-US", viewport: tuple[int, int] = (1280, 900)):
         if not CHROMIUM.exists():
             pytest.fail(f"{CHROMIUM} is missing: the browser tests need Debian's chromium. "
                         f"Run `bash scripts/install_browser.sh` (as root, or with sudo) and try again.",
@@ -61,7 +62,8 @@ def browser_page(request, monkeypatch, artifacts) -> Iterator[Callable]:
         # Playwright refuses --user-data-dir in args: a persistent context is how a profile dir is given.
         context = state["playwright"].chromium.launch_persistent_context(
             state["profile"], executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-            locale="en-US", viewport={"width": 1280, "height": 900},
+            locale=locale, viewport={"width": viewport[0], "height": viewport[1]},
+            extra_http_headers={"Accept-Language": f"{locale},{locale.split('-')[0]};q=0.9"},
         )
         state["context"] = context
         context.set_default_timeout(TIMEOUT_MS)

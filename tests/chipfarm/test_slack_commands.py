@@ -13,7 +13,7 @@ from django.urls import reverse
 from chipfarm.models import SlackIdentity
 from chipfarm.slack_commands import slack_signature
 from chips.models import Chip
-from instances.models import RoutingPolicy
+from instances.models import RoutingPolicy, SendingSwitch
 from instances.services import sending_pause
 from tests.factories import chip_in_state
 
@@ -163,7 +163,9 @@ def test_retomar_resumes_sending_as_the_operator(client, alice):
     assert body["response_type"] == "in_channel"
     assert "retomado" in body["text"] and "slack:alice" in body["text"] and "incidente 42" in body["text"]
     current = policy()
-    assert (current.is_paused, current.paused_reason, current.paused_by) == (False, "", "slack:alice")
+    assert (current.is_paused, current.paused_reason, current.paused_by) == (False, "", "")
+    switch = SendingSwitch.objects.get()
+    assert (switch.paused_by, switch.reason, switch.resumed_by) == ("bob", "incidente 42", "slack:alice")
 
 
 def test_retomar_when_nothing_is_paused_changes_nothing(client, alice):

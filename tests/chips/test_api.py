@@ -97,7 +97,7 @@ def test_forbidden_transition_is_409_and_changes_nothing(api):
     assert body["code"] == "transition_not_allowed"
     assert body["state"] == "warming"
     assert "retire" in body["allowed"] and "promote_to_active" not in body["allowed"]
-    assert "warming" in body["message"]
+    assert "The chip is Warming" in body["message"] and "“Promote to active” is not possible" in body["message"]
     chip.refresh_from_db()
     assert chip.status == S.WARMING
     assert chip.transitions.count() == history

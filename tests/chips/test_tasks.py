@@ -43,6 +43,6 @@ def test_transition_through_a_real_celery_worker_and_redis(celery_worker_queue):
 def test_a_refused_transition_in_the_worker_fails_the_task_and_changes_nothing(celery_worker_queue):
     chip = chip_in_state(status=S.WARMING)
     result = chip_run_transition.apply_async(args=[chip.pk, "resume"], queue=celery_worker_queue)
-    with pytest.raises(Exception, match="Cannot resume"):
+    with pytest.raises(Exception, match="“Resume” is not possible now"):
         result.get(timeout=30)
     assert Chip.objects.get(pk=chip.pk).status == S.WARMING
