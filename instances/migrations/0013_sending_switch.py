@@ -22,7 +22,7 @@ def forwards(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('instances', '0008_caps_overrides_production_only_binding_ttl_setting'),
+        ('instances', '0012_receipts_inbox'),
         ('chips', '0002_operator_groups'),
     ]
 

@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('chips', '0006_field_verbose_names'),
-        ('instances', '0009_sending_switch'),
+        ('instances', '0013_sending_switch'),
     ]
 
     operations = [
