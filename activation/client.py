@@ -22,7 +22,7 @@ from urllib.parse import quote
 
 import httpx
 
-from common.http import ClientError, HttpClient
+from common.http import ClientError, HttpClient, setting_or
 
 __all__ = ["ActivationStatus", "ActivatorClient", "ActivatorError", "ActivatorErrorKind", "national_number"]
 
@@ -93,12 +93,6 @@ def national_number(number: str) -> str:
     return digits
 
 
-def _settings(name: str) -> Any:
-    from django.conf import settings
-
-    return getattr(settings, name)
-
-
 class ActivatorClient(HttpClient):
     """Synchronous activator client. Use as a context manager or call `close()`.
 
@@ -107,15 +101,10 @@ class ActivatorClient(HttpClient):
 
     service = "activator"
     error_class = ActivatorError
+    url_setting = "CHIP_ACTIVATOR_URL"
 
-    def __init__(self, *, base_url: str | None = None, api_key: str | None = None, timeout: float | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(
-            base_url=base_url if base_url is not None else _settings("CHIP_ACTIVATOR_URL"),
-            headers={"X-API-Key": str(api_key if api_key is not None else _settings("CHIP_ACTIVATOR_API_KEY"))},
-            timeout=float(timeout if timeout is not None else _settings("HTTP_TIMEOUT_SECONDS")),
-            transport=transport,
-        )
+    def __init__(self, *, api_key: str | None = None, **options: Any) -> None:
+        super().__init__(headers={"X-API-Key": str(setting_or(api_key, "CHIP_ACTIVATOR_API_KEY"))}, **options)
 
     def error_for(self, response: httpx.Response, *, operation: str, **context: Any) -> ActivatorError | None:
         if response.is_success:

@@ -3,8 +3,9 @@
 1,000 instances in the fake Evolution (FakeServer, in-process on loopback) with 50 ms latency on every call.
 Both sides read the same instances' connectionState: the project's `instances_check()` (one query, reads
 with at most HEALTH_CHECK_CONCURRENCY in flight, changes written in bulk) against a loop of
-`EvolutionClient.connection_state`, one call after another. To keep the run short, the sequential loop is
-timed over a sample (--sample, default 100) and extrapolated to all instances; the output says so.
+`Gateway.connection_state` (the configured gateway, Evolution), one call after another. To keep the run short,
+the sequential loop is timed over a sample (--sample, default 100) and extrapolated to all instances; the output
+says so.
 
 Chips and Instance rows are bulk-created (a benchmark fixture, not the lifecycle): their state is `open`,
 like the fake's, so every round reads everything and writes nothing. The last check's summary goes to the
@@ -37,7 +38,7 @@ def main() -> None:
     settings.CACHES["default"]["KEY_PREFIX"] = "chipfarm-bench"  # before the first cache access
 
     from chips.models import Chip
-    from instances.gateway.evolution import EvolutionGateway as EvolutionClient
+    from instances.gateway import gateway
     from instances.health import LAST_CHECK_KEY, instances_check
     from instances.models import Instance
     from sandbox.evolution import FakeEvolution
@@ -62,7 +63,7 @@ def main() -> None:
         sample = names[:: max(1, args.instances // args.sample)][: args.sample]
 
         check_times, per_call, peaks, results = [], [], [], []
-        with EvolutionClient() as client:
+        with gateway() as client:
             for _ in range(args.rounds):
                 fake.reset_stats()
                 started = time.perf_counter()

@@ -92,7 +92,7 @@ def main() -> None:
     from django.db import connection, connections
 
     from chips.models import Chip
-    from instances.gateway.evolution import EvolutionGateway as EvolutionClient
+    from instances.gateway import gateway
     from instances.models import ChipCapacity
     from sandbox.server import free_port
     from warmer.models import WarmingAction
@@ -129,7 +129,7 @@ def main() -> None:
         connections.close_all()  # the workers are forked: none may inherit this process's connection
 
         def raw(i: int, out) -> None:
-            with EvolutionClient() as client:
+            with gateway() as client:
                 for n in range(i, sample, args.workers):
                     client.send_text(names[n % len(names)], number="5511999990000", text=f"raw {n}")
             out.put(None)

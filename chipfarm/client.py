@@ -29,7 +29,7 @@ import httpx
 
 from activation.salvy import InboundSms, salvy_sms_parse
 from common.exceptions import InvalidInput
-from common.http import ClientError, HttpClient
+from common.http import ClientError, HttpClient, iso_datetime, setting_or
 from common.inbound import parse_json_body
 
 __all__ = [
@@ -65,15 +65,6 @@ class SalvyError(ClientError):
         return f"SalvyError(kind={self.kind!r}, status_code={self.status_code!r}, code={self.code!r}, {self.message!r})"
 
 
-def _parse_dt(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 @dataclass(frozen=True)
 class SalvyLine:
     """A virtual phone account. `phone_number` is E.164 (``+5511951231234``); Evolution wants it without ``+``."""
@@ -94,17 +85,11 @@ class SalvyLine:
             name=str(data.get("name") or ""),
             phone_number=str(data.get("phoneNumber") or ""),
             status=str(data.get("status") or ""),
-            created_at=_parse_dt(data.get("createdAt")),
-            canceled_at=_parse_dt(data.get("canceledAt")),
+            created_at=iso_datetime(data.get("createdAt")),
+            canceled_at=iso_datetime(data.get("canceledAt")),
             cancel_reason=data.get("cancelReason"),
             raw=data,
         )
-
-
-def _settings(name: str) -> Any:
-    from django.conf import settings
-
-    return getattr(settings, name)
 
 
 class SalvyClient(HttpClient):
@@ -116,15 +101,11 @@ class SalvyClient(HttpClient):
 
     service = "Salvy"
     error_class = SalvyError
+    url_setting = "SALVY_API_URL"
 
-    def __init__(self, *, base_url: str | None = None, token: str | None = None, timeout: float | None = None,
-                 transport: httpx.BaseTransport | None = None) -> None:
-        super().__init__(
-            base_url=base_url if base_url is not None else _settings("SALVY_API_URL"),
-            headers={"Authorization": f"Bearer {token if token is not None else _settings('SALVY_API_TOKEN')}"},
-            timeout=float(timeout if timeout is not None else _settings("HTTP_TIMEOUT_SECONDS")),
-            transport=transport,
-        )
+    def __init__(self, *, token: str | None = None, **options: Any) -> None:
+        """`options`: base_url, timeout, transport (HttpClient's)."""
+        super().__init__(headers={"Authorization": f"Bearer {setting_or(token, 'SALVY_API_TOKEN')}"}, **options)
 
     # --- plumbing -------------------------------------------------------------------------------------------
 

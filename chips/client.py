@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from common.http import ClientError, HttpClient
+from common.http import ClientError, HttpClient, setting_or
 
 __all__ = ["SlackError", "post_message"]
 
@@ -57,12 +57,6 @@ def _retry_after(value: str | None) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
-def _settings(name: str) -> Any:
-    from django.conf import settings
-
-    return getattr(settings, name)
 
 
 class SlackClient(HttpClient):
@@ -108,9 +102,9 @@ def post_message(*, text: str, blocks: list[Any] | None = None, webhook_url: str
     Raises SlackError on anything but 2xx, on timeouts and on connection failures, and when no webhook URL is
     configured (not retryable: a configuration problem).
     """
-    url = webhook_url if webhook_url is not None else _settings("SLACK_WEBHOOK_URL")
+    url = setting_or(webhook_url, "SLACK_WEBHOOK_URL")
     if not url:
         raise SlackError("no Slack webhook URL configured (SLACK_WEBHOOK_URL)", kind="not_configured")
-    seconds = float(timeout if timeout is not None else _settings("HTTP_TIMEOUT_SECONDS"))
+    seconds = float(setting_or(timeout, "HTTP_TIMEOUT_SECONDS"))
     with SlackClient(webhook_url=url, timeout=seconds) as slack:
         slack.post(text=text, blocks=blocks)

@@ -10,6 +10,7 @@ answers are failures) stays in the subclass's `error_for()`.
 from __future__ import annotations
 
 import ssl
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, ClassVar
 
@@ -26,6 +27,26 @@ def tls_context() -> ssl.SSLContext:
     which made short-lived clients (one per task run) spend most of their time there.
     """
     return httpx.create_ssl_context()
+
+
+def setting_or(value: Any, name: str) -> Any:
+    """`value` when the caller gave one, else the Django setting `name` (read lazily: the client modules import
+    without Django configured)."""
+    if value is not None:
+        return value
+    from django.conf import settings
+
+    return getattr(settings, name)
+
+
+def iso_datetime(value: Any) -> datetime | None:
+    """An ISO-8601 timestamp as the providers send it (``...Z`` included); None when absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def timeout_for(read: float, *, connect: float = CONNECT_TIMEOUT) -> httpx.Timeout:
@@ -62,11 +83,15 @@ class HttpClient:
 
     service: ClassVar[str] = "HTTP"
     error_class: ClassVar[type[ClientError]] = ClientError
+    #: the setting that holds the service's URL, read when the caller gives no `base_url`
+    url_setting: ClassVar[str | None] = None
 
-    def __init__(self, *, base_url: str, headers: dict[str, str], timeout: float,
+    def __init__(self, *, base_url: str | None = None, headers: dict[str, str], timeout: float | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self.base_url = str(base_url).rstrip("/")
-        self.timeout = float(timeout)
+        if base_url is None and self.url_setting is not None:
+            base_url = setting_or(None, self.url_setting)
+        self.base_url = str(base_url or "").rstrip("/")
+        self.timeout = float(setting_or(timeout, "HTTP_TIMEOUT_SECONDS"))
         self._http = httpx.Client(verify=tls_context(), base_url=self.base_url,
                                   headers={"Accept": "application/json", **headers},
                                   timeout=timeout_for(self.timeout), transport=transport)

@@ -5,22 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from common.http import CONNECT_TIMEOUT, tls_context
+from common.http import CONNECT_TIMEOUT, setting_or, tls_context
 from instances.gateway.base import GatewayError
 from instances.gateway.evolution import errors
 
 logger = logging.getLogger(__name__)
-
-
-def _setting(name: str) -> Any:
-    from django.conf import settings
-
-    return getattr(settings, name)
 
 
 def _path(template: str, name: str) -> str:
@@ -67,9 +60,9 @@ async def fetch_connection_states(
     """
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
-    url = (base_url if base_url is not None else _setting("EVOLUTION_API_URL")).rstrip("/")
-    key = api_key if api_key is not None else _setting("EVOLUTION_API_KEY")
-    read = float(timeout if timeout is not None else _setting("HTTP_TIMEOUT_SECONDS"))
+    url = setting_or(base_url, "EVOLUTION_API_URL").rstrip("/")
+    key = setting_or(api_key, "EVOLUTION_API_KEY")
+    read = float(setting_or(timeout, "HTTP_TIMEOUT_SECONDS"))
     unique = list(dict.fromkeys(names))
     results: dict[str, str | GatewayError] = {}
     pool_size = min(concurrency, POOL_CONNECTIONS)

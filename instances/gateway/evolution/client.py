@@ -19,13 +19,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from common.http import HttpClient
+from common.http import HttpClient, iso_datetime, setting_or
 from instances.gateway.base import (
     ConnectInfo,
     GatewayError,
@@ -61,12 +60,6 @@ SEND_TEXT_MIN_READ = 20.0
 RETRY_BACKOFF_SECONDS = 0.25
 
 
-def _setting(name: str) -> Any:
-    from django.conf import settings  # imported lazily: the module must import without Django configured
-
-    return getattr(settings, name)
-
-
 def _digits(number: str) -> str:
     """create/connect validate ``number`` as digits only (a leading '+' is a 400); strip formatting."""
     return "".join(ch for ch in number if ch.isdigit())
@@ -74,15 +67,6 @@ def _digits(number: str) -> str:
 
 def _path(template: str, name: str) -> str:
     return template.format(quote(name, safe=""))
-
-
-def _parse_dt(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -106,7 +90,7 @@ def instance_record(row: dict) -> InstanceRecord:
     """A fetchInstances row (§2.5): a flat DB row, so ``connectionStatus`` may lag the live state."""
     return InstanceRecord(name=str(row.get("name") or ""), status=str(row.get("connectionStatus") or ""),
                           disconnection_code=_int_or_none(row.get("disconnectionReasonCode")),
-                          disconnection_at=_parse_dt(row.get("disconnectionAt")),
+                          disconnection_at=iso_datetime(row.get("disconnectionAt")),
                           owner=row.get("ownerJid"), raw=row)
 
 
@@ -123,13 +107,9 @@ class EvolutionGateway(HttpClient):
 
     def __init__(self, *, base_url: str | None = None, api_key: str | None = None, timeout: float | None = None,
                  transport: httpx.BaseTransport | None = None) -> None:
-        self.api_key = api_key if api_key is not None else _setting("EVOLUTION_API_KEY")
-        super().__init__(
-            base_url=base_url if base_url is not None else _setting("EVOLUTION_API_URL"),
-            headers={"apikey": self.api_key},
-            timeout=float(timeout if timeout is not None else _setting("HTTP_TIMEOUT_SECONDS")),
-            transport=transport,
-        )
+        self.api_key = setting_or(api_key, "EVOLUTION_API_KEY")
+        super().__init__(base_url=setting_or(base_url, "EVOLUTION_API_URL"), headers={"apikey": self.api_key},
+                         timeout=timeout, transport=transport)
 
     # -- plumbing ------------------------------------------------------------------------------------------
 
