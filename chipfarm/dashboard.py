@@ -6,6 +6,7 @@ from datetime import datetime, timedelta
 
 from django.utils import timezone
 
+from chipfarm.forecast import reserve_forecast
 from chipfarm.models import OrchestratorOperation, PoolConfiguration, PoolSnapshot
 from chipfarm.orchestrator import bought_today
 from chipfarm.pool import pool_status
@@ -43,6 +44,8 @@ def dashboard_context(*, now: datetime | None = None) -> dict:
         "operations": operations, "chart": chart(now=now),
         "budget_left": max(0, config.provision_daily_budget - bought_today(now)),
         "default_area_code": config.default_area_code,
+        # The reserve forecast (chipfarm.forecast): "runs short in N days; keep R ready and W warming".
+        "forecast": reserve_forecast(now=now, config=config, counts=status.counts),
     }
 
 

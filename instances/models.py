@@ -253,9 +253,24 @@ class ChipCapacity(models.Model):
     day_window = models.DateField(_("day window"), null=True, blank=True)
     day_count = models.PositiveIntegerField(_("day count"), default=0)
     last_routed_at = models.DateTimeField(_("last routed at"), null=True, blank=True)
+    # This hour's messages per kind (instances.kinds), counted in `hour_window` like `hour_count` (their sum).
+    hour_prospecting = models.PositiveIntegerField(_("prospecting this hour"), default=0)
+    hour_follow_up = models.PositiveIntegerField(_("follow-ups this hour"), default=0)
+    hour_reply = models.PositiveIntegerField(_("replies this hour"), default=0)
     restricted_until = models.DateTimeField(
         _("restricted from new contacts until"), null=True, blank=True,
         help_text=_("Set by WhatsApp's reach-out timelock (error 463)."),
+    )
+    allowance_step = models.PositiveSmallIntegerField(
+        _("new-contact allowance step"), default=0,
+        help_text=_("Index into NEW_CONTACT_ALLOWANCE_STEPS while the chip is in production: it climbs with clean "
+                    "days in production and drops on a restriction or a rest."),
+    )
+    allowance_reason = models.CharField(_("why the allowance is at this step"), max_length=200, blank=True)
+    allowance_changed_at = models.DateTimeField(_("allowance step changed at"), null=True, blank=True)
+    signals_since = models.DateTimeField(
+        _("delivery figures count from"), null=True, blank=True,
+        help_text=_("The early warning judges the chip's delivery outcomes from here (the end of its last rest)."),
     )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
@@ -327,9 +342,15 @@ class OutboundMessage(models.Model):
         READ = "read", _("Read")
         FAILED = "failed", _("Failed")
 
+    class Kind(models.TextChoices):
+        PROSPECTING = "prospecting", _("Prospecting (a contact who never wrote)")
+        FOLLOW_UP = "follow_up", _("Follow-up")
+        REPLY = "reply", _("Reply (the contact wrote within 24 h)")
+
     idempotency_key = models.CharField(_("idempotency key"), max_length=100, unique=True)
     contact = models.CharField(_("contact"), max_length=16)
     chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="outbound_messages")
+    kind = models.CharField(_("kind"), max_length=12, choices=Kind.choices, default=Kind.FOLLOW_UP)
     text = models.TextField(_("text"))
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.SENDING)
     evolution_message_id = models.CharField(_("gateway message id"), max_length=64, null=True, blank=True)
@@ -351,6 +372,8 @@ class OutboundMessage(models.Model):
         indexes = [
             # messages.update webhooks find the message by Evolution's key id.
             models.Index(fields=["evolution_message_id"], name="outbound_evolution_id_idx"),
+            # Per-contact courtesy: a contact's messages of the last hour / 24 h (instances.courtesy).
+            models.Index(fields=["contact", "created_at"], name="outbound_contact_at_idx"),
         ]
 
     def __str__(self) -> str:
@@ -368,6 +391,10 @@ class DeliveryEvent(models.Model):
         FAILED = "failed", _("Failed")
         TIMELOCK = "timelock", _("Reach-out timelock (463)")
         DISCONNECTED = "disconnected", _("Disconnected")
+        # Written by every sender through instances.services (the API's sends and the warmer's): the early
+        # warning's denominators.
+        SENT = "sent", _("Sent (the gateway accepted it)")
+        SEND_FAILED = "send_failed", _("Send failed (the gateway refused or failed)")
 
     chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="delivery_events")
     kind = models.CharField(_("kind"), max_length=15, choices=Kind.choices)
