@@ -139,11 +139,8 @@ def _stop(chip: Chip, figures: ChipFigures, assessment: Assessment, now: datetim
     return L.STOP
 
 
-def _clear(chip: Chip, level: str, figures: ChipFigures, assessment: Assessment, now: datetime) -> None:
-    """Down to watch or back to ok: recorded; back to ok also closes the chip's early-warning alert."""
-    if level == L.WATCH:
-        _watch(chip, figures, assessment, now)
-        return
+def _clear(chip: Chip, figures: ChipFigures, assessment: Assessment, now: datetime) -> None:
+    """Back to ok: recorded, and the chip's early-warning alert is closed."""
     with transaction.atomic():
         _operation(Op.HEALTH_CLEAR, chip_id=chip.pk, reason=_("figures back under the thresholds"),
                    **_metadata(L.OK, figures, assessment))
@@ -158,23 +155,28 @@ def early_warning(config: PoolConfiguration, now: datetime) -> int:
     if not settings.EARLY_WARNING_ENABLED:
         return 0
     figures = chip_figures(now=now)
-    health = {h.chip_id: h for h in ChipHealth.objects.filter(chip__status__in=Chip.PRODUCTION_STATES)}
+    health = {chip_id: (level, since, status) for chip_id, level, since, status in
+              ChipHealth.objects.filter(chip__status__in=Chip.PRODUCTION_STATES)
+              .values_list("chip_id", "level", "since", "chip__status")}
     limits = thresholds()
-    judged: list[tuple[int, Assessment, str]] = []
+    judged: list[tuple[int, Assessment]] = []
     for chip_id in sorted(set(figures) | set(health)):
-        current = health[chip_id].level if chip_id in health else L.OK
+        current, since, status = health.get(chip_id, (L.OK, now, S.ACTIVE))
         assessment = assess(figures.get(chip_id) or ChipFigures(chip_id=chip_id), limits)
-        if assessment.level == current:
+        # A rest (or a stop) that is over — the chip is active again — is judged afresh: whatever its figures
+        # say now is a decision (back to ok or watch, or another rest, which counts toward the stop).
+        over = current in (L.REST, L.STOP) and status == S.ACTIVE
+        if not over and assessment.level == current:
             continue
-        if assessment.rank < LEVELS.index(current) and now - health[chip_id].since < CLEAR_AFTER:
+        if not over and assessment.rank < LEVELS.index(current) and now - since < CLEAR_AFTER:
             continue  # a level holds a while before it goes down
-        judged.append((chip_id, assessment, current))
+        judged.append((chip_id, assessment))
     if not judged:
         return 0
     # A resting chip is judged again when it resumes: only active chips act, at most MAX_PER_STEP a cycle.
     chips = {c.pk: c for c in Chip.objects.filter(pk__in=[j[0] for j in judged], status=S.ACTIVE)}
     changed = 0
-    for chip_id, assessment, current in [j for j in judged if j[0] in chips][:MAX_PER_STEP]:
+    for chip_id, assessment in [j for j in judged if j[0] in chips][:MAX_PER_STEP]:
         chip = chips[chip_id]
         chip_facts = figures.get(chip_id) or ChipFigures(chip_id=chip_id)
         try:
@@ -182,10 +184,10 @@ def early_warning(config: PoolConfiguration, now: datetime) -> int:
                 _stop(chip, chip_facts, assessment, now)
             elif assessment.level == L.REST:
                 _rest(chip, chip_facts, assessment, now)
-            elif assessment.rank > LEVELS.index(current):
+            elif assessment.level == L.WATCH:
                 _watch(chip, chip_facts, assessment, now)
             else:
-                _clear(chip, assessment.level, chip_facts, assessment, now)
+                _clear(chip, chip_facts, assessment, now)
             changed += 1
         except DomainError as exc:
             _operation(OPERATION[assessment.level], chip_id=chip_id, reason="; ".join(assessment.reasons),

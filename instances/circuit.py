@@ -150,7 +150,7 @@ def _usable() -> bool:
 
 def _failed_open(what: str, exc: Exception) -> None:
     global _skip_until
-    if "timeout" in exc.__class__.__name__.lower() or "connection" in exc.__class__.__name__.lower():
+    if "timeout" in exc.__class__.__name__.lower():  # unreachable, not refusing: do not wait on it per request
         _skip_until = time.monotonic() + _BACKOFF_SECONDS
     logger.warning("circuit breaker: Redis unavailable for %s (%s); failing open", what, exc.__class__.__name__)
 

@@ -136,8 +136,8 @@ def _window(row: dict, prefix: str, settled: int) -> WindowFigures:
 
 def chip_figures(*, now: datetime, chip_ids: list[int] | None = None) -> dict[int, ChipFigures]:
     """The figures of production chips (or of `chip_ids`), keyed by chip: one grouped query over their events of
-    the last 24 h (deliveryevent_chip_at_idx), whatever the pool's size, plus one for their restrictions. Chips with
-    no event in the window are absent (nothing to say about them)."""
+    the last 24 h (deliveryevent_chip_at_idx), whatever the pool's size, plus one for their restrictions. Without
+    `chip_ids`, chips with no event in the window are absent (nothing to say about them)."""
     day_ago, hour_ago = now - DAY, now - HOUR
     chips = Q(chip_id__in=chip_ids) if chip_ids is not None else Q(chip__status__in=Chip.PRODUCTION_STATES)
     counted = Q(chip__capacity__signals_since__isnull=True) | Q(occurred_at__gte=F("chip__capacity__signals_since"))
@@ -152,14 +152,16 @@ def chip_figures(*, now: datetime, chip_ids: list[int] | None = None) -> dict[in
         ChipCapacity.objects.filter(chip__status__in=Chip.PRODUCTION_STATES)
     facts = {c: (r, s) for c, r, s in capacity.filter(Q(restricted_until__gt=now) | Q(signals_since__isnull=False))
              .values_list("chip_id", "restricted_until", "signals_since")}
-    out: dict[int, ChipFigures] = {}
-    for row in rows:
-        chip_id = row["chip_id"]
+    def _facts(chip_id: int) -> dict:
         restricted_until, since = facts.get(chip_id, (None, None))
-        day = _window(row, "d_", row["d_settled"])
-        out[chip_id] = ChipFigures(chip_id=chip_id, hour=_window(row, "h_", 0), day=day,
-                                   restricted=bool(restricted_until and restricted_until > now),
-                                   since=since if since and since > day_ago else None)
+        return {"restricted": bool(restricted_until and restricted_until > now),
+                "since": since if since and since > day_ago else None}
+
+    out = {row["chip_id"]: ChipFigures(chip_id=row["chip_id"], hour=_window(row, "h_", 0),
+                                       day=_window(row, "d_", row["d_settled"]), **_facts(row["chip_id"]))
+           for row in rows}
+    for chip_id in chip_ids or ():  # asked for by id: present even without events
+        out.setdefault(chip_id, ChipFigures(chip_id=chip_id, **_facts(chip_id)))
     return out
 
 
