@@ -54,9 +54,10 @@ def traffic(chip: Chip, *, sent: int, failed: int, at, replies: int | None = Non
             failed -= 1
             send_failure_observed(chip_id=chip.pk, error=GatewayError("server", status_code=503), now=moment)
             continue
-        send_success_observed(chip_id=chip.pk, message_id=f"M{chip.pk}-{at:%H%M}-{i}", now=moment)
+        key = f"M{chip.pk}-{at:%H%M}-{i}"
+        send_success_observed(chip_id=chip.pk, message_id=key, now=moment)
         if s < delivered:
-            DeliveryEvent.objects.create(chip=chip, kind=DeliveryEvent.Kind.DELIVERED, message_id=f"M{chip.pk}-{at:%H%M}-{i}",
+            DeliveryEvent.objects.create(chip=chip, kind=DeliveryEvent.Kind.DELIVERED, message_id=key,
                                          occurred_at=moment + timedelta(seconds=30))
         s += 1
     for i in range((sent // 3) if replies is None else replies):
