@@ -12,7 +12,6 @@ section only when a forecast came back. Its shape: ``{"summary": str, "rows": [{
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,8 +21,9 @@ from django.db.models.functions import Trunc
 from django.urls import reverse
 from django.utils import formats, timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, ngettext
 
+from chipfarm import forecast as forecasting
 from chipfarm.attention import attention_kinds
 from chipfarm.models import OrchestratorOperation, PoolConfiguration, PoolSnapshot
 from chipfarm.orchestrator import bought_today
@@ -80,7 +80,9 @@ def dashboard_context(*, now: datetime | None = None, chart_range: str = "day",
         "last_hour_alerts": list(ChipAlert.objects.select_related("chip").filter(last_raised_at__gte=hour_ago)
                                  .order_by("-last_raised_at")[:RECENT_LIMIT]),
         "chart": chart(now=now, chart_range=chart_range),
-        "forecast": forecast if forecast is not None else reserve_forecast(),
+        # The reserve forecast (chipfarm.forecast): "runs short in N days; keep R ready and W warming".
+        "forecast": forecast if forecast is not None else reserve_forecast(now=now, config=config,
+                                                                            counts=status.counts),
         "budget_left": max(0, config.provision_daily_budget - bought_today(now)),
         "default_area_code": config.default_area_code,
     }
@@ -186,15 +188,24 @@ def _bucket_start(moment: datetime, unit: str, tz) -> datetime:
 
 # --- the reserve forecast (another module's) -------------------------------------------------------------------
 
-def reserve_forecast() -> dict | None:
-    """`chipfarm.forecast.reserve_forecast()` when that module exists; None (no section) otherwise or on error."""
+def reserve_forecast(*, now: datetime, config: PoolConfiguration, counts: dict[str, int]) -> dict | None:
+    """chipfarm.forecast's figures in the section's shape; None (no section) when it cannot be computed."""
     try:
-        module = importlib.import_module("chipfarm.forecast")
-    except ImportError:
-        return None
-    try:
-        forecast = module.reserve_forecast()
+        f = forecasting.reserve_forecast(now=now, config=config, counts=counts)
     except Exception:  # the dashboard must open even when the forecast cannot be computed
         logger.exception("the reserve forecast failed; the dashboard shows none")
         return None
-    return forecast or None
+    short = (_("not at this rate") if f.runs_short_in_days is None
+             else ngettext("in %(n)d day", "in %(n)d days", f.runs_short_in_days) % {"n": f.runs_short_in_days})
+    rows = [
+        (_("Losses per week (bans and degradations, last %(n)d days)") % {"n": f.history_days},
+         formats.number_format(f.losses_per_week, 1)),
+        (_("Production runs short"), short),
+        (_("Days from purchase to ready"), formats.number_format(f.lead_days, 1)),
+        (_("Keep ready"), f"{f.keep_ready} ({_('now')} {f.ready})"),
+        (_("Keep warming"), f"{f.keep_warming} ({_('now')} {f.warming})"),
+        (_("Suggested reserve (ready minimum / warming buffer)"),
+         f"{f.suggested_ready_min} / {f.suggested_warmup_buffer}"
+         + (f" — {_('applied automatically')}" if f.auto_reserve else "")),
+    ]
+    return {"summary": f.message, "rows": [{"label": label, "value": value} for label, value in rows], "as_of": now}

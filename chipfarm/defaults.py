@@ -26,3 +26,10 @@ def trust_degraded_threshold() -> int:
 
 def disconnected_degrade_minutes() -> int:
     return from_settings().disconnected_degrade_minutes
+
+
+def reserve_budget() -> int:
+    """The most chips auto_reserve may keep in reserve (ready_min + warmup_buffer): RESERVE_BUDGET."""
+    from django.conf import settings
+
+    return settings.RESERVE_BUDGET

@@ -87,6 +87,14 @@ class PoolConfiguration(models.Model):
     default_area_code = models.CharField(_("default area code (DDD)"), max_length=2, default="11")
     provision_batch_max = models.PositiveSmallIntegerField(_("lines bought per cycle at most"), default=3)
     provision_daily_budget = models.PositiveIntegerField(_("lines bought per day at most"), default=10)
+    auto_reserve = models.BooleanField(
+        _("size the reserve automatically"), default=False,
+        help_text=_("Each cycle raises the ready minimum and the warming buffer toward the reserve forecast (bans and "
+                    "degradations of the last 30 days, lead time from purchase to ready), never above the reserve "
+                    "budget. It never lowers them."))
+    reserve_budget = models.PositiveIntegerField(
+        _("reserve budget (ready minimum + warming buffer)"), default=defaults.reserve_budget,
+        help_text=_("The most chips the automatic reserve keeps outside production. Default: RESERVE_BUDGET."))
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
@@ -152,6 +160,12 @@ class OrchestratorOperation(models.Model):
         CANCEL = "cancel", _("Line cancellation")
         MANUAL_PROVISION = "manual_provision", _("Lines bought by hand")
         OWN_NUMBER = "own_number", _("Own number added")
+        HEALTH_WATCH = "health_watch", _("Early warning: watch")
+        HEALTH_REST = "health_rest", _("Early warning: rest")
+        HEALTH_STOP = "health_stop", _("Early warning: stop")
+        HEALTH_CLEAR = "health_clear", _("Early warning: clear")
+        ALLOWANCE_STEP = "allowance_step", _("New-contact allowance step")
+        RESERVE_TARGETS = "reserve_targets", _("Reserve targets raised")
 
     #: The purchases the daily budget counts (the orchestrator's and the operators').
     PURCHASES = (Kind.AUTO_PROVISION, Kind.MANUAL_PROVISION)
@@ -180,6 +194,35 @@ class OrchestratorOperation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} ({'ok' if self.success else 'failed'})"
+
+
+class ChipHealth(models.Model):
+    """The early warning's current level of one production chip (chipfarm.brain) and the figures that set it.
+
+    Written only when the level changes, so the cycle's work follows the chips that change; the live figures are
+    instances.health_signals (the chip page reads them through `chipfarm.brain.chip_health_summary`).
+    """
+
+    class Level(models.TextChoices):
+        OK = "ok", _("OK")
+        WATCH = "watch", _("Watch")
+        REST = "rest", _("Rest")
+        STOP = "stop", _("Stop")
+
+    chip = models.OneToOneField("chips.Chip", on_delete=models.CASCADE, primary_key=True, related_name="health")
+    level = models.CharField(_("level"), max_length=8, choices=Level.choices, default=Level.OK)
+    since = models.DateTimeField(_("at this level since"))
+    figures = models.JSONField(_("figures that set it"), default=dict, blank=True)
+    reasons = models.JSONField(_("reasons"), default=list, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("chip health")
+        verbose_name_plural = _("chip health")
+
+    def __str__(self) -> str:
+        return f"chip {self.chip_id}: {self.level}"
 
 
 class PoolSnapshot(models.Model):

@@ -8,6 +8,10 @@ bounded queries, and the work grows only with the number of changes it makes.
 Which chips a step acts on is never decided here: the candidates are the chips' own lifecycle rules
 (`Chip.objects.degradable`, `.resumable`, `.promotable_to_ready`, `.promotable_to_active`), the same filters
 the transition guards evaluate, judged at the cycle's `now`, which every transition is given.
+
+The pool brain (W2 5/7) adds three steps: the early warning (chipfarm.brain: watch, rest, stop from each chip's
+delivery figures), the growing new-contact allowance (chipfarm.brain), and the reserve sized by the forecast
+(chipfarm.forecast, with auto_reserve on).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from chipfarm import brain, forecast
 from chipfarm.models import ChipRelease, OrchestratorOperation, PoolConfiguration, PoolSnapshot
 from chipfarm.pool import pool_status, state_counts
 from chips.models import Chip, ChipAlert
@@ -69,10 +74,13 @@ def run_cycle(*, now: datetime | None = None) -> CycleReport:
         config = PoolConfiguration.load()
         report = CycleReport()
         steps: list[tuple[str, Callable[[PoolConfiguration, datetime], int]]] = [
+            ("early_warning", brain.early_warning),  # before replace: a chip it stops is replaced in this cycle
             ("replace", replace_degraded),
             ("resume", resume_cooled),
+            ("allowance", brain.allowance_climb),
             ("promote_ready", promote_warming_to_ready),
             ("promote_active", promote_ready_to_active),
+            ("reserve", forecast.auto_reserve),      # before provision: raised targets are bought for at once
             ("provision", provision_for_buffer),
             ("release", release_retired),
         ]
@@ -126,6 +134,8 @@ def _record(kind: str, *, chip_id: int | None = None, target_id: int | None = No
 
 def _why(chip: Chip, limits: Limits) -> str:
     """The degrade reason of a chip from `Chip.objects.degradable` (which says whether trust is the cause)."""
+    if chip.is_stopped:
+        return f"early warning stop: {chip.stop_reason}"[:300]
     if chip.is_low_trust:
         return f"trust {chip.trust_score} < {limits.trust_degraded_threshold}"
     return f"disconnected for more than {limits.disconnected_degrade_minutes} min"

@@ -83,12 +83,16 @@ def low_trust_q(limits: policy.Limits) -> Q:
     return Q(trust_score__lt=limits.trust_degraded_threshold)
 
 
+def _stopped_q() -> Q:
+    return Q(stop_requested_at__isnull=False)
+
+
 def _degrade_q(limits: policy.Limits, now: datetime) -> Q:
-    """degrade: a ready or production chip whose trust fell below trust_degraded_threshold, or that has been
-    disconnected longer than disconnected_degrade_minutes."""
+    """degrade: a ready or production chip whose trust fell below trust_degraded_threshold, that has been
+    disconnected longer than disconnected_degrade_minutes, or that the pool's early warning stopped."""
     cutoff = now - timedelta(minutes=limits.disconnected_degrade_minutes)
     return Q(status__in=Chip.DEGRADABLE_STATES) & (
-        low_trust_q(limits) | Q(is_connected=False, connection_changed_at__lt=cutoff)
+        low_trust_q(limits) | Q(is_connected=False, connection_changed_at__lt=cutoff) | _stopped_q()
     )
 
 
@@ -116,9 +120,11 @@ class ChipQuerySet(models.QuerySet["Chip"]):
         return self.filter(_active_q(limits))
 
     def degradable(self, limits: policy.Limits, now: datetime) -> ChipQuerySet:
-        """The chips degrade accepts, each annotated with `is_low_trust` (else: disconnected too long)."""
+        """The chips degrade accepts, each annotated with `is_low_trust` and `is_stopped` (else: disconnected too
+        long)."""
         return self.filter(_degrade_q(limits, now)).annotate(
-            is_low_trust=ExpressionWrapper(low_trust_q(limits), output_field=BooleanField())
+            is_low_trust=ExpressionWrapper(low_trust_q(limits), output_field=BooleanField()),
+            is_stopped=ExpressionWrapper(_stopped_q(), output_field=BooleanField()),
         )
 
     def low_trust(self, limits: policy.Limits) -> ChipQuerySet:
@@ -195,6 +201,10 @@ class Chip(ConcurrentTransitionMixin, models.Model):
     is_connected = models.BooleanField(_("connected"), default=False)
     connection_changed_at = models.DateTimeField(_("connection changed at"), null=True, blank=True)
     cooling_until = models.DateTimeField(_("cooling until"), null=True, blank=True)
+    stop_requested_at = models.DateTimeField(
+        _("stop requested at"), null=True, blank=True,
+        help_text=_("The pool's early warning found the chip in trouble: it is degraded and replaced."))
+    stop_reason = models.CharField(_("stop reason"), max_length=300, blank=True)
     activation_attempts = models.PositiveSmallIntegerField(_("activation attempts"), default=0)
 
     provisioned_at = models.DateTimeField(_("provisioned at"), null=True, blank=True)
@@ -387,9 +397,11 @@ class Chip(ConcurrentTransitionMixin, models.Model):
                 custom={**OPERATOR, "label": _("Degrade"),
                         "help_text": _("The chip leaves production; its contacts move to another chip.")})
     def degrade(self) -> None:
-        """Trust fell below the degraded threshold, or the chip has been disconnected too long."""
+        """Trust fell below the degraded threshold, the chip has been disconnected too long, or the early warning
+        stopped it."""
         self.degraded_at = policy.now()
         self.cooling_until = None
+        self.stop_requested_at, self.stop_reason = None, ""
 
     @transition(status, source=Status.DEGRADED, target=Status.WARMING, conditions=[_can_rewarm],
                 permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Rewarm"),

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from ninja import Schema
 from pydantic import AfterValidator, Field
@@ -59,6 +59,12 @@ class ReleaseOut(Schema):
     last_error: str
 
 
+class KindCapOut(Schema):
+    per_hour: int = Field(description="The kind's share of the hourly cap.")
+    used_this_hour: int
+    min_trust: int
+
+
 class CapacityOut(Schema):
     """The caps in effect for the chip now (they follow its status: production, warming phase) and its usage."""
 
@@ -68,6 +74,39 @@ class CapacityOut(Schema):
     used_this_hour: int
     used_today: int
     restricted_until: datetime | None
+    kinds: dict[str, KindCapOut] = Field(default={}, description="prospecting / follow_up / reply: each kind's "
+                                                                 "share of this hour and the trust it needs.")
+    new_contacts_step: int = Field(default=1, description="The growing new-contact allowance's step (1-based).")
+    new_contacts_steps: list[int] = []
+    new_contacts_reason: str = ""
+
+
+class CircuitOut(Schema):
+    state: str = Field(description="closed | open | half_open")
+    failures: int
+    open_until: datetime | None
+    trial_in_flight: bool
+    times_opened: int
+    reason: str
+    known: bool = Field(description="False when Redis could not be read (routing then fails open).")
+
+
+class HealthOut(Schema):
+    """The pool's early warning on the chip: its level, the live figures and the thresholds they are judged by."""
+
+    level: str = Field(description="ok | watch | rest | stop: the level the pool acted on.")
+    since: datetime | None
+    assessed_level: str = Field(description="The level the live figures reach now.")
+    reasons: list[str]
+    figures: dict[str, Any]
+    thresholds: dict[str, Any]
+    rests_recent: int
+    rest_memory_days: int
+    next_rest_minutes: int
+    stop_requested_at: datetime | None
+    stop_reason: str
+    circuit: CircuitOut
+    allowance: dict[str, Any]
 
 
 class ChipDetailOut(ChipOut):
@@ -75,6 +114,7 @@ class ChipDetailOut(ChipOut):
     history: list[TransitionOut]
     release: ReleaseOut | None = None
     capacity: CapacityOut | None = None
+    health: HealthOut | None = None
 
 
 class TransitionIn(Schema):

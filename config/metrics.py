@@ -81,6 +81,38 @@ def _pool_gauges(lines: list[str]) -> None:
     lines.append(_sample("chipfarm_sending_paused", int(bool(paused))))
 
 
+def _brain_gauges(lines: list[str]) -> None:
+    """The pool brain: production chips per early-warning level, and the send circuits (from Redis: only the chips
+    whose circuit is not plainly closed are read, whatever the pool's size)."""
+    from chipfarm.models import ChipHealth
+    from instances import circuit
+
+    production = Chip.objects.order_by().filter(status__in=Chip.PRODUCTION_STATES).count()
+    levels = dict(ChipHealth.objects.order_by().filter(chip__status__in=Chip.PRODUCTION_STATES)
+                  .values_list("level").annotate(n=Count("pk")))
+    levels[ChipHealth.Level.OK] = production - sum(n for level, n in levels.items() if level != ChipHealth.Level.OK)
+    _family(lines, "chipfarm_chip_health", "gauge", "Production chips per early-warning level (ok, watch, rest, stop).")
+    lines += [_sample("chipfarm_chip_health", levels.get(level, 0), level=level) for level in ChipHealth.Level.values]
+
+    readable = 1
+    try:
+        states = circuit.circuit_states()
+    except Exception:  # Redis down: routing fails open; chipfarm_circuits_up says the figures are unknown
+        states, readable = {}, 0
+    by_state = {name: sum(1 for s in states.values() if s.state == name) for name in (circuit.OPEN, circuit.HALF_OPEN)}
+    _family(lines, "chipfarm_circuits", "gauge", "Chips whose send circuit is open or half-open (the rest: closed).")
+    lines += [_sample("chipfarm_circuits", n, state=name) for name, n in by_state.items()]
+    _family(lines, "chipfarm_circuit_state", "gauge",
+            "1 per chip whose send circuit is not closed, labelled with its state (no traffic while open).")
+    lines += [_sample("chipfarm_circuit_state", 1, chip_id=str(chip_id), state=s.state)
+              for chip_id, s in sorted(states.items()) if s.state != circuit.CLOSED]
+    _family(lines, "chipfarm_circuit_failures", "gauge", "Consecutive send failures per chip that has any.")
+    lines += [_sample("chipfarm_circuit_failures", s.failures, chip_id=str(chip_id))
+              for chip_id, s in sorted(states.items()) if s.failures]
+    _family(lines, "chipfarm_circuits_up", "gauge", "1 when the send circuits could be read from Redis.")
+    lines.append(_sample("chipfarm_circuits_up", readable))
+
+
 def _counters(lines: list[str]) -> None:
     readable = 1
     for metric, (name, help_text, label_names) in COUNTERS.items():
@@ -102,6 +134,7 @@ def _counters(lines: list[str]) -> None:
 def render() -> str:
     lines: list[str] = []
     _pool_gauges(lines)
+    _brain_gauges(lines)
     _counters(lines)
     return "\n".join(lines) + "\n"
 
@@ -116,7 +149,8 @@ def _authorized(request: HttpRequest) -> bool:
 
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text: chips per state, bans in 7 days, warming progress, route/webhook/task counters."""
+    """Prometheus text: chips per state, bans in 7 days, warming progress, early-warning levels, send circuits,
+    route/webhook/task counters."""
     if not _authorized(request):
         return HttpResponse("A valid Authorization: Bearer <METRICS_TOKEN> header is required.\n", status=401,
                             content_type="text/plain; charset=utf-8", headers={"WWW-Authenticate": "Bearer"})

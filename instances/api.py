@@ -43,8 +43,12 @@ def _message_out(outcome: services.SendOutcome) -> dict:
 
 
 @router.post("/messages", response={201: MessageOut, 200: MessageOut, 202: MessageOut, **AUTH_RESPONSES,
-                                    409: ErrorOut, 422: ErrorOut, 502: MessageOut, 503: RefusalOut},
-             summary="Send a text once (a repeated idempotency_key answers the first result)")
+                                    409: ErrorOut, 422: ErrorOut, 429: RefusalOut, 502: MessageOut,
+                                    503: RefusalOut},
+             summary="Send a text once (a repeated idempotency_key answers the first result)",
+             description="409 duplicate_content: the same text went to the contact within 24 h; 429 "
+                         "contact_rate_limited: the contact already got CONTACT_MAX_PER_HOUR messages this hour "
+                         "(Retry-After). Neither reserves capacity.")
 def send_message(request: HttpRequest, payload: MessageIn):
     outcome = services.message_send(contact=payload.contact, text=payload.text, kind=payload.kind,
                                     idempotency_key=payload.idempotency_key)

@@ -3,7 +3,9 @@ may take per rolling 24 h. One status-aware rule, used by the reservation, the c
 the API:
 
 - a production chip (active, cooling): the operator's per-chip override in its ChipCapacity row, else the
-  settings (MAX_MSGS_PER_HOUR, MAX_MSGS_PER_DAY, MAX_NEW_CONTACTS_PER_DAY);
+  settings (MAX_MSGS_PER_HOUR, MAX_MSGS_PER_DAY); its new contacts per 24 h are its growing allowance: the step
+  of NEW_CONTACT_ALLOWANCE_STEPS its capacity row is at (`allowance_step`; no row: the first step), or a flat
+  MAX_NEW_CONTACTS_PER_DAY when the ladder is empty;
 - a warming chip, and a ready chip (it keeps talking at its final phase's volume until it is promoted): the
   plan of its warming phase, as the warmer registers it at start-up (`register_phase_caps`). It is read when
   asked and never copied into the capacity row, so a promotion changes the caps by itself and an operator's
@@ -11,7 +13,8 @@ the API:
 - any other chip: nothing (0): it does not send.
 
 The rule is written once, as a list of branches (`_branches`). `caps_in_effect` evaluates it for one chip in
-Python; `caps_annotations` compiles the same branches into SQL CASE expressions for a query.
+Python; `caps_annotations` compiles the same branches into SQL CASE expressions for a query. A message kind's share
+of the hourly cap (instances.kinds) is `kind_hour_cap` in Python and `kind_hour_cap_expression` in SQL.
 
 Usage counts the same way in both languages: a counter counts only while its window (this hour, this
 business day) is the current one, so a missed reset never blocks a chip nor lets it pass a cap.
@@ -24,12 +27,13 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime
 
 from django.conf import settings
-from django.db.models import Case, F, IntegerField, Q, Value, When
+from django.db.models import Case, ExpressionWrapper, F, IntegerField, Q, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chips.models import Chip
 from instances import hours
+from instances.kinds import MESSAGE_KINDS, kind_policy
 from instances.models import ChipCapacity
 
 S = Chip.Status
@@ -54,9 +58,20 @@ OVERRIDE_FIELDS: dict[str, str] = {
 }
 
 
-def production_defaults() -> Caps:
+def allowance_steps() -> tuple[int, ...]:
+    """The new-contact allowance ladder of production chips (one step: a flat cap)."""
+    return tuple(settings.NEW_CONTACT_ALLOWANCE_STEPS) or (settings.MAX_NEW_CONTACTS_PER_DAY,)
+
+
+def allowance_for(step: int | None) -> int:
+    """The new contacts per 24 h at `step` of the ladder (None, no capacity row: the first step)."""
+    steps = allowance_steps()
+    return steps[min(max(step or 0, 0), len(steps) - 1)]
+
+
+def production_defaults(step: int | None = None) -> Caps:
     return Caps(per_hour=settings.MAX_MSGS_PER_HOUR, per_day=settings.MAX_MSGS_PER_DAY,
-                new_contacts_per_day=settings.MAX_NEW_CONTACTS_PER_DAY)
+                new_contacts_per_day=allowance_for(step))
 
 
 # --- the warming phases' caps: owned by the warmer, which sits above instances (DESIGN §11) ---------------
@@ -73,22 +88,31 @@ def register_phase_caps(provider: PhaseCapsProvider) -> None:
 
 # --- the rule ------------------------------------------------------------------------------------------
 
+LADDER_CAP = "new_contacts_per_day"
+
+
 @dataclass(frozen=True)
 class _Branch:
     """Chips in `statuses` (and, when set, in warming `phase`) have `caps`; an overridable branch lets the
-    capacity row's non-empty override fields win."""
+    capacity row's non-empty override fields win; a branch with a `ladder` takes its new-contacts cap from the
+    capacity row's allowance step."""
 
     statuses: tuple[str, ...]
     phase: str | None
     caps: Caps
     overridable: bool
+    ladder: tuple[int, ...] = ()
 
     def matches(self, status: str, phase: str | None) -> bool:
         return status in self.statuses and (self.phase is None or self.phase == phase)
 
     def value(self, cap: str, capacity: ChipCapacity | None) -> int:
         override = getattr(capacity, OVERRIDE_FIELDS[cap]) if self.overridable and capacity is not None else None
-        return override if override is not None else getattr(self.caps, cap)
+        if override is not None:
+            return override
+        if cap == LADDER_CAP and self.ladder:
+            return allowance_for(capacity.allowance_step if capacity is not None else None)
+        return getattr(self.caps, cap)
 
     def condition(self, chip_path: str) -> Q:
         q = Q(**{f"{chip_path}status__in": self.statuses})
@@ -96,6 +120,13 @@ class _Branch:
 
     def expression(self, cap: str, capacity_path: str):
         default = Value(getattr(self.caps, cap))
+        if cap == LADDER_CAP and self.ladder:
+            # allowance_for() in SQL: the highest step the row reached (past the top: the top), else the first
+            # (no capacity row: NULL matches nothing).
+            last = len(self.ladder) - 1
+            default = Case(*[When(**{f"{capacity_path}allowance_step__gte": i}, then=Value(self.ladder[i]))
+                             for i in range(last, 0, -1)],
+                           default=Value(self.ladder[0]), output_field=IntegerField())
         return Coalesce(F(f"{capacity_path}{OVERRIDE_FIELDS[cap]}"), default) if self.overridable else default
 
 
@@ -105,7 +136,8 @@ def _branches(statuses: Iterable[str] | None = None) -> list[_Branch]:
     wanted = None if statuses is None else set(statuses)
     branches: list[_Branch] = []
     if wanted is None or wanted & set(PRODUCTION_STATES):
-        branches.append(_Branch(PRODUCTION_STATES, None, production_defaults(), overridable=True))
+        branches.append(_Branch(PRODUCTION_STATES, None, production_defaults(), overridable=True,
+                                ladder=allowance_steps()))
     if wanted is None or wanted & set(PHASE_PLAN_STATES):
         branches += [_Branch(PHASE_PLAN_STATES, phase, caps, overridable=False)
                      for phase, caps in _phase_caps().items()]
@@ -135,6 +167,17 @@ def caps_annotations(*, chip_path: str = "", capacity_path: str = "capacity__",
     }
 
 
+def kind_hour_cap(caps: Caps, kind: str) -> int:
+    """How many messages of `kind` the chip may send this hour: its share of the hourly cap (instances.kinds)."""
+    return kind_policy(kind).hour_cap(caps.per_hour)
+
+
+def kind_hour_cap_expression(kind: str, *, cap_per_hour: str = "cap_per_hour") -> ExpressionWrapper:
+    """`kind_hour_cap` in SQL, over a query annotated with `caps_annotations` (integer division: the same floor)."""
+    share = kind_policy(kind).hourly_share
+    return ExpressionWrapper(F(cap_per_hour) * Value(share) / Value(100), output_field=IntegerField())
+
+
 # --- usage in the current windows ------------------------------------------------------------------------
 
 def hour_window(now: datetime) -> datetime:
@@ -149,12 +192,20 @@ def day_window(now: datetime) -> date:
 class Usage:
     hour: int
     day: int
+    hour_prospecting: int = 0
+    hour_follow_up: int = 0
+    hour_reply: int = 0
+
+    def of_kind(self, kind: str) -> int:
+        """This hour's messages of one kind."""
+        return getattr(self, f"hour_{kind}")
 
 
 # usage name → (window field, count field, the current window at `now`)
 _WINDOWS: dict[str, tuple[str, str, Callable[[datetime], object]]] = {
     "hour": ("hour_window", "hour_count", hour_window),
     "day": ("day_window", "day_count", day_window),
+    **{f"hour_{kind}": ("hour_window", f"hour_{kind}", hour_window) for kind in MESSAGE_KINDS},
 }
 
 
@@ -167,7 +218,7 @@ def usage_now(capacity: ChipCapacity | None, now: datetime) -> Usage:
 
 
 def usage_annotations(now: datetime, *, capacity_path: str = "capacity__") -> dict[str, Case]:
-    """`used_hour`, `used_day` for a query: the same rule as `usage_now`."""
+    """`used_hour`, `used_day`, `used_hour_<kind>` for a query: the same rule as `usage_now`."""
     return {
         f"used_{name}": Case(When(**{f"{capacity_path}{window}": current(now)}, then=F(f"{capacity_path}{count}")),
                              default=Value(0), output_field=IntegerField())
@@ -175,12 +226,32 @@ def usage_annotations(now: datetime, *, capacity_path: str = "capacity__") -> di
     }
 
 
+def allowance_summary(chip: Chip, capacity: ChipCapacity | None) -> dict[str, object]:
+    """The new-contact allowance as the admin and the API show it: the step (1-based), the ladder, and why."""
+    steps = allowance_steps()
+    step = min(capacity.allowance_step if capacity is not None else 0, len(steps) - 1)
+    overridden = capacity is not None and capacity.max_new_contacts_per_day is not None
+    return {
+        "step": step + 1, "steps": list(steps), "allowance": steps[step],
+        "reason": ((capacity.allowance_reason if capacity is not None else "") or "entered production")
+        if chip.status in PRODUCTION_STATES else "not in production",
+        "changed_at": capacity.allowance_changed_at if capacity is not None else None,
+        "overridden": overridden,
+    }
+
+
 def capacity_summary(chip: Chip, now: datetime | None = None) -> dict[str, object]:
-    """The chip API's `capacity` section: the caps in effect, this hour's and today's usage, the restriction."""
+    """The chip API's `capacity` section: the caps in effect, this hour's and today's usage, the restriction, each
+    kind's share of this hour, the new-contact allowance step and why it is there."""
     capacity = ChipCapacity.objects.filter(chip_id=chip.pk).first()
     caps, used = caps_in_effect(chip, capacity), usage_now(capacity, now or timezone.now())
+    allowance = allowance_summary(chip, capacity)
     return {
         "per_hour": caps.per_hour, "per_day": caps.per_day, "new_contacts_per_day": caps.new_contacts_per_day,
         "used_this_hour": used.hour, "used_today": used.day,
         "restricted_until": capacity.restricted_until if capacity is not None else None,
+        "kinds": {kind: {"per_hour": kind_hour_cap(caps, kind), "used_this_hour": used.of_kind(kind),
+                         "min_trust": kind_policy(kind).min_trust} for kind in MESSAGE_KINDS},
+        "new_contacts_step": allowance["step"], "new_contacts_steps": allowance["steps"],
+        "new_contacts_reason": allowance["reason"],
     }

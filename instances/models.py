@@ -290,9 +290,24 @@ class ChipCapacity(models.Model):
     day_window = models.DateField(_("day window"), null=True, blank=True)
     day_count = models.PositiveIntegerField(_("day count"), default=0)
     last_routed_at = models.DateTimeField(_("last routed at"), null=True, blank=True)
+    # This hour's messages per kind (instances.kinds), counted in `hour_window` like `hour_count` (their sum).
+    hour_prospecting = models.PositiveIntegerField(_("prospecting this hour"), default=0)
+    hour_follow_up = models.PositiveIntegerField(_("follow-ups this hour"), default=0)
+    hour_reply = models.PositiveIntegerField(_("replies this hour"), default=0)
     restricted_until = models.DateTimeField(
         _("restricted from new contacts until"), null=True, blank=True,
         help_text=_("Set by WhatsApp's reach-out timelock (error 463)."),
+    )
+    allowance_step = models.PositiveSmallIntegerField(
+        _("new-contact allowance step"), default=0,
+        help_text=_("Index into NEW_CONTACT_ALLOWANCE_STEPS while the chip is in production: it climbs with clean "
+                    "days in production and drops on a restriction or a rest."),
+    )
+    allowance_reason = models.CharField(_("why the allowance is at this step"), max_length=200, blank=True)
+    allowance_changed_at = models.DateTimeField(_("allowance step changed at"), null=True, blank=True)
+    signals_since = models.DateTimeField(
+        _("delivery figures count from"), null=True, blank=True,
+        help_text=_("The early warning judges the chip's delivery outcomes from here (the end of its last rest)."),
     )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
@@ -365,10 +380,16 @@ class OutboundMessage(models.Model):
         READ = "read", _("Read")
         FAILED = "failed", _("Failed")
 
+    class Kind(models.TextChoices):
+        PROSPECTING = "prospecting", _("Prospecting (a contact who never wrote)")
+        FOLLOW_UP = "follow_up", _("Follow-up")
+        REPLY = "reply", _("Reply (the contact wrote within 24 h)")
+
     idempotency_key = models.CharField(_("idempotency key"), max_length=100, unique=True)
     contact = models.CharField(_("contact"), max_length=16)
     chip = models.ForeignKey(Chip, on_delete=models.PROTECT, related_name="outbound_messages",
                              verbose_name=_("chip"))
+    kind = models.CharField(_("kind"), max_length=12, choices=Kind.choices, default=Kind.FOLLOW_UP)
     text = models.TextField(_("text"))
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.SENDING)
     evolution_message_id = models.CharField(_("gateway message id"), max_length=64, null=True, blank=True)
@@ -390,6 +411,8 @@ class OutboundMessage(models.Model):
         indexes = [
             # messages.update webhooks find the message by Evolution's key id.
             models.Index(fields=["evolution_message_id"], name="outbound_evolution_id_idx"),
+            # Per-contact courtesy: a contact's messages of the last hour / 24 h (instances.courtesy).
+            models.Index(fields=["contact", "created_at"], name="outbound_contact_at_idx"),
         ]
 
     def __str__(self) -> str:
@@ -407,6 +430,10 @@ class DeliveryEvent(models.Model):
         FAILED = "failed", _("Failed")
         TIMELOCK = "timelock", _("Reach-out timelock (463)")
         DISCONNECTED = "disconnected", _("Disconnected")
+        # Written by every sender through instances.services (the API's sends and the warmer's): the early
+        # warning's denominators.
+        SENT = "sent", _("Sent (the gateway accepted it)")
+        SEND_FAILED = "send_failed", _("Send failed (the gateway refused or failed)")
 
     chip = models.ForeignKey(Chip, on_delete=models.CASCADE, related_name="delivery_events", verbose_name=_("chip"))
     kind = models.CharField(_("kind"), max_length=15, choices=Kind.choices)
@@ -434,42 +461,6 @@ class DeliveryEvent(models.Model):
         return f"{self.kind} on chip {self.chip_id}"
 
 
-class WebhookReceipt(models.Model):
-    """One row per distinct message event from the gateway, stored the moment it arrives — the only work the
-    webhook does for it (instances.inbox). The drain applies the stored events later, in arrival order per
-    instance, and stamps `applied_at`; a duplicate hits the unique key and is never stored twice.
-
-    State events (connection.update, ...) get no row: they are applied at once, idempotently. Applied rows are
-    pruned after WEBHOOK_RECEIPT_RETENTION_DAYS; rows not yet applied never are.
-    """
-
-    class Outcome(models.TextChoices):
-        PROCESSED = "processed", _("applied")
-        ERROR = "error", _("failed (given up)")
-
-    dedup_key = models.CharField(_("dedup key"), max_length=200, unique=True, null=True, blank=True)
-    event = models.CharField(_("event"), max_length=40)
-    instance_name = models.CharField(_("instance name"), max_length=64)
-    instance = models.ForeignKey(Instance, verbose_name=_("instance"), on_delete=models.CASCADE, null=True,
-                                 blank=True, related_name="+")
-    data = models.JSONField(_("data"), null=True, blank=True)
-    received_at = models.DateTimeField(_("received at"), default=timezone.now, db_index=True)
-    applied_at = models.DateTimeField(_("applied at"), null=True, blank=True)
-    outcome = models.CharField(_("outcome"), max_length=20, choices=Outcome.choices, blank=True)
-    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
-
-    class Meta:
-        verbose_name = _("webhook receipt")
-        verbose_name_plural = _("webhook receipts")
-        indexes = [
-            # The drain's queue: the few rows not applied yet, oldest first.
-            models.Index(fields=["id"], condition=models.Q(applied_at__isnull=True), name="receipt_pending"),
-        ]
-
-    def __str__(self) -> str:
-        return self.dedup_key or f"{self.event} {self.instance_name}"
-
-
 # The contacts' side (who wrote, who opted out, LIDs) lives in instances/contacts_models.py; imported here so
 # Django finds them as instances' models.
 from instances.contacts_models import (  # noqa: E402, F401
@@ -478,3 +469,6 @@ from instances.contacts_models import (  # noqa: E402, F401
     InboundMessage,
     OptOutRule,
 )
+
+# The gateway's stored message events (the webhook's inbox) live in instances/inbox_models.py.
+from instances.inbox_models import WebhookReceipt  # noqa: E402, F401

@@ -86,6 +86,11 @@ def chip_restrict(*, chip: Chip, now: datetime, evidence: list[tuple[str, dateti
     seen = ", ".join(f"{mask(contact)} {formats.time_format(timezone.localtime(at), 'H:i')}"
                      for contact, at in evidence)
     DeliveryEvent.objects.create(chip=chip, kind=DeliveryEvent.Kind.TIMELOCK, detail=seen[:200], occurred_at=now)
+    if chip.status in Chip.PRODUCTION_STATES:
+        from instances.allowance import allowance_step_down
+
+        allowance_step_down(chip_id=chip.pk, reason=_("reach-out restriction at %(at)s")
+                            % {"at": formats.date_format(timezone.localtime(now), "SHORT_DATETIME_FORMAT")}, now=now)
     if coded:
         message = _("Chip %(chip)s hit WhatsApp's reach-out restriction (code 463 on a message to %(seen)s).")
     else:

@@ -22,8 +22,18 @@ from django.utils import timezone
 
 from chips.models import Chip
 from common.exceptions import DomainError
-from instances import hours
-from instances.caps import caps_annotations, caps_in_effect, day_window, hour_window, usage_annotations, usage_now
+from instances import circuit, hours
+from instances.caps import (
+    PRODUCTION_STATES,
+    caps_annotations,
+    caps_in_effect,
+    day_window,
+    hour_window,
+    kind_hour_cap_expression,
+    usage_annotations,
+    usage_now,
+)
+from instances.kinds import DEFAULT_KIND, MESSAGE_KINDS, REPLY, kind_policy
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
 
 logger = logging.getLogger(__name__)
@@ -38,8 +48,8 @@ class RoutingRefused(DomainError):
     status_code = 503
     code = "no_capacity"
 
-    def __init__(self, message: str, *, code: str, retry_after: int | None = None) -> None:
-        super().__init__(message, code=code)
+    def __init__(self, message: str, *, code: str, retry_after: int | None = None, **extra: object) -> None:
+        super().__init__(message, code=code, **extra)
         self.retry_after = retry_after
 
 
@@ -86,64 +96,99 @@ def _locked_capacity(chip_id: int) -> ChipCapacity:
     return capacity
 
 
-def _try_reserve(chip_id: int, now: datetime, *, new_contact: bool) -> bool:
-    """Lock the chip's capacity row and take one unit if every cap in effect allows it. Caller holds a
-    transaction."""
-    capacity = _locked_capacity(chip_id)
-    caps = caps_in_effect(capacity.chip, capacity)
+KIND_COUNTERS = [f"hour_{k}" for k in MESSAGE_KINDS]
+
+
+def _refusal(chip: Chip, capacity: ChipCapacity, now: datetime, *, new_contact: bool, kind: str | None,
+             bound_reply: bool) -> str | None:
+    """Why the chip cannot take one more message now (None: it can). Read under the capacity row's lock."""
+    caps = caps_in_effect(chip, capacity)
     used = usage_now(capacity, now)
     if used.hour >= caps.per_hour or used.day >= caps.per_day:
-        return False
+        return "chip at its cap"
+    if kind is not None and not bound_reply:
+        # A reply on the contact's own production chip skips these (instances.kinds).
+        policy = kind_policy(kind)
+        if chip.trust_score < policy.min_trust:
+            return f"trust {chip.trust_score} below the {kind} minimum {policy.min_trust}"
+        if used.of_kind(kind) >= policy.hour_cap(caps.per_hour):
+            return f"chip at its {kind} share of the hour"
     if new_contact:
         if capacity.restricted_until and capacity.restricted_until > now:
-            return False
+            return "chip restricted from new contacts"
         recent = ContactBinding.objects.filter(
-            chip_id=chip_id, origin=ContactBinding.Origin.ROUTED, created_at__gte=now - timedelta(hours=24)
+            chip_id=chip.pk, origin=ContactBinding.Origin.ROUTED, created_at__gte=now - timedelta(hours=24)
         ).count()
         if recent >= caps.new_contacts_per_day:
-            return False
+            return "chip at its new-contact allowance"
+    return None
+
+
+def _try_reserve(chip_id: int, now: datetime, *, new_contact: bool, kind: str | None = None,
+                 bound_reply: bool = False) -> str | None:
+    """Lock the chip's capacity row and take one unit if every cap in effect (and the kind's rules, and the
+    chip's send circuit) allow it. Returns None when reserved, else why not. Caller holds a transaction."""
+    capacity = _locked_capacity(chip_id)
+    refused = _refusal(capacity.chip, capacity, now, new_contact=new_contact, kind=kind, bound_reply=bound_reply)
+    if refused:
+        return refused
+    # Last, once everything else holds: a half-open circuit's one trial is leased to this reservation.
+    if not circuit.allows(circuit.circuit_acquire(chip_id=chip_id, now=now)):
+        return "send circuit open"
+    used = usage_now(capacity, now)
     capacity.hour_window, capacity.hour_count = hour_window(now), used.hour + 1
     capacity.day_window, capacity.day_count = day_window(now), used.day + 1
+    for name in MESSAGE_KINDS:  # a new hour restarts every kind's count
+        setattr(capacity, f"hour_{name}", used.of_kind(name) + int(name == kind))
     capacity.last_routed_at = now
-    capacity.save(update_fields=["hour_window", "hour_count", "day_window", "day_count", "last_routed_at",
-                                 "updated_at"])
-    return True
+    capacity.save(update_fields=["hour_window", "hour_count", "day_window", "day_count", *KIND_COUNTERS,
+                                 "last_routed_at", "updated_at"])
+    return None
 
 
 class _Refused(Exception):
     pass
 
 
-def _reserve_in_savepoint(chip_id: int, now: datetime, *, new_contact: bool) -> bool:
+def _reserve_in_savepoint(chip_id: int, now: datetime, *, new_contact: bool, kind: str | None = None,
+                          bound_reply: bool = False) -> str | None:
     """Try one chip inside a savepoint that is rolled back on refusal, which releases the row lock at
-    once: a request never holds one chip's lock while it tries the next (no lock-order deadlocks)."""
+    once: a request never holds one chip's lock while it tries the next (no lock-order deadlocks).
+    Returns None when reserved, else why not."""
+    refused: str | None = None
     try:
         with transaction.atomic():
-            if not _try_reserve(chip_id, now, new_contact=new_contact):
+            refused = _try_reserve(chip_id, now, new_contact=new_contact, kind=kind, bound_reply=bound_reply)
+            if refused:
                 raise _Refused
     except _Refused:
-        return False
-    return True
+        return refused
+    return None
 
 
 def reserve_capacity(*, chip_id: int, now: datetime | None = None) -> bool:
     """Take one message of a chip's capacity outside contact routing (the warmer's own traffic), under
-    the same lock and caps as `route_contact`. Returns False when a cap refuses."""
+    the same lock, caps and send circuit as `route_contact`. Returns False when one refuses."""
     now = now or timezone.now()
     with transaction.atomic():
-        return _reserve_in_savepoint(chip_id, now, new_contact=False)
+        return _reserve_in_savepoint(chip_id, now, new_contact=False) is None
 
 
-def _candidates(strategy: str, now: datetime, exclude: set[int]) -> list[int]:
-    """Chips that look able to take a new contact, best first; bounded (the lock decides for real)."""
+def _candidates(strategy: str, now: datetime, exclude: set[int], kind: str = DEFAULT_KIND) -> list[int]:
+    """Chips that look able to take a new contact of `kind`, best first; bounded (the lock decides for real).
+    Chips whose send circuit is open are left out (read from Redis: only the chips in trouble)."""
+    policy = kind_policy(kind)
     qs = (
         _available_chips()
-        .exclude(pk__in=exclude)
+        .exclude(pk__in=exclude | circuit.blocked_chips(now=now))
+        .filter(trust_score__gte=policy.min_trust)
         .filter(Q(capacity__isnull=True) | Q(capacity__restricted_until__isnull=True)
                 | Q(capacity__restricted_until__lte=now))
         .annotate(**usage_annotations(now), **caps_annotations(statuses=[Chip.Status.ACTIVE]),
                   prio=Coalesce(F("capacity__priority"), Value(0)))
-        .filter(used_hour__lt=F("cap_per_hour"), used_day__lt=F("cap_per_day"))
+        .annotate(kind_cap=kind_hour_cap_expression(kind))
+        .filter(used_hour__lt=F("cap_per_hour"), used_day__lt=F("cap_per_day"),
+                **{f"used_hour_{kind}__lt": F("kind_cap")})
     )
     if strategy == RoutingPolicy.Strategy.ROUND_ROBIN:
         qs = qs.order_by(F("capacity__last_routed_at").asc(nulls_first=True), "pk")
@@ -173,14 +218,16 @@ def _counted(route: Callable[..., RouteDecision]) -> Callable[..., RouteDecision
 
 
 @_counted
-def route_contact(*, contact: str, kind: str = "follow_up", now: datetime | None = None) -> RouteDecision:
+def route_contact(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | None = None) -> RouteDecision:
     """Pick the chip for `contact` and reserve one message of its capacity (see module docstring).
 
-    Sticky first: the contact's current binding, if its chip is available and has room. Otherwise a new
-    chip by the policy's strategy, and the binding is created or moved (recorded on the binding).
-    Raises RoutingRefused with code paused / outside_business_hours / no_capacity; ContactOptedOut (409) for a
-    contact who opted out, unless `kind` is a reply; NotAReply (409) for a reply to a contact who did not write
-    within 24 h. Nothing is reserved when it refuses.
+    Sticky first: the contact's current binding, if its chip is available and has room for the kind. Otherwise a
+    new chip by the policy's strategy, among those the kind allows (instances.kinds: trust minimum, hourly share),
+    and the binding is created or moved (recorded on the binding). A reply always goes to the contact's own chip
+    while it is in production, within the hard caps and its send circuit.
+    Raises RoutingRefused with code paused / outside_business_hours / no_capacity (naming the kind); ContactOptedOut
+    (409) for a contact who opted out, unless `kind` is a reply; NotAReply (409) for a reply to a contact who did
+    not write within 24 h. Nothing is reserved when it refuses.
     """
     now = now or timezone.now()
     message_kind_check(contact=contact, kind=kind, now=now)
@@ -188,7 +235,7 @@ def route_contact(*, contact: str, kind: str = "follow_up", now: datetime | None
     for _attempt in range(3):
         try:
             with transaction.atomic():
-                return _route_once(contact, now, policy)
+                return _route_once(contact, now, policy, kind)
         except IntegrityError:
             # Another request bound this contact between our read and our insert: route again, sticky.
             continue
@@ -201,7 +248,7 @@ def route_contact(*, contact: str, kind: str = "follow_up", now: datetime | None
     raise RoutingRefused("The contact is being routed concurrently; retry.", code="no_capacity", retry_after=1)
 
 
-def _route_once(contact: str, now: datetime, policy: RoutingPolicy) -> RouteDecision:
+def _route_once(contact: str, now: datetime, policy: RoutingPolicy, kind: str = DEFAULT_KIND) -> RouteDecision:
     binding = (
         # Lock the binding row only (of=self): locking the joined chip row too would deadlock with a
         # concurrent binding insert, whose foreign-key check takes a share lock on that chip.
@@ -212,28 +259,33 @@ def _route_once(contact: str, now: datetime, policy: RoutingPolicy) -> RouteDeci
     move_reason = ""
     if binding is not None:
         chip = binding.chip
-        if binding.expires_at <= now:
+        # The contact wrote within 24 h: their own chip answers while it is in production (resting included).
+        bound_reply = kind == REPLY and chip.status in PRODUCTION_STATES and chip.is_connected
+        if binding.expires_at <= now and not bound_reply:
             move_reason = "binding expired"
-        elif chip.status != Chip.Status.ACTIVE or not chip.is_connected:
+        elif not bound_reply and (chip.status != Chip.Status.ACTIVE or not chip.is_connected):
             move_reason = f"chip left production ({chip.status}{'' if chip.is_connected else ', disconnected'})"
         else:
-            if _reserve_in_savepoint(chip.pk, now, new_contact=False):
+            refused = _reserve_in_savepoint(chip.pk, now, new_contact=False, kind=kind, bound_reply=bound_reply)
+            if refused is None:
                 binding.last_used_at, binding.expires_at = now, now + ttl
                 binding.save(update_fields=["last_used_at", "expires_at", "updated_at"])
                 return _decision(chip, binding, "sticky")
-            move_reason = "chip at its cap"
+            move_reason = refused
 
     # An expired binding's chip may well be picked again; a chip that just refused is not retried.
     tried: set[int] = {binding.chip_id} if binding is not None and move_reason != "binding expired" else set()
     chosen: Chip | None = None
-    for chip_id in _candidates(policy.strategy, now, tried):
-        if _reserve_in_savepoint(chip_id, now, new_contact=True):
+    for chip_id in _candidates(policy.strategy, now, tried, kind):
+        if _reserve_in_savepoint(chip_id, now, new_contact=True, kind=kind) is None:
             chosen = Chip.objects.get(pk=chip_id)
             break
     if chosen is None:
+        rule = kind_policy(kind)
         raise RoutingRefused(
-            "No production chip has capacity for this contact now.", code="no_capacity",
-            retry_after=_seconds_until_next_hour(now),
+            f"No production chip can take a {kind} message for this contact now (a {kind} message needs trust "
+            f">= {rule.min_trust} and at most {rule.hourly_share} % of a chip's hourly cap).",
+            code="no_capacity", retry_after=_seconds_until_next_hour(now), kind=kind,
         )
     if binding is not None:
         binding.released_at = now
@@ -254,7 +306,6 @@ class NotAReply(DomainError):
     code = "not_a_reply"
 
 
-MESSAGE_KINDS = ("prospecting", "follow_up", "reply")
 REPLY_WINDOW = timedelta(hours=24)
 
 
@@ -266,7 +317,7 @@ def message_kind_check(*, contact: str, kind: str, now: datetime) -> None:
 
     if kind not in MESSAGE_KINDS:
         raise DomainError(f"Unknown message kind {kind!r}.", code="invalid_input", status_code=422, field="kind")
-    if kind == "reply" and not InboundMessage.objects.filter(contact=contact,
+    if kind == REPLY and not InboundMessage.objects.filter(contact=contact,
                                                              received_at__gte=now - REPLY_WINDOW).exists():
         raise NotAReply("A reply needs a message from the contact in the last 24 hours.", field="kind")
     ensure_not_suppressed(contact, kind=kind)
@@ -338,6 +389,8 @@ def counters_reset(now: datetime | None = None) -> int:
     zero inside their lock); it keeps the admin's usage columns honest. Idempotent."""
     now = now or timezone.now()
     hour, day = hour_window(now), day_window(now)
-    changed = ChipCapacity.objects.filter(hour_window__lt=hour, hour_count__gt=0).update(hour_count=0, updated_at=now)
+    stale_hour = Q(hour_count__gt=0) | Q(hour_prospecting__gt=0) | Q(hour_follow_up__gt=0) | Q(hour_reply__gt=0)
+    changed = ChipCapacity.objects.filter(stale_hour, hour_window__lt=hour).update(
+        hour_count=0, **dict.fromkeys(KIND_COUNTERS, 0), updated_at=now)
     changed += ChipCapacity.objects.filter(day_window__lt=day, day_count__gt=0).update(day_count=0, updated_at=now)
     return changed

@@ -104,6 +104,7 @@ class RefusalOut(Schema):
     code: str
     message: str
     retry_after: int | None = None
+    kind: str | None = Field(None, description="The message kind no chip could take (no_capacity).")
 
 
 class MessageQuery(Schema):

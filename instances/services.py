@@ -13,9 +13,11 @@ from django.utils.translation import gettext as _
 
 from chips.models import Chip
 from common.exceptions import DomainError, InvalidInput
-from instances import sessions
+from instances import circuit, sessions
+from instances.courtesy import contact_lock, courtesy_check
 from instances.gateway import Gateway, GatewayError
-from instances.models import GatewayServer, Instance, OutboundMessage, RoutingPolicy, SendingSwitch
+from instances.kinds import DEFAULT_KIND
+from instances.models import DeliveryEvent, GatewayServer, Instance, OutboundMessage, RoutingPolicy, SendingSwitch
 from instances.routing import route_contact
 from instances.servers import gateway_for, gateway_for_instance, server_place
 from outbox.services import event_emit
@@ -157,29 +159,40 @@ def _gateway_send(message: OutboundMessage, *, instance_name: str, gw: Gateway) 
                 updated_at=timezone.now())
             message.refresh_from_db()
             message_status_emit(message)
+        send_success_observed(chip_id=message.chip_id, message_id=result.message_id)
     return message
 
 
-def message_send(*, contact: str, text: str, idempotency_key: str, kind: str = "follow_up",
+def message_send(*, contact: str, text: str, idempotency_key: str, kind: str = DEFAULT_KIND,
                  client: Gateway | None = None) -> SendOutcome:
     """Route, store, then call the gateway's sendText exactly once; a repeated key returns the first result.
 
     The message row (with its reservation) is committed before the HTTP call, so a crash or a timeout
     can never lead to a second send: sendText is not idempotent and is never retried here. A timeout
     leaves the message `failed` with the uncertainty spelled out in its error.
+
+    Before routing, the per-contact courtesy (instances.courtesy) may refuse: ContactRateLimited (429) past
+    CONTACT_MAX_PER_HOUR, DuplicateContent (409) for the same text within 24 h; neither reserves capacity.
     """
     existing = OutboundMessage.objects.filter(idempotency_key=idempotency_key).select_related("chip").first()
     if existing is not None:
         return _replay(existing, contact, text)
     try:
         with transaction.atomic():
-            decision = route_contact(contact=contact, kind=kind)
-            message = OutboundMessage.objects.create(
-                idempotency_key=idempotency_key, contact=contact, chip_id=decision.chip_id, text=text,
-                # The chip's first message to a contact just bound to it: a reach-out (restriction signal).
-                first_contact=decision.binding in ("new", "moved"),
-            )
-            message_status_emit(message)
+            contact_lock(contact)
+            # Under the contact's lock: a concurrent send with the same key may have committed meanwhile.
+            existing = OutboundMessage.objects.filter(idempotency_key=idempotency_key).select_related("chip").first()
+            if existing is None:
+                courtesy_check(contact=contact, text=text, kind=kind, now=timezone.now())
+                decision = route_contact(contact=contact, kind=kind)
+                message = OutboundMessage.objects.create(
+                    idempotency_key=idempotency_key, contact=contact, chip_id=decision.chip_id, text=text, kind=kind,
+                    # The chip's first message to a contact just bound to it: a reach-out (restriction signal).
+                    first_contact=decision.binding in ("new", "moved"),
+                )
+                message_status_emit(message)
+        if existing is not None:
+            return _replay(existing, contact, text)
     except IntegrityError:
         # The same key raced us and won; its reservation stands, ours was rolled back with this transaction.
         existing = OutboundMessage.objects.select_related("chip").get(idempotency_key=idempotency_key)
@@ -206,15 +219,31 @@ def outbound_record_direct(*, chip: Chip, instance: Instance, gw: Gateway, conta
     return _gateway_send(message, instance_name=instance.name, gw=gw).status
 
 
+def send_success_observed(*, chip_id: int, message_id: str = "", now: datetime | None = None) -> None:
+    """A send the gateway accepted, for every sender (the API's sends, the warmer's, the pool's own): the early
+    warning counts it (a `sent` delivery event) and the chip's send circuit hears of it (a half-open circuit's
+    trial passed: closed; a closed one forgets its failures). Never raises for Redis."""
+    now = now or timezone.now()
+    DeliveryEvent.objects.create(chip_id=chip_id, kind=DeliveryEvent.Kind.SENT, message_id=(message_id or "")[:64],
+                                 occurred_at=now)
+    circuit.circuit_success(chip_id=chip_id, now=now)
+
+
 def send_failure_observed(*, chip_id: int, error: GatewayError, now: datetime | None = None) -> None:
-    """What a failed send says about the chip's session, for every sender (the API's sends, the warmer's): a dead
-    socket takes the chip out of routing and asks for a restart; a 404 means the gateway lost the instance."""
+    """What a failed send says about the chip, for every sender (the API's sends, the warmer's): the early warning
+    counts it (a `send_failed` delivery event); a gateway failure counts toward the chip's send circuit (see
+    instances.circuit); a dead socket takes the chip out of routing and asks for a restart; a 404 means the
+    gateway lost the instance."""
+    now = now or timezone.now()
+    DeliveryEvent.objects.create(chip_id=chip_id, kind=DeliveryEvent.Kind.SEND_FAILED,
+                                 detail=f"{error.kind} {error.status_code or ''}".strip()[:200], occurred_at=now)
+    if circuit.counts_against_chip(error):
+        circuit.circuit_failure(chip_id=chip_id, error=error, now=now)
     if error.kind not in ("connection_closed", "not_found"):
         return
     instance = Instance.objects.filter(chip_id=chip_id).first()
     if instance is None:
         return
-    now = now or timezone.now()
     if error.kind == "not_found":
         sessions.session_gone(instance, now, source="send answered 404")
     else:

@@ -249,6 +249,75 @@ WARMER_TYPING_MS_MAX = env.int("WARMER_TYPING_MS_MAX", default=4000)
 WARMER_DISPATCH_CONCURRENCY = env.int("WARMER_DISPATCH_CONCURRENCY", default=8)
 
 
+def _int_list(name: str, default: str, *, length: int | None = None, ascending: bool | None = None) -> list[int]:
+    """A comma-separated list of non-negative integers (e.g. "20,40,80"); bad values fail at start-up."""
+    raw = env.str(name, default=default)
+    try:
+        values = [int(part) for part in raw.split(",") if part.strip()]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be comma-separated integers, got {raw!r}") from exc
+    if any(v < 0 for v in values) or (length is not None and len(values) != length):
+        raise ImproperlyConfigured(f"{name} must be {length or 'some'} non-negative integers, got {raw!r}")
+    if ascending is not None and values != sorted(values, reverse=not ascending):
+        raise ImproperlyConfigured(f"{name} must be in {'ascending' if ascending else 'descending'} order, "
+                                   f"got {raw!r}")
+    return values
+
+
+# --- The pool brain (W2 5/7): avoid bans instead of counting them -----------------------------------------------
+# Message kinds (instances.kinds): the trust a chip needs for each kind and the share (%) of its hourly cap the kind
+# may use. prospecting: a contact who never wrote to us; follow_up (the default); reply: the contact wrote within
+# 24 h, always allowed on the contact's own chip while it is in production (the hard caps still hold).
+KIND_MIN_TRUST = dict(zip(("prospecting", "follow_up", "reply"),
+                          _int_list("KIND_MIN_TRUST", "80,60,40", length=3), strict=True))
+KIND_HOURLY_SHARE = dict(zip(("prospecting", "follow_up", "reply"),
+                             _int_list("KIND_HOURLY_SHARE", "25,50,100", length=3), strict=True))
+if any(v > 100 for v in [*KIND_MIN_TRUST.values(), *KIND_HOURLY_SHARE.values()]):
+    raise ImproperlyConfigured("KIND_MIN_TRUST and KIND_HOURLY_SHARE are percentages (0-100)")
+# Per-contact courtesy, pool-wide: at most this many messages to one contact per rolling hour (replies to what the
+# contact writes are not refused by it), and never the same text to the same contact twice within 24 h.
+CONTACT_MAX_PER_HOUR = env.int("CONTACT_MAX_PER_HOUR", default=3)
+DUPLICATE_CONTENT_HOURS = env.int("DUPLICATE_CONTENT_HOURS", default=24)
+# The growing new-contact allowance of a production chip (new contacts per rolling 24 h), step by step: a chip
+# enters production at the first step and climbs one after each ALLOWANCE_STEP_DAYS days of clean delivery; a
+# restriction or a rest takes it one step down. Empty: every production chip has MAX_NEW_CONTACTS_PER_DAY.
+NEW_CONTACT_ALLOWANCE_STEPS = _int_list("NEW_CONTACT_ALLOWANCE_STEPS", "20,40,80", ascending=True)
+ALLOWANCE_STEP_DAYS = env.int("ALLOWANCE_STEP_DAYS", default=7)
+# Send circuit breaker per chip (instances.circuit, in Redis): CIRCUIT_FAILURES consecutive gateway failures open
+# it for CIRCUIT_OPEN_SECONDS (no traffic), then one trial send decides (half-open; the trial may take
+# CIRCUIT_TRIAL_SECONDS before another is let through). A 429-like refusal opens it at once for
+# CIRCUIT_RATE_LIMITED_SECONDS, a 403-like one for CIRCUIT_FORBIDDEN_SECONDS.
+CIRCUIT_ENABLED = env.bool("CIRCUIT_ENABLED", default=True)
+CIRCUIT_FAILURES = env.int("CIRCUIT_FAILURES", default=3)
+CIRCUIT_OPEN_SECONDS = env.int("CIRCUIT_OPEN_SECONDS", default=300)
+CIRCUIT_TRIAL_SECONDS = env.int("CIRCUIT_TRIAL_SECONDS", default=60)
+CIRCUIT_RATE_LIMITED_SECONDS = env.int("CIRCUIT_RATE_LIMITED_SECONDS", default=300)
+CIRCUIT_FORBIDDEN_SECONDS = env.int("CIRCUIT_FORBIDDEN_SECONDS", default=3600)
+# Early warning per production chip (instances.health_signals → chipfarm.brain), over the last hour and 24 h:
+# thresholds as watch,rest,stop. Failed share: failed sends / attempted (a level when it reaches the value).
+# Delivered share (24 h only: receipts take time): delivered / sent (a level when it falls below the value).
+# Reply rate (24 h): replies / sent, below it: watch. Restrictions (463) in 24 h: this many → watch,rest.
+EARLY_WARNING_ENABLED = env.bool("EARLY_WARNING_ENABLED", default=True)
+EARLY_WARNING_FAILED_SHARE = _int_list("EARLY_WARNING_FAILED_SHARE", "5,10,20", length=3, ascending=True)
+EARLY_WARNING_DELIVERED_SHARE = _int_list("EARLY_WARNING_DELIVERED_SHARE", "90,80,60", length=3, ascending=False)
+EARLY_WARNING_REPLY_RATE = env.int("EARLY_WARNING_REPLY_RATE", default=20)
+EARLY_WARNING_RESTRICTIONS = _int_list("EARLY_WARNING_RESTRICTIONS", "1,2", length=2, ascending=True)
+# A window is judged only once it holds this many attempted sends (fewer say nothing).
+EARLY_WARNING_MIN_SENDS = env.int("EARLY_WARNING_MIN_SENDS", default=10)
+# A rest cools the chip REST_MINUTES, doubled for each rest in the last REST_MEMORY_DAYS (at most REST_MAX_MINUTES);
+# a chip that needs more than REST_MAX_REPEATS rests within REST_MEMORY_DAYS is stopped (degraded, replaced).
+REST_MINUTES = env.int("REST_MINUTES", default=60)
+REST_MAX_MINUTES = env.int("REST_MAX_MINUTES", default=24 * 60)
+REST_MAX_REPEATS = env.int("REST_MAX_REPEATS", default=2)
+REST_MEMORY_DAYS = env.int("REST_MEMORY_DAYS", default=7)
+# The reserve forecast (chipfarm.forecast): losses (bans, degradations) and lead times from the last
+# RESERVE_HISTORY_DAYS; the ready reserve covers RESERVE_COVER_DAYS of losses (and the worst week seen).
+RESERVE_HISTORY_DAYS = env.int("RESERVE_HISTORY_DAYS", default=30)
+RESERVE_COVER_DAYS = env.int("RESERVE_COVER_DAYS", default=7)
+# The most chips auto_reserve may keep in reserve (ready_min + warmup_buffer): the pool configuration's default.
+RESERVE_BUDGET = env.int("RESERVE_BUDGET", default=12)
+
+
 def _parse_hhmm(name: str, default: str) -> time:
     raw = env.str(name, default=default)
     try:

@@ -48,6 +48,8 @@ def overrides(chip: Chip) -> tuple:
 def test_a_chip_warmed_through_every_phase_and_promoted_routes_up_to_the_production_hourly_cap(settings):
     settings.MAX_CHIPS_ACTIVE = 10
     assert settings.MAX_MSGS_PER_HOUR == 20  # the default the issue names
+    # The whole hourly cap for follow-ups here (their default share is half of it: tests/instances/test_kinds.py).
+    settings.KIND_HOURLY_SHARE = {**settings.KIND_HOURLY_SHARE, "follow_up": 100}
     with time_machine.travel(WALK_START, tick=False) as clock:
         chip = chip_in_state(status=S.WARMING)
         peer = chip_in_state(status=S.WARMING)
@@ -91,7 +93,8 @@ def test_a_chip_planned_in_its_first_phase_and_promoted_gets_the_production_caps
                                                warming_started_at=BUSINESS_TIME - timedelta(days=30))
         chip_transition(chip=chip.pk, transition="promote_to_ready", actor=ACTOR)
         chip = chip_transition(chip=chip.pk, transition="promote_to_active", actor=ACTOR)
-    assert caps_in_effect(chip, ChipCapacity.objects.filter(chip=chip).first()) == Caps(20, 100, 40)
+    # 20 new contacts: the first step of the growing allowance (NEW_CONTACT_ALLOWANCE_STEPS)
+    assert caps_in_effect(chip, ChipCapacity.objects.filter(chip=chip).first()) == Caps(20, 100, 20)
 
 
 def test_an_operator_override_survives_a_planner_run_and_applies_once_in_production():
@@ -105,7 +108,7 @@ def test_an_operator_override_survives_a_planner_run_and_applies_once_in_product
         assert caps_in_effect(chip, capacity) == plan_caps(chip.warming_phase)  # not in production yet
         chip = chip_in_state(status=S.ACTIVE)
         ChipCapacity.objects.create(chip=chip, max_per_hour=7, max_per_day=30)
-    assert caps_in_effect(chip, ChipCapacity.objects.get(chip=chip)) == Caps(7, 30, 40)
+    assert caps_in_effect(chip, ChipCapacity.objects.get(chip=chip)) == Caps(7, 30, 20)
 
 
 def test_a_warming_chips_caps_follow_its_phase_and_the_reservation_holds_them_without_writing_caps():
@@ -170,8 +173,13 @@ def test_the_chip_api_shows_the_caps_in_effect_and_they_change_with_promotion(ap
     assert (body["capacity"]["per_hour"], body["capacity"]["per_day"]) == (final.per_hour, final.per_day)
     chip_transition(chip=chip.pk, transition="promote_to_active", actor=ACTOR)
     body = api.get(f"/api/v1/chips/{chip.pk}").json()
-    assert body["capacity"] == {"per_hour": 20, "per_day": 100, "new_contacts_per_day": 40, "used_this_hour": 0,
-                                "used_today": 0, "restricted_until": None}
+    assert body["capacity"] == {
+        "per_hour": 20, "per_day": 100, "new_contacts_per_day": 20, "used_this_hour": 0, "used_today": 0,
+        "restricted_until": None,
+        "kinds": {"prospecting": {"per_hour": 5, "used_this_hour": 0, "min_trust": 80},
+                  "follow_up": {"per_hour": 10, "used_this_hour": 0, "min_trust": 60},
+                  "reply": {"per_hour": 20, "used_this_hour": 0, "min_trust": 40}},
+        "new_contacts_step": 1, "new_contacts_steps": [20, 40, 80], "new_contacts_reason": "entered production"}
 
 
 def test_the_capacity_admin_shows_usage_against_the_caps_in_effect(admin_client, settings):

@@ -26,7 +26,8 @@ def contact(n: int) -> str:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_fifty_threads_never_push_a_chip_over_its_caps(make_production_chip, business_hours):
+def test_fifty_threads_never_push_a_chip_over_its_caps(make_production_chip, business_hours, settings):
+    settings.KIND_HOURLY_SHARE = {**settings.KIND_HOURLY_SHARE, "follow_up": 100}  # the whole hour (see below)
     chips = [make_production_chip(per_hour=7, per_day=9, new_contacts=1000) for _ in range(5)]
     results: Counter = Counter()
     lock = threading.Lock()
@@ -56,11 +57,46 @@ def test_fifty_threads_never_push_a_chip_over_its_caps(make_production_chip, bus
     assert results == {"routed": 35, "no_capacity": 165}
     caps = ChipCapacity.objects.filter(chip__in=chips)
     assert caps.aggregate(total=Sum("hour_count"))["total"] == 35
-    assert all(c.hour_count == 7 for c in caps)
+    assert all(c.hour_count == 7 and c.hour_follow_up == 7 for c in caps)
     assert ContactBinding.objects.current().count() == 35
 
 
-def test_caps_hourly_then_daily_and_a_missed_reset_does_not_matter(make_production_chip):
+@pytest.mark.django_db(transaction=True)
+def test_fifty_threads_never_push_a_chip_over_its_kind_share(make_production_chip, business_hours):
+    chips = [make_production_chip(per_hour=7, per_day=9, new_contacts=1000) for _ in range(5)]
+    results: Counter = Counter()
+    lock = threading.Lock()
+    barrier = threading.Barrier(50)
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for j in range(4):
+                kind = "prospecting" if (i + j) % 2 else "follow_up"
+                try:
+                    route_contact(contact=contact(i * 10 + j), kind=kind)
+                    outcome = f"{kind} routed"
+                except RoutingRefused as exc:
+                    outcome = f"{kind} {exc.code}"
+                with lock:
+                    results[outcome] += 1
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+
+    # Per chip and hour: follow-ups 50 % of 7 = 3, prospecting 25 % of 7 = 1; never more under 50 threads.
+    assert results["follow_up routed"] == 15 and results["prospecting routed"] == 5
+    for capacity in ChipCapacity.objects.filter(chip__in=chips):
+        assert (capacity.hour_follow_up, capacity.hour_prospecting, capacity.hour_count) == (3, 1, 4)
+
+
+def test_caps_hourly_then_daily_and_a_missed_reset_does_not_matter(make_production_chip, settings):
+    settings.KIND_HOURLY_SHARE = {**settings.KIND_HOURLY_SHARE, "follow_up": 100}  # the hard caps, not the share
     chip = make_production_chip(per_hour=2, per_day=3, new_contacts=100)
     with time_machine.travel(BUSINESS_TIME, tick=False):
         route_contact(contact=contact(1))
