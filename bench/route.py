@@ -80,12 +80,13 @@ def main() -> None:
     import time_machine
     from django.conf import settings
     from django.db import OperationalError, connection
+    from django.test.utils import CaptureQueriesContext
     from psycopg.errors import DeadlockDetected
 
     from chips.demo import chip_in_state
     from chips.models import Chip
     from instances.caps import caps_in_effect
-    from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
+    from instances.models import NEW_CONTACT_BUCKETS, ChipCapacity, ContactBinding, RoutingPolicy
     from instances.routing import RoutingRefused, route_contact
     from instances.services import instance_register
 
@@ -159,8 +160,25 @@ def main() -> None:
         def reset_round() -> None:
             ContactBinding.objects.all().delete()
             ChipCapacity.objects.update(hour_window=None, hour_count=0, day_window=None, day_count=0,
-                                        last_routed_at=None)
+                                        last_routed_at=None, hour_prospecting=0, hour_follow_up=0, hour_reply=0,
+                                        new_contact_hours=[0] * NEW_CONTACT_BUCKETS,
+                                        new_contact_counts=[0] * NEW_CONTACT_BUCKETS)
 
+        def queries_per_decision(sample: int = 20) -> dict[str, float]:
+            """Statements one decision sends (transaction control included), by path, on a fresh round."""
+            reset_round()
+            per_path: dict[str, list[int]] = {"new": [], "sticky": []}
+            probe = [f"+55118{n:08d}" for n in range(sample)]
+            for path in ("new", "sticky"):
+                for contact in probe:
+                    with CaptureQueriesContext(connection) as ctx:
+                        decision = route_contact(contact=contact)
+                    assert decision.binding == path, (decision.binding, path)
+                    per_path[path].append(len(ctx.captured_queries))
+            return {path: median(counts) for path, counts in per_path.items()}
+
+        route_contact(contact="+5511700000000")  # warm: the policy row exists, as in a running pool
+        queries = queries_per_decision()
         route_rates, update_rates, routed_counts, refused_counts, error_counts = [], [], [], [], []
         totals: Counter = Counter()
         over_rows_total = over_decisions_total = mismatches = 0
@@ -202,6 +220,8 @@ def main() -> None:
     print(f"ratio route / UPDATE : {r / u:8.3f}")
     print(f"all rounds: decisions new {totals['new']}, sticky {totals['sticky']}, moved {totals['moved']}; "
           f"refused: {refused_codes or 'none'}; errors: deadlock detected {totals['deadlock']}")
+    print(f"queries per decision : new contact {queries['new']:.0f}, sticky {queries['sticky']:.0f} "
+          f"(statements sent, BEGIN/COMMIT included; median of 20 each, one thread)")
     print(f"cap violations       : {over_rows_total + over_decisions_total} (capacity rows over a cap: "
           f"{over_rows_total}, chips with more reservations than a cap: {over_decisions_total}); rounds where "
           f"recorded reservations != decisions: {mismatches}")

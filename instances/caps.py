@@ -28,13 +28,14 @@ from datetime import date, datetime
 
 from django.conf import settings
 from django.db.models import Case, ExpressionWrapper, F, IntegerField, Q, Value, When
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chips.models import Chip
 from instances import hours
 from instances.kinds import MESSAGE_KINDS, kind_policy
-from instances.models import ChipCapacity
+from instances.models import NEW_CONTACT_BUCKETS, ChipCapacity
 
 S = Chip.Status
 PRODUCTION_STATES: tuple[str, ...] = tuple(Chip.PRODUCTION_STATES)
@@ -215,6 +216,30 @@ def usage_now(capacity: ChipCapacity | None, now: datetime) -> Usage:
         return Usage(hour=0, day=0)
     return Usage(**{name: getattr(capacity, count) if getattr(capacity, window) == current(now) else 0
                     for name, (window, count, current) in _WINDOWS.items()})
+
+
+def epoch_hour(now: datetime) -> int:
+    return int(now.timestamp()) // 3600
+
+
+def new_contact_bucket(now: datetime) -> int:
+    """The bucket (0-based) this hour's new contacts go to."""
+    return epoch_hour(now) % NEW_CONTACT_BUCKETS
+
+
+def new_contacts_used(capacity: ChipCapacity | None, now: datetime) -> int:
+    """New contacts the chip took in the rolling 24 h (this hour and the 24 before it: its buckets of those
+    hours). The SQL twin: `new_contacts_annotation`."""
+    if capacity is None:
+        return 0
+    since = epoch_hour(now) - NEW_CONTACT_BUCKETS
+    return sum(n for n, h in zip(capacity.new_contact_counts, capacity.new_contact_hours, strict=False) if h > since)
+
+
+def new_contacts_annotation(now: datetime, *, table: str = ChipCapacity._meta.db_table) -> RawSQL:
+    """`new_contacts_used` in SQL, over a query whose `table` is the capacity row."""
+    return RawSQL(f"(SELECT COALESCE(SUM(u.n), 0) FROM unnest({table}.new_contact_counts, {table}.new_contact_hours) "
+                  f"AS u(n, h) WHERE u.h > %s)", [epoch_hour(now) - NEW_CONTACT_BUCKETS], output_field=IntegerField())
 
 
 def usage_annotations(now: datetime, *, capacity_path: str = "capacity__") -> dict[str, Case]:

@@ -265,13 +265,23 @@ def circuit_states(*, now: datetime | None = None) -> dict[int, CircuitState]:
     return {chip_id: _state_of(chip_id, row, moment) for chip_id, row in rows.items() if any(row)}
 
 
-def blocked_chips(*, now: datetime | None = None) -> set[int]:
-    """Chips the router must not try now: open, or half-open with their one trial already out. Fails open."""
+def routing_gates(*, now: datetime | None = None) -> tuple[set[int], set[int]]:
+    """What the router needs, in one read: (blocked, on trial) — the chips it must not try now (open, or half-open
+    with their one trial already out), and the half-open chips whose trial is free (taking one needs
+    `circuit_acquire`). Every other chip's circuit is closed. Fails open (nothing blocked)."""
     if not _usable():
-        return set()
+        return set(), set()
     try:
         states = circuit_states(now=now)
     except Exception as exc:
         _failed_open("the blocked chips", exc)
-        return set()
-    return {chip_id for chip_id, s in states.items() if s.state == OPEN or (s.state == HALF_OPEN and s.trial_in_flight)}
+        return set(), set()
+    blocked = {chip_id for chip_id, s in states.items()
+               if s.state == OPEN or (s.state == HALF_OPEN and s.trial_in_flight)}
+    trial = {chip_id for chip_id, s in states.items() if s.state == HALF_OPEN and not s.trial_in_flight}
+    return blocked, trial
+
+
+def blocked_chips(*, now: datetime | None = None) -> set[int]:
+    """Chips the router must not try now: open, or half-open with their one trial already out. Fails open."""
+    return routing_gates(now=now)[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -256,6 +257,13 @@ class SendingSwitch(models.Model):
         return self.resumed_at is None
 
 
+NEW_CONTACT_BUCKETS = 25  # this hour and the 24 before it: a window of 24 to 25 h, never shorter than 24 h
+
+
+def _new_contact_buckets() -> list[int]:
+    return [0] * NEW_CONTACT_BUCKETS
+
+
 class ChipCapacity(models.Model):
     """Per-chip usage, the operator's cap overrides and the restriction: the row a reservation locks.
 
@@ -305,6 +313,12 @@ class ChipCapacity(models.Model):
     )
     allowance_reason = models.CharField(_("why the allowance is at this step"), max_length=200, blank=True)
     allowance_changed_at = models.DateTimeField(_("allowance step changed at"), null=True, blank=True)
+    # New contacts per rolling 24 h, in hourly buckets (instances.caps.new_contacts_used): bucket i counts the new
+    # contacts of the epoch hour in new_contact_hours[i]; a bucket of an older hour counts nothing.
+    new_contact_hours = ArrayField(models.IntegerField(), verbose_name=_("new-contact bucket hours"),
+                                   default=_new_contact_buckets)
+    new_contact_counts = ArrayField(models.IntegerField(), verbose_name=_("new contacts per bucket"),
+                                    default=_new_contact_buckets)
     signals_since = models.DateTimeField(
         _("delivery figures count from"), null=True, blank=True,
         help_text=_("The early warning judges the chip's delivery outcomes from here (the end of its last rest)."),

@@ -27,13 +27,19 @@ class ContactOptedOut(DomainError):
     code = "opted_out"
 
 
+def suppressions_of(contact: str):
+    """The contact's opt-outs in force (routing reads it inside its one context query)."""
+    return ContactSuppression.objects.active().filter(contact=contact)
+
+
 def is_suppressed(contact: str) -> bool:
-    return ContactSuppression.objects.active().filter(contact=contact).exists()
+    return suppressions_of(contact).exists()
 
 
-def ensure_not_suppressed(contact: str, *, kind: str) -> None:
-    """The rule routing and sending apply: an opted-out contact is only ever answered (`reply`)."""
-    if kind != "reply" and is_suppressed(contact):
+def ensure_not_suppressed(contact: str, *, kind: str, suppressed: bool | None = None) -> None:
+    """The rule routing and sending apply: an opted-out contact is only ever answered (`reply`). `suppressed`:
+    already read by the caller (else it is read here)."""
+    if kind != "reply" and (suppressed if suppressed is not None else is_suppressed(contact)):
         raise ContactOptedOut(_("The contact asked not to be contacted; only replies to their messages are sent."),
                               field="contact")
 

@@ -1,9 +1,18 @@
-"""Reserving many messages of several chips' capacity at once: the warmer's own traffic (W2 7/7).
+"""Taking capacity: one conditional statement per reservation (W2 7/7).
 
-A batch of warming actions needs a few units from each of a handful of chips. Reserving them one by one costs a
-locked read and an update per message; here it is one locking read of the batch's capacity rows (in chip order,
-so two dispatchers never deadlock) and one bulk update, under the same caps in effect as routing
-(instances.caps) — the caps hold under any concurrency because the rows stay locked until the caller commits.
+A reservation is an `UPDATE … SET <counters + 1, the windows rolled> WHERE chip_id = (<the chip, if every cap in
+effect holds> FOR UPDATE) RETURNING` on the chip's ChipCapacity row. The subquery is a Django queryset built from
+the caps rule itself (instances.caps: `caps_annotations`, `usage_annotations`, the kind's share, the rolling
+new-contact buckets), so the rule stays written once; PostgreSQL re-checks it on the newest version of the row
+once it holds the lock, so the caps hold under any concurrency without a savepoint, a re-read or a save:
+
+- `capacity_take_on(chip_id)`: that chip (the sticky path, the warmer's single reservations); waits for its lock;
+- `capacity_take_best(strategy)`: the best chip the strategy orders first among those with room, rows other
+  requests hold skipped (`SKIP LOCKED`), so concurrent requests spread over the pool instead of queueing;
+- `capacity_reserve_batch`: many messages of a few chips at once (the warming dispatcher).
+
+A counter of an older window counts as 0 in the same statement (the CASE in each SET), so a reset job that did
+not run can neither block a chip nor let it pass a cap.
 """
 
 from __future__ import annotations
@@ -11,13 +20,136 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.db.models import F, Q, QuerySet
 
-from instances.caps import caps_in_effect, day_window, hour_window, usage_now
-from instances.models import ChipCapacity
+from chips.models import Chip
+from instances.caps import (
+    caps_annotations,
+    caps_in_effect,
+    day_window,
+    epoch_hour,
+    hour_window,
+    kind_hour_cap_expression,
+    new_contact_bucket,
+    new_contacts_annotation,
+    usage_annotations,
+    usage_now,
+)
+from instances.kinds import MESSAGE_KINDS, kind_policy
+from instances.models import ChipCapacity, RoutingPolicy
+
+TABLE = ChipCapacity._meta.db_table
+SENDING = (Chip.Status.ACTIVE,)
+
+
+def _sets(now: datetime, *, kind: str | None, new_contact: bool, n: str = "1") -> tuple[str, list]:
+    """The SET list of a reservation of `n` messages (an SQL expression: "1", or a VALUES column); old-window
+    counters restart from 0."""
+    hw, dw = hour_window(now), day_window(now)
+    sets = [f"hour_count = CASE WHEN c.hour_window = %s THEN c.hour_count ELSE 0 END + {n}"]
+    params: list = [hw]
+    for name in MESSAGE_KINDS:
+        sets.append(f"hour_{name} = CASE WHEN c.hour_window = %s THEN c.hour_{name} ELSE 0 END "
+                    f"+ {n if name == kind else 0}")
+        params.append(hw)
+    sets.append(f"day_count = CASE WHEN c.day_window = %s THEN c.day_count ELSE 0 END + {n}")
+    params.append(dw)
+    if new_contact:
+        i, hour = new_contact_bucket(now) + 1, epoch_hour(now)  # SQL arrays count from 1
+        sets += [f"new_contact_counts[{i}] = CASE WHEN c.new_contact_hours[{i}] = %s "
+                 f"THEN c.new_contact_counts[{i}] ELSE 0 END + 1", f"new_contact_hours[{i}] = %s"]
+        params += [hour, hour]
+    sets += ["hour_window = %s", "day_window = %s", "last_routed_at = %s", "updated_at = %s"]
+    params += [hw, dw, now, now]
+    return ", ".join(sets), params
+
+
+def room(now: datetime, *, kind: str | None = None, new_contact: bool = False, kind_rules: bool = True,
+         statuses: tuple[str, ...] | None = SENDING, connected: bool = True) -> QuerySet[ChipCapacity]:
+    """Capacity rows of chips that can take one more message now: the caps in effect (hour, day), the kind's
+    trust minimum and hourly share (unless `kind_rules` is off: a reply on the contact's own chip), and for a new
+    contact the reach-out restriction and the rolling new-contact allowance."""
+    qs = ChipCapacity.objects.all()
+    if statuses is not None:
+        qs = qs.filter(chip__status__in=statuses)
+    if connected:
+        qs = qs.filter(chip__is_connected=True)
+    qs = (qs.annotate(**usage_annotations(now, capacity_path=""),
+                      **caps_annotations(chip_path="chip__", capacity_path="", statuses=statuses))
+          .filter(used_hour__lt=F("cap_per_hour"), used_day__lt=F("cap_per_day")))
+    if kind is not None and kind_rules:
+        qs = (qs.filter(chip__trust_score__gte=kind_policy(kind).min_trust)
+              .annotate(kind_cap=kind_hour_cap_expression(kind))
+              .filter(**{f"used_hour_{kind}__lt": F("kind_cap")}))
+    if new_contact:
+        qs = (qs.filter(Q(restricted_until__isnull=True) | Q(restricted_until__lte=now))
+              .annotate(new_used=new_contacts_annotation(now))
+              .filter(new_used__lt=F("cap_new_contacts_per_day")))
+    return qs
+
+
+def _take(now: datetime, chosen: QuerySet, *, kind: str | None, new_contact: bool, skip_locked: bool = False,
+          then: tuple[str, list] | None = None) -> list[tuple]:
+    """Run the reservation on the row `chosen` (a one-row queryset of `chip_id`) selects, locking it (`FOR UPDATE`,
+    written here so the statement also runs in autocommit: it is its own transaction)."""
+    sub, sub_params = chosen.query.get_compiler(connection=connection).as_sql()
+    sub += f" FOR UPDATE OF {TABLE}" + (" SKIP LOCKED" if skip_locked else "")
+    sets, set_params = _sets(now, kind=kind, new_contact=new_contact)
+    sql = (f"UPDATE {TABLE} AS c SET {sets} FROM {Chip._meta.db_table} AS ch WHERE ch.id = c.chip_id "
+           f"AND c.chip_id = ({sub}) RETURNING c.chip_id, ch.phone, ch.instance_name")
+    params = [*set_params, *sub_params]
+    if then is not None:  # a statement that runs only when the reservation did (its CTE is `taken`)
+        sql = f"WITH taken AS ({sql}) {then[0]}"
+        params += then[1]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def capacity_take_on(chip_id: int, now: datetime, *, kind: str | None = None, new_contact: bool = False,
+                     kind_rules: bool = True, statuses: tuple[str, ...] | None = SENDING, connected: bool = True,
+                     then: tuple[str, list] | None = None) -> list[tuple]:
+    """One message of `chip_id`'s capacity if the chip has room (see `room`); the rows RETURNING gave — (chip id,
+    phone, instance name), or `then`'s — empty when refused. One statement: no transaction needed."""
+    chosen = (room(now, kind=kind, new_contact=new_contact, kind_rules=kind_rules, statuses=statuses,
+                   connected=connected)
+              .filter(chip_id=chip_id).values("chip_id"))
+    return _take(now, chosen, kind=kind, new_contact=new_contact, then=then)
+
+
+def _order(qs: QuerySet, strategy: str) -> QuerySet:
+    if strategy == RoutingPolicy.Strategy.ROUND_ROBIN:
+        return qs.order_by(F("last_routed_at").asc(nulls_first=True), "chip_id")
+    if strategy == RoutingPolicy.Strategy.PRIORITY:
+        return qs.order_by("-priority", "used_day", "chip_id")
+    return qs.order_by("used_day", "used_hour", "chip_id")
+
+
+def capacity_take_best(now: datetime, *, strategy: str, kind: str, exclude: set[int],
+                       then: tuple[str, list] | None = None) -> tuple | None:
+    """One new contact's message on the best chip with room (the strategy's order; rows held by other requests
+    skipped): (chip id, phone, instance name) — or `then`'s row — or None when no chip can take it."""
+    chosen = (_order(room(now, kind=kind, new_contact=True).exclude(chip_id__in=exclude), strategy)
+              .values("chip_id")[:1])
+    rows = _take(now, chosen, kind=kind, new_contact=True, skip_locked=True, then=then)
+    return rows[0] if rows else None
+
+
+def capacity_rows_ensure() -> int:
+    """Give every chip that can send a capacity row (a reservation only sees chips that have one); how many it
+    created. Cheap when there is nothing to do (one query)."""
+    missing = list(Chip.objects.filter(status__in=[*SENDING, Chip.Status.COOLING, Chip.Status.WARMING,
+                                                   Chip.Status.READY], capacity__isnull=True)
+                   .values_list("pk", flat=True)[:1000])
+    if missing:
+        ChipCapacity.objects.bulk_create([ChipCapacity(chip_id=pk) for pk in missing], ignore_conflicts=True)
+    return len(missing)
 
 
 def capacity_reserve_batch(*, wants: dict[int, int], now: datetime) -> dict[int, int]:
-    """Take up to `wants[chip_id]` messages of each chip's capacity; returns what each chip was granted."""
+    """Take up to `wants[chip_id]` messages of each chip's capacity (the warmer's own traffic, no message kind);
+    returns what each chip was granted. One locking read of the rows (in chip order: two dispatchers never
+    deadlock) and one UPDATE … FROM (VALUES …) for all of them, under the same caps in effect."""
     if not wants:
         return {}
     with transaction.atomic():
@@ -25,20 +157,16 @@ def capacity_reserve_batch(*, wants: dict[int, int], now: datetime) -> dict[int,
         rows = list(ChipCapacity.objects.select_for_update(of=("self",)).select_related("chip")
                     .filter(chip_id__in=list(wants)).order_by("chip_id"))
         granted: dict[int, int] = {}
-        counts: list[tuple[int, int, int]] = []  # (chip id, hour count, day count) after the grant
         for capacity in rows:
             caps, used = caps_in_effect(capacity.chip, capacity), usage_now(capacity, now)
-            n = max(0, min(wants[capacity.chip_id], caps.per_hour - used.hour, caps.per_day - used.day))
-            granted[capacity.chip_id] = n
-            if n:
-                counts.append((capacity.chip_id, used.hour + n, used.day + n))
-        if counts:  # one UPDATE … FROM (VALUES …) for every row (bulk_update's CASE per row costs more than the SQL)
-            table = ChipCapacity._meta.db_table
-            values = ", ".join(["(%s, %s, %s)"] * len(counts))
+            granted[capacity.chip_id] = max(0, min(wants[capacity.chip_id], caps.per_hour - used.hour,
+                                                   caps.per_day - used.day))
+        counts = [(chip_id, n) for chip_id, n in granted.items() if n]
+        if counts:
+            sets, params = _sets(now, kind=None, new_contact=False, n="v.n::int")
+            values = ", ".join(["(%s, %s)"] * len(counts))
             with connection.cursor() as cursor:
-                cursor.execute(
-                    f"UPDATE {table} AS c SET hour_window = %s, hour_count = v.h::int, day_window = %s, "
-                    f"day_count = v.d::int, last_routed_at = %s, updated_at = %s "
-                    f"FROM (VALUES {values}) AS v(chip_id, h, d) WHERE c.chip_id = v.chip_id::bigint",
-                    [hour_window(now), day_window(now), now, now, *[x for row in counts for x in row]])
+                cursor.execute(f"UPDATE {TABLE} AS c SET {sets} FROM (VALUES {values}) AS v(chip_id, n) "
+                               f"WHERE c.chip_id = v.chip_id::bigint",
+                               [*params, *[x for row in counts for x in row]])
     return granted

@@ -1,13 +1,24 @@
-"""Routing outbound traffic across production chips (DESIGN §4).
+"""Routing outbound traffic across production chips (DESIGN §4), in a few statements (W2 7/7).
 
-`route_contact` answers "which chip sends to this contact now?" and reserves one unit of that chip's
-capacity in the same transaction. Caps hold under any concurrency because a reservation locks the
-chip's `ChipCapacity` row, re-reads its counters there, and increments them before commit. Which caps hold
-is `instances.caps` (the reservation asks it in Python, the candidate query in SQL from the same rule).
+`route_contact` answers "which chip sends to this contact now?" and reserves one unit of that chip's capacity in
+the same transaction:
+
+1. one query reads everything the decision depends on: the routing policy (kill switch, strategy, binding TTL),
+   whether the contact opted out or wrote within 24 h, and their current binding with its chip;
+2. the sticky path is then one statement: the conditional reservation on the bound chip (instances.reservations:
+   an UPDATE whose WHERE is the caps rule, re-checked by PostgreSQL under the row lock) with the binding's
+   touch in the same statement;
+3. a new contact is one statement that picks the best chip with room and reserves it (`SKIP LOCKED`: concurrent
+   requests spread instead of queueing), and one that writes the binding.
+
+Caps hold under any concurrency because the reservation's own WHERE decides, on the newest row version; no
+savepoint, no re-read, no lost update. A chip's send circuit (instances.circuit, in Redis) is read once per
+decision; a half-open chip's one trial is leased before it is used.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Callable
@@ -15,31 +26,28 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import psycopg
-from django.db import IntegrityError, OperationalError, transaction
-from django.db.models import F, Q, QuerySet, Value
-from django.db.models.functions import Coalesce
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import Exists, Q, QuerySet, Subquery, Value
 from django.utils import timezone
 
 from chips.models import Chip
 from common.exceptions import DomainError
 from instances import circuit, hours
-from instances.caps import (
-    PRODUCTION_STATES,
-    caps_annotations,
-    caps_in_effect,
-    day_window,
-    hour_window,
-    kind_hour_cap_expression,
-    usage_annotations,
-    usage_now,
-)
+from instances.caps import PRODUCTION_STATES, caps_in_effect, day_window, hour_window, usage_now
 from instances.kinds import DEFAULT_KIND, MESSAGE_KINDS, REPLY, kind_policy
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
+from instances.reservations import SENDING, capacity_rows_ensure, capacity_take_best, capacity_take_on
 
 logger = logging.getLogger(__name__)
 
-# How many candidates one request tries before answering no_capacity (each try is one locked row).
-MAX_CANDIDATES = 8
+# Kept for callers that size their work by it: how many chips a new contact may be tried on (SKIP LOCKED picks).
+MAX_CANDIDATES = 3
+REPLY_WINDOW = timedelta(hours=24)
+_BINDING_COLUMNS = ("contact, chip_id, origin, previous_chip_id, move_reason, last_used_at, expires_at, released_at, "
+                    "created_at, updated_at")
+KIND_COUNTERS = [f"hour_{k}" for k in MESSAGE_KINDS]
+_BINDING_TOUCH = (f"UPDATE {ContactBinding._meta.db_table} AS b SET last_used_at = %s, expires_at = %s, "
+                  f"updated_at = %s FROM taken WHERE b.id = %s RETURNING b.id")
 
 
 class RoutingRefused(DomainError):
@@ -51,6 +59,11 @@ class RoutingRefused(DomainError):
     def __init__(self, message: str, *, code: str, retry_after: int | None = None, **extra: object) -> None:
         super().__init__(message, code=code, **extra)
         self.retry_after = retry_after
+
+
+class NotAReply(DomainError):
+    status_code = 409
+    code = "not_a_reply"
 
 
 @dataclass(frozen=True)
@@ -66,11 +79,10 @@ def _seconds_until_next_hour(now: datetime) -> int:
     return max(1, int((hour_window(now) + timedelta(hours=1) - now).total_seconds()))
 
 
-def ensure_sending_allowed(now: datetime) -> RoutingPolicy:
-    """Refuse when paused or outside business hours; returns the policy otherwise."""
-    policy = RoutingPolicy.load()
-    if policy.is_paused:
-        raise RoutingRefused(f"Sending is paused: {policy.paused_reason or 'no reason given'}.", code="paused")
+def _policy_refusal(*, is_paused: bool, paused_reason: str, now: datetime) -> None:
+    """The kill switch and business hours (one rule for `route_contact` and `ensure_sending_allowed`)."""
+    if is_paused:
+        raise RoutingRefused(f"Sending is paused: {paused_reason or 'no reason given'}.", code="paused")
     if not hours.is_business_time(now):
         opens = hours.next_business_start(now)
         raise RoutingRefused(
@@ -78,125 +90,69 @@ def ensure_sending_allowed(now: datetime) -> RoutingPolicy:
             code="outside_business_hours",
             retry_after=max(1, int((opens - now).total_seconds())),
         )
+
+
+def ensure_sending_allowed(now: datetime) -> RoutingPolicy:
+    """Refuse when paused or outside business hours; returns the policy otherwise."""
+    policy = RoutingPolicy.load()
+    _policy_refusal(is_paused=policy.is_paused, paused_reason=policy.paused_reason, now=now)
     return policy
 
 
-def _available_chips() -> QuerySet[Chip]:
-    """Chips that may send at all: active and connected (cooling and degraded chips do not send)."""
-    return Chip.objects.filter(status=Chip.Status.ACTIVE, is_connected=True)
+def _kind_valid(kind: str) -> None:
+    if kind not in MESSAGE_KINDS:
+        raise DomainError(f"Unknown message kind {kind!r}.", code="invalid_input", status_code=422, field="kind")
 
 
-def _locked_capacity(chip_id: int) -> ChipCapacity:
-    # Lock the capacity row only (of=self); the chip row is read for its status and phase, not locked.
-    locked = ChipCapacity.objects.select_for_update(of=("self",)).select_related("chip")
-    capacity = locked.filter(chip_id=chip_id).first()
-    if capacity is None:
-        ChipCapacity.objects.get_or_create(chip_id=chip_id)
-        capacity = locked.get(chip_id=chip_id)
-    return capacity
+def _contact_refusal(*, contact: str, kind: str, suppressed: bool, wrote: bool) -> None:
+    """The contact-side rules of a message's kind: an opted-out contact is only answered, and an answer is one only
+    when the contact wrote within 24 h (WhatsApp's own window for replies)."""
+    from instances.optouts import ensure_not_suppressed
+
+    if kind == REPLY and not wrote:
+        raise NotAReply("A reply needs a message from the contact in the last 24 hours.", field="kind")
+    ensure_not_suppressed(contact, kind=kind, suppressed=suppressed)
 
 
-KIND_COUNTERS = [f"hour_{k}" for k in MESSAGE_KINDS]
+def _wrote_lately(contact: str, now: datetime) -> QuerySet:
+    from instances.models import InboundMessage
+
+    return InboundMessage.objects.filter(contact=contact, received_at__gte=now - REPLY_WINDOW)
 
 
-def _refusal(chip: Chip, capacity: ChipCapacity, now: datetime, *, new_contact: bool, kind: str | None,
-             bound_reply: bool) -> str | None:
-    """Why the chip cannot take one more message now (None: it can). Read under the capacity row's lock."""
-    caps = caps_in_effect(chip, capacity)
-    used = usage_now(capacity, now)
-    if used.hour >= caps.per_hour or used.day >= caps.per_day:
-        return "chip at its cap"
-    if kind is not None and not bound_reply:
-        # A reply on the contact's own production chip skips these (instances.kinds).
-        policy = kind_policy(kind)
-        if chip.trust_score < policy.min_trust:
-            return f"trust {chip.trust_score} below the {kind} minimum {policy.min_trust}"
-        if used.of_kind(kind) >= policy.hour_cap(caps.per_hour):
-            return f"chip at its {kind} share of the hour"
-    if new_contact:
-        if capacity.restricted_until and capacity.restricted_until > now:
-            return "chip restricted from new contacts"
-        recent = ContactBinding.objects.filter(
-            chip_id=chip.pk, origin=ContactBinding.Origin.ROUTED, created_at__gte=now - timedelta(hours=24)
-        ).count()
-        if recent >= caps.new_contacts_per_day:
-            return "chip at its new-contact allowance"
-    return None
+def message_kind_check(*, contact: str, kind: str, now: datetime) -> None:
+    """The kind's contact-side rules on their own (the send path's check before it stores a message)."""
+    _kind_valid(kind)
+    _contact_refusal(contact=contact, kind=kind, suppressed=False if kind == REPLY else _suppressed(contact),
+                     wrote=kind != REPLY or _wrote_lately(contact, now).exists())
 
 
-def _try_reserve(chip_id: int, now: datetime, *, new_contact: bool, kind: str | None = None,
-                 bound_reply: bool = False) -> str | None:
-    """Lock the chip's capacity row and take one unit if every cap in effect (and the kind's rules, and the
-    chip's send circuit) allow it. Returns None when reserved, else why not. Caller holds a transaction."""
-    capacity = _locked_capacity(chip_id)
-    refused = _refusal(capacity.chip, capacity, now, new_contact=new_contact, kind=kind, bound_reply=bound_reply)
-    if refused:
-        return refused
-    # Last, once everything else holds: a half-open circuit's one trial is leased to this reservation.
-    if not circuit.allows(circuit.circuit_acquire(chip_id=chip_id, now=now)):
-        return "send circuit open"
-    used = usage_now(capacity, now)
-    capacity.hour_window, capacity.hour_count = hour_window(now), used.hour + 1
-    capacity.day_window, capacity.day_count = day_window(now), used.day + 1
-    for name in MESSAGE_KINDS:  # a new hour restarts every kind's count
-        setattr(capacity, f"hour_{name}", used.of_kind(name) + int(name == kind))
-    capacity.last_routed_at = now
-    capacity.save(update_fields=["hour_window", "hour_count", "day_window", "day_count", *KIND_COUNTERS,
-                                 "last_routed_at", "updated_at"])
-    return None
+def _suppressed(contact: str) -> bool:
+    from instances.optouts import is_suppressed
+
+    return is_suppressed(contact)
 
 
-class _Refused(Exception):
-    pass
+_BINDING_FIELDS = {"b_id": "pk", "b_chip": "chip_id", "b_expires": "expires_at", "b_status": "chip__status",
+                   "b_connected": "chip__is_connected", "b_phone": "chip__phone", "b_instance": "chip__instance_name"}
 
 
-def _reserve_in_savepoint(chip_id: int, now: datetime, *, new_contact: bool, kind: str | None = None,
-                          bound_reply: bool = False) -> str | None:
-    """Try one chip inside a savepoint that is rolled back on refusal, which releases the row lock at
-    once: a request never holds one chip's lock while it tries the next (no lock-order deadlocks).
-    Returns None when reserved, else why not."""
-    refused: str | None = None
-    try:
-        with transaction.atomic():
-            refused = _try_reserve(chip_id, now, new_contact=new_contact, kind=kind, bound_reply=bound_reply)
-            if refused:
-                raise _Refused
-    except _Refused:
-        return refused
-    return None
+def _context(contact: str, kind: str, now: datetime) -> dict:
+    """Everything the decision reads, in one query (the policy row, the contact's opt-out and last-24 h message,
+    the current binding and its chip)."""
+    from instances.optouts import suppressions_of
 
-
-def reserve_capacity(*, chip_id: int, now: datetime | None = None) -> bool:
-    """Take one message of a chip's capacity outside contact routing (the warmer's own traffic), under
-    the same lock, caps and send circuit as `route_contact`. Returns False when one refuses."""
-    now = now or timezone.now()
-    with transaction.atomic():
-        return _reserve_in_savepoint(chip_id, now, new_contact=False) is None
-
-
-def _candidates(strategy: str, now: datetime, exclude: set[int], kind: str = DEFAULT_KIND) -> list[int]:
-    """Chips that look able to take a new contact of `kind`, best first; bounded (the lock decides for real).
-    Chips whose send circuit is open are left out (read from Redis: only the chips in trouble)."""
-    policy = kind_policy(kind)
-    qs = (
-        _available_chips()
-        .exclude(pk__in=exclude | circuit.blocked_chips(now=now))
-        .filter(trust_score__gte=policy.min_trust)
-        .filter(Q(capacity__isnull=True) | Q(capacity__restricted_until__isnull=True)
-                | Q(capacity__restricted_until__lte=now))
-        .annotate(**usage_annotations(now), **caps_annotations(statuses=[Chip.Status.ACTIVE]),
-                  prio=Coalesce(F("capacity__priority"), Value(0)))
-        .annotate(kind_cap=kind_hour_cap_expression(kind))
-        .filter(used_hour__lt=F("cap_per_hour"), used_day__lt=F("cap_per_day"),
-                **{f"used_hour_{kind}__lt": F("kind_cap")})
-    )
-    if strategy == RoutingPolicy.Strategy.ROUND_ROBIN:
-        qs = qs.order_by(F("capacity__last_routed_at").asc(nulls_first=True), "pk")
-    elif strategy == RoutingPolicy.Strategy.PRIORITY:
-        qs = qs.order_by("-prio", "used_day", "pk")
-    else:
-        qs = qs.order_by("used_day", "used_hour", "pk")
-    return list(qs.values_list("pk", flat=True)[:MAX_CANDIDATES])
+    current = ContactBinding.objects.current().filter(contact=contact)
+    row = (RoutingPolicy.objects.filter(pk=1)
+           .annotate(suppressed=Exists(suppressions_of(contact)),
+                     wrote=Exists(_wrote_lately(contact, now)) if kind == REPLY else Value(True),
+                     **{name: Subquery(current.values(field)[:1]) for name, field in _BINDING_FIELDS.items()})
+           .values("is_paused", "paused_reason", "strategy", "binding_ttl_days", "suppressed", "wrote",
+                   *_BINDING_FIELDS).first())
+    if row is None:  # a fresh database: the policy row is created with its defaults, then read again
+        RoutingPolicy.load()
+        return _context(contact, kind, now)
+    return row
 
 
 def _counted(route: Callable[..., RouteDecision]) -> Callable[..., RouteDecision]:
@@ -230,12 +186,17 @@ def route_contact(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | Non
     not write within 24 h. Nothing is reserved when it refuses.
     """
     now = now or timezone.now()
-    message_kind_check(contact=contact, kind=kind, now=now)
-    policy = ensure_sending_allowed(now)
+    _kind_valid(kind)
     for _attempt in range(3):
+        # Each step below is one statement (its own transaction) or opens its own; inside a caller's transaction
+        # an attempt runs in a savepoint, so a lost race is undone without breaking the caller's.
+        guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         try:
-            with transaction.atomic():
-                return _route_once(contact, now, policy, kind)
+            with guard:
+                ctx = _context(contact, kind, now)
+                _contact_refusal(contact=contact, kind=kind, suppressed=ctx["suppressed"], wrote=ctx["wrote"])
+                _policy_refusal(is_paused=ctx["is_paused"], paused_reason=ctx["paused_reason"], now=now)
+                return _route_once(contact, now, ctx, kind)
         except IntegrityError:
             # Another request bound this contact between our read and our insert: route again, sticky.
             continue
@@ -248,88 +209,167 @@ def route_contact(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | Non
     raise RoutingRefused("The contact is being routed concurrently; retry.", code="no_capacity", retry_after=1)
 
 
-def _route_once(contact: str, now: datetime, policy: RoutingPolicy, kind: str = DEFAULT_KIND) -> RouteDecision:
-    binding = (
-        # Lock the binding row only (of=self): locking the joined chip row too would deadlock with a
-        # concurrent binding insert, whose foreign-key check takes a share lock on that chip.
-        ContactBinding.objects.current().select_for_update(of=("self",)).select_related("chip")
-        .filter(contact=contact).first()
-    )
-    ttl = timedelta(days=policy.binding_ttl_days)
+def _why_not(chip_id: int, now: datetime, *, kind: str, bound_reply: bool) -> str | None:
+    """Why the bound chip refused (the contact's move reason): the caps rule read back in Python (rare path).
+    None: the chip has no capacity row yet (the caller creates the rows and tries again)."""
+    capacity = ChipCapacity.objects.select_related("chip").filter(chip_id=chip_id).first()
+    if capacity is None:
+        return None
+    chip, caps, used = capacity.chip, caps_in_effect(capacity.chip, capacity), usage_now(capacity, now)
+    if used.hour >= caps.per_hour or used.day >= caps.per_day:
+        return "chip at its cap"
+    policy = kind_policy(kind)
+    if not bound_reply and chip.trust_score < policy.min_trust:
+        return f"trust {chip.trust_score} below the {kind} minimum {policy.min_trust}"
+    if not bound_reply and used.of_kind(kind) >= policy.hour_cap(caps.per_hour):
+        return f"chip at its {kind} share of the hour"
+    return "chip at its cap"
+
+
+def _gate(chip_id: int, trial: set[int], now: datetime) -> bool:
+    """May this chip take a send past its circuit? A half-open chip's one trial is leased here."""
+    return chip_id not in trial or circuit.allows(circuit.circuit_acquire(chip_id=chip_id, now=now))
+
+
+def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecision:
+    ttl = timedelta(days=ctx["binding_ttl_days"])
+    blocked, trial = circuit.routing_gates(now=now)
     move_reason = ""
-    if binding is not None:
-        chip = binding.chip
+    bound = ctx["b_id"] is not None
+    if bound:
+        chip_id, status, connected = ctx["b_chip"], ctx["b_status"], ctx["b_connected"]
         # The contact wrote within 24 h: their own chip answers while it is in production (resting included).
-        bound_reply = kind == REPLY and chip.status in PRODUCTION_STATES and chip.is_connected
-        if binding.expires_at <= now and not bound_reply:
+        bound_reply = kind == REPLY and status in PRODUCTION_STATES and connected
+        if ctx["b_expires"] <= now and not bound_reply:
             move_reason = "binding expired"
-        elif not bound_reply and (chip.status != Chip.Status.ACTIVE or not chip.is_connected):
-            move_reason = f"chip left production ({chip.status}{'' if chip.is_connected else ', disconnected'})"
+        elif not bound_reply and (status != Chip.Status.ACTIVE or not connected):
+            move_reason = f"chip left production ({status}{'' if connected else ', disconnected'})"
+        elif chip_id in blocked or not _gate(chip_id, trial, now):
+            move_reason = "send circuit open"
         else:
-            refused = _reserve_in_savepoint(chip.pk, now, new_contact=False, kind=kind, bound_reply=bound_reply)
-            if refused is None:
-                binding.last_used_at, binding.expires_at = now, now + ttl
-                binding.save(update_fields=["last_used_at", "expires_at", "updated_at"])
-                return _decision(chip, binding, "sticky")
-            move_reason = refused
+            options = {"kind": kind, "kind_rules": not bound_reply,
+                       "statuses": PRODUCTION_STATES if bound_reply else SENDING,
+                       "then": (_BINDING_TOUCH, [now, now + ttl, now, ctx["b_id"]])}
+            taken = capacity_take_on(chip_id, now, **options)
+            reason = None if taken else _why_not(chip_id, now, kind=kind, bound_reply=bound_reply)
+            if not taken and reason is None and capacity_rows_ensure():
+                taken = capacity_take_on(chip_id, now, **options)
+            if taken:
+                return RouteDecision(chip_id=chip_id, phone=ctx["b_phone"] or "", instance=ctx["b_instance"] or "",
+                                     binding="sticky", binding_id=ctx["b_id"])
+            move_reason = reason or "chip at its cap"
 
     # An expired binding's chip may well be picked again; a chip that just refused is not retried.
-    tried: set[int] = {binding.chip_id} if binding is not None and move_reason != "binding expired" else set()
-    chosen: Chip | None = None
-    for chip_id in _candidates(policy.strategy, now, tried, kind):
-        if _reserve_in_savepoint(chip_id, now, new_contact=True, kind=kind) is None:
-            chosen = Chip.objects.get(pk=chip_id)
-            break
-    if chosen is None:
-        rule = kind_policy(kind)
-        raise RoutingRefused(
-            f"No production chip can take a {kind} message for this contact now (a {kind} message needs trust "
-            f">= {rule.min_trust} and at most {rule.hourly_share} % of a chip's hourly cap).",
-            code="no_capacity", retry_after=_seconds_until_next_hour(now), kind=kind,
-        )
-    if binding is not None:
-        binding.released_at = now
-        binding.save(update_fields=["released_at", "updated_at"])
-        if binding.chip_id != chosen.pk:
-            contact_moved_emit(contact=contact, old=binding.chip, new=chosen, reason=move_reason, now=now)
-    new = ContactBinding.objects.create(
-        contact=contact, chip=chosen, last_used_at=now, expires_at=now + ttl,
-        origin=ContactBinding.Origin.ROUTED,
-        previous_chip_id=binding.chip_id if binding is not None else None, move_reason=move_reason,
+    exclude = set(blocked)
+    if bound and move_reason != "binding expired":
+        exclude.add(ctx["b_chip"])
+    if not bound and not trial:  # a new contact: the pick, the reservation and the binding in one statement
+        bind = (f"INSERT INTO {ContactBinding._meta.db_table} ({_BINDING_COLUMNS}) SELECT %s, taken.chip_id, %s, "
+                f"NULL, '', %s, %s, NULL, %s, %s FROM taken RETURNING chip_id, (SELECT phone FROM taken), "
+                f"(SELECT instance_name FROM taken), id")
+        then = (bind, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
+        chosen = capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude, then=then)
+        if chosen is None and capacity_rows_ensure():
+            chosen = capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude, then=then)
+        if chosen is None:
+            _no_capacity(kind, now)
+        logger.info("contact bound to chip %s (new contact)", chosen[0])
+        return RouteDecision(chip_id=chosen[0], phone=chosen[1] or "", instance=chosen[2] or "", binding="new",
+                             binding_id=chosen[3])
+    with transaction.atomic():  # a move (release, bind, tell the app) or a pick that may have to undo a trial
+        return _bind_elsewhere(contact, now, ctx, kind, exclude, trial, move_reason, ttl)
+
+
+def _no_capacity(kind: str, now: datetime) -> None:
+    rule = kind_policy(kind)
+    raise RoutingRefused(
+        f"No production chip can take a {kind} message for this contact now (a {kind} message needs trust "
+        f">= {rule.min_trust} and at most {rule.hourly_share} % of a chip's hourly cap).",
+        code="no_capacity", retry_after=_seconds_until_next_hour(now), kind=kind,
     )
-    logger.info("contact bound to chip %s (%s)", chosen.pk, move_reason or "new contact")
-    return _decision(chosen, new, "moved" if binding is not None else "new")
 
 
-class NotAReply(DomainError):
-    status_code = 409
-    code = "not_a_reply"
+def _bind_elsewhere(contact: str, now: datetime, ctx: dict, kind: str, exclude: set[int], trial: set[int],
+                    move_reason: str, ttl: timedelta) -> RouteDecision:
+    bound = ctx["b_id"] is not None
+    chosen = _take_best(now, ctx["strategy"], kind, exclude, trial)
+    if chosen is None and capacity_rows_ensure():
+        chosen = _take_best(now, ctx["strategy"], kind, exclude, trial)
+    if chosen is None:
+        _no_capacity(kind, now)
+    chip_id, phone, instance = chosen
+    binding_id = _bind(contact, chip_id, now=now, ttl=ttl, previous=ctx["b_id"] if bound else None,
+                       move_reason=move_reason)
+    if bound and ctx["b_chip"] != chip_id:
+        contact_moved_emit(contact=contact, old=(ctx["b_chip"], ctx["b_phone"]), new=(chip_id, phone),
+                           reason=move_reason, now=now)
+    logger.info("contact bound to chip %s (%s)", chip_id, move_reason or "new contact")
+    return RouteDecision(chip_id=chip_id, phone=phone or "", instance=instance or "",
+                         binding="moved" if bound else "new", binding_id=binding_id)
 
 
-REPLY_WINDOW = timedelta(hours=24)
+class _Raced(IntegrityError):
+    """Another request released this contact's binding first: the attempt is undone and routed again."""
 
 
-def message_kind_check(*, contact: str, kind: str, now: datetime) -> None:
-    """The contact-side rules of a message's kind: an opted-out contact is only answered, and an answer is one only
-    when the contact wrote within 24 h (WhatsApp's own window for replies)."""
-    from instances.models import InboundMessage
-    from instances.optouts import ensure_not_suppressed
+def _bind(contact: str, chip_id: int, *, now: datetime, ttl: timedelta, previous: int | None,
+          move_reason: str) -> int:
+    """The contact's new binding (one statement; a move releases the previous one in the same statement)."""
+    table, columns = ContactBinding._meta.db_table, _BINDING_COLUMNS
+    values = [contact, chip_id, ContactBinding.Origin.ROUTED, move_reason[:200], now, now + ttl, now, now]
+    if previous is None:
+        sql = f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, NULL, %s, %s, %s, NULL, %s, %s) RETURNING id"
+        params = values
+    else:  # the insert reads the release's row, so the old binding is out of the unique index first
+        sql = (f"WITH released AS (UPDATE {table} SET released_at = %s, updated_at = %s WHERE id = %s AND "
+               f"released_at IS NULL RETURNING chip_id) INSERT INTO {table} ({columns}) SELECT %s, %s, %s, "
+               f"released.chip_id, %s, %s, %s, NULL, %s, %s FROM released RETURNING id")
+        params = [now, now, previous, *values]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise _Raced("the binding was released by another request")
+    return row[0]
 
-    if kind not in MESSAGE_KINDS:
-        raise DomainError(f"Unknown message kind {kind!r}.", code="invalid_input", status_code=422, field="kind")
-    if kind == REPLY and not InboundMessage.objects.filter(contact=contact,
-                                                             received_at__gte=now - REPLY_WINDOW).exists():
-        raise NotAReply("A reply needs a message from the contact in the last 24 hours.", field="kind")
-    ensure_not_suppressed(contact, kind=kind)
+
+def _take_best(now: datetime, strategy: str, kind: str, exclude: set[int], trial: set[int]) -> tuple | None:
+    """The best chip with room, reserved. While some chip is half-open its pick runs in a savepoint: a trial
+    another request leased first undoes this one's reservation and the next chip is tried."""
+    for _attempt in range(MAX_CANDIDATES):
+        if not trial:
+            return capacity_take_best(now, strategy=strategy, kind=kind, exclude=exclude)
+        savepoint = transaction.savepoint()
+        chosen = capacity_take_best(now, strategy=strategy, kind=kind, exclude=exclude)
+        if chosen is None or _gate(chosen[0], trial, now):
+            transaction.savepoint_commit(savepoint)
+            return chosen
+        transaction.savepoint_rollback(savepoint)
+        exclude = exclude | {chosen[0]}
+    return None
 
 
-def contact_moved_emit(*, contact: str, old: Chip, new: Chip, reason: str, now: datetime) -> None:
-    """`contact.moved`: the contact's number changed, so the app can tell the contact (Twilio's sticky sender)."""
+def reserve_capacity(*, chip_id: int, now: datetime | None = None) -> bool:
+    """Take one message of a chip's capacity outside contact routing (the warmer's own traffic), under the same
+    caps and send circuit as `route_contact`. Returns False when one refuses."""
+    now = now or timezone.now()
+    blocked, trial = circuit.routing_gates(now=now)
+    if chip_id in blocked or not _gate(chip_id, trial, now):
+        return False
+    with transaction.atomic():
+        ChipCapacity.objects.get_or_create(chip_id=chip_id)
+        return bool(capacity_take_on(chip_id, now, statuses=None, connected=False))
+
+
+def contact_moved_emit(*, contact: str, old: tuple[int, str | None], new: tuple[int, str | None], reason: str,
+                       now: datetime) -> None:
+    """`contact.moved`: the contact's number changed, so the app can tell the contact (Twilio's sticky sender).
+    `old` and `new` are (chip id, phone)."""
     from outbox.services import event_emit
 
     event_emit(type="contact.moved", at=now, data={
-        "contact": contact, "from_chip_id": old.pk, "from_phone": old.phone, "to_chip_id": new.pk,
-        "to_phone": new.phone, "reason": reason})
+        "contact": contact, "from_chip_id": old[0], "from_phone": old[1], "to_chip_id": new[0],
+        "to_phone": new[1], "reason": reason})
 
 
 def _decision(chip: Chip, binding: ContactBinding, kind: str) -> RouteDecision:
@@ -350,8 +390,8 @@ def bindings_move(*, from_chip_id: int, to_chip_id: int, reason: str, now: datet
             return 0
         chips = {c.pk: c for c in Chip.objects.filter(pk__in=[from_chip_id, to_chip_id])}
         for b in old:
-            contact_moved_emit(contact=b.contact, old=chips[from_chip_id], new=chips[to_chip_id], reason=reason,
-                               now=now)
+            contact_moved_emit(contact=b.contact, old=(from_chip_id, chips[from_chip_id].phone),
+                               new=(to_chip_id, chips[to_chip_id].phone), reason=reason, now=now)
         ContactBinding.objects.filter(pk__in=[b.pk for b in old]).update(released_at=now, updated_at=now)
         ContactBinding.objects.bulk_create([
             ContactBinding(contact=b.contact, chip_id=to_chip_id, origin=ContactBinding.Origin.MOVED,

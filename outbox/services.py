@@ -101,10 +101,11 @@ def event_emit(*, type: str, data: dict[str, Any], at: datetime | None = None) -
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}; known: {', '.join(EVENT_TYPES)}")
     payload = _json_ready(data)
-    with transaction.atomic():
-        endpoint_ids = _subscribed_endpoint_ids(type)
-        if not endpoint_ids:
-            return None
+    endpoint_ids = _subscribed_endpoint_ids(type)
+    if not endpoint_ids:
+        return None
+    # Inside the caller's transaction no savepoint is needed (the rows go with the fact or not at all).
+    with transaction.atomic(savepoint=False):
         now = timezone.now()
         event = Event.objects.create(type=type, data=payload, occurred_at=at or now, created_at=now)
         rows = Delivery.objects.bulk_create(
