@@ -15,6 +15,8 @@ from typing import Any
 
 from django.core.cache import cache
 
+from common.redis import redis_client as shared_client
+
 logger = logging.getLogger(__name__)
 
 SEPARATOR = "|"
@@ -26,7 +28,7 @@ _skip_until = 0.0
 
 def redis_client() -> Any:
     """The default cache's Redis client (same server, timeouts and key prefix as the cache)."""
-    return cache._cache.get_client(write=True)
+    return shared_client()
 
 
 def _key(metric: str) -> str:

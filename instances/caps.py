@@ -153,6 +153,13 @@ def caps_in_effect(chip: Chip, capacity: ChipCapacity | None = None) -> Caps:
     return NO_CAPS
 
 
+def rule_version(statuses: Iterable[str] | None, kind: str | None) -> tuple:
+    """What the rule's SQL holds besides the moment: the branches' caps (settings, the warming plans) and the
+    kind's policy. Part of the key of a compiled capacity statement (common.statements), so a changed plan or
+    setting compiles a new one."""
+    return tuple(_branches(statuses)), kind_policy(kind) if kind is not None else None
+
+
 def caps_annotations(*, chip_path: str = "", capacity_path: str = "capacity__",
                      statuses: Iterable[str] | None = None) -> dict[str, Case]:
     """`cap_per_hour`, `cap_per_day`, `cap_new_contacts_per_day` for a query: the same rule as `caps_in_effect`.
@@ -240,6 +247,14 @@ def new_contacts_annotation(now: datetime, *, table: str = ChipCapacity._meta.db
     """`new_contacts_used` in SQL, over a query whose `table` is the capacity row."""
     return RawSQL(f"(SELECT COALESCE(SUM(u.n), 0) FROM unnest({table}.new_contact_counts, {table}.new_contact_hours) "
                   f"AS u(n, h) WHERE u.h > %s)", [epoch_hour(now) - NEW_CONTACT_BUCKETS], output_field=IntegerField())
+
+
+def moments(now: datetime) -> dict[str, object]:
+    """Every value a capacity statement derives from `now` (common.statements reuses compiled statements by
+    matching their parameters to these)."""
+    hour = epoch_hour(now)
+    return {"now": now, "hour_window": hour_window(now), "day_window": day_window(now), "epoch_hour": hour,
+            "since_hour": hour - NEW_CONTACT_BUCKETS, "bucket": hour % NEW_CONTACT_BUCKETS + 1}
 
 
 def usage_annotations(now: datetime, *, capacity_path: str = "capacity__") -> dict[str, Case]:

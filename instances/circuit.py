@@ -30,6 +30,8 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 
+from common.redis import redis_client
+
 logger = logging.getLogger(__name__)
 
 CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
@@ -114,7 +116,7 @@ class CircuitState:
 
 
 def _client() -> Any:
-    return cache._cache.get_client(write=True)
+    return redis_client()
 
 
 def _key(chip_id: int) -> str:

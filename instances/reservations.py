@@ -21,8 +21,10 @@ from datetime import datetime
 
 from django.db import connection, transaction
 from django.db.models import F, Q, QuerySet
+from django.utils import timezone
 
 from chips.models import Chip
+from common.statements import StatementCache
 from instances.caps import (
     caps_annotations,
     caps_in_effect,
@@ -30,8 +32,10 @@ from instances.caps import (
     epoch_hour,
     hour_window,
     kind_hour_cap_expression,
+    moments,
     new_contact_bucket,
     new_contacts_annotation,
+    rule_version,
     usage_annotations,
     usage_now,
 )
@@ -54,11 +58,11 @@ def _sets(now: datetime, *, kind: str | None, new_contact: bool, n: str = "1") -
         params.append(hw)
     sets.append(f"day_count = CASE WHEN c.day_window = %s THEN c.day_count ELSE 0 END + {n}")
     params.append(dw)
-    if new_contact:
-        i, hour = new_contact_bucket(now) + 1, epoch_hour(now)  # SQL arrays count from 1
-        sets += [f"new_contact_counts[{i}] = CASE WHEN c.new_contact_hours[{i}] = %s "
-                 f"THEN c.new_contact_counts[{i}] ELSE 0 END + 1", f"new_contact_hours[{i}] = %s"]
-        params += [hour, hour]
+    if new_contact:  # this hour's bucket (SQL arrays count from 1)
+        i, hour = new_contact_bucket(now) + 1, epoch_hour(now)
+        sets += ["new_contact_counts[%s] = CASE WHEN c.new_contact_hours[%s] = %s "
+                 "THEN c.new_contact_counts[%s] ELSE 0 END + 1", "new_contact_hours[%s] = %s"]
+        params += [i, i, hour, i, i, hour]
     sets += ["hour_window = %s", "day_window = %s", "last_routed_at = %s", "updated_at = %s"]
     params += [hw, dw, now, now]
     return ", ".join(sets), params
@@ -88,19 +92,37 @@ def room(now: datetime, *, kind: str | None = None, new_contact: bool = False, k
     return qs
 
 
-def _take(now: datetime, chosen: QuerySet, *, kind: str | None, new_contact: bool, skip_locked: bool = False,
-          then: tuple[str, list] | None = None) -> list[tuple]:
-    """Run the reservation on the row `chosen` (a one-row queryset of `chip_id`) selects, locking it (`FOR UPDATE`,
-    written here so the statement also runs in autocommit: it is its own transaction)."""
+def _take_statement(key: tuple, *, now: datetime, chip_id: int | None = None, exclude: list[int] = (),
+                    then_params: list = ()) -> tuple[str, list]:
+    """The reservation as one statement: `UPDATE … SET <_sets> … WHERE chip_id = (<the row: `chip_id` if it has
+    room, or the strategy's best with room outside `exclude`> FOR UPDATE [SKIP LOCKED]) RETURNING` — and `then`,
+    a statement that runs only when the reservation did (its CTE is `taken`)."""
+    kind, new_contact, kind_rules, statuses, connected, strategy, then = key[:7]
+    rows = room(now, kind=kind, new_contact=new_contact, kind_rules=kind_rules, statuses=statuses,
+                connected=connected)
+    if strategy is None:
+        chosen = rows.filter(chip_id=chip_id).values("chip_id")
+    else:
+        chosen = _order(rows.exclude(chip_id__in=exclude) if exclude else rows, strategy).values("chip_id")[:1]
     sub, sub_params = chosen.query.get_compiler(connection=connection).as_sql()
-    sub += f" FOR UPDATE OF {TABLE}" + (" SKIP LOCKED" if skip_locked else "")
+    # FOR UPDATE written here, so the statement also runs in autocommit (it is its own transaction); a pick skips
+    # the rows other requests hold.
+    sub += f" FOR UPDATE OF {TABLE}" + (" SKIP LOCKED" if strategy is not None else "")
     sets, set_params = _sets(now, kind=kind, new_contact=new_contact)
     sql = (f"UPDATE {TABLE} AS c SET {sets} FROM {Chip._meta.db_table} AS ch WHERE ch.id = c.chip_id "
            f"AND c.chip_id = ({sub}) RETURNING c.chip_id, ch.phone, ch.instance_name")
     params = [*set_params, *sub_params]
-    if then is not None:  # a statement that runs only when the reservation did (its CTE is `taken`)
-        sql = f"WITH taken AS ({sql}) {then[0]}"
-        params += then[1]
+    if then is not None:
+        sql = f"WITH taken AS ({sql}) {then}"
+        params += list(then_params)
+    return sql, params
+
+
+_TAKE = StatementCache(_take_statement, derive=moments)
+
+
+def _take(key: tuple, now: datetime, **inputs) -> list[tuple]:
+    sql, params = _TAKE.sql(key, now=now, **inputs)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return cursor.fetchall()
@@ -111,10 +133,9 @@ def capacity_take_on(chip_id: int, now: datetime, *, kind: str | None = None, ne
                      then: tuple[str, list] | None = None) -> list[tuple]:
     """One message of `chip_id`'s capacity if the chip has room (see `room`); the rows RETURNING gave — (chip id,
     phone, instance name), or `then`'s — empty when refused. One statement: no transaction needed."""
-    chosen = (room(now, kind=kind, new_contact=new_contact, kind_rules=kind_rules, statuses=statuses,
-                   connected=connected)
-              .filter(chip_id=chip_id).values("chip_id"))
-    return _take(now, chosen, kind=kind, new_contact=new_contact, then=then)
+    key = (kind, new_contact, kind_rules, statuses, connected, None, then and then[0],
+           rule_version(statuses, kind if kind_rules else None))
+    return _take(key, now, chip_id=chip_id, then_params=then[1] if then else [])
 
 
 def _order(qs: QuerySet, strategy: str) -> QuerySet:
@@ -129,18 +150,28 @@ def capacity_take_best(now: datetime, *, strategy: str, kind: str, exclude: set[
                        then: tuple[str, list] | None = None) -> tuple | None:
     """One new contact's message on the best chip with room (the strategy's order; rows held by other requests
     skipped): (chip id, phone, instance name) — or `then`'s row — or None when no chip can take it."""
-    chosen = (_order(room(now, kind=kind, new_contact=True).exclude(chip_id__in=exclude), strategy)
-              .values("chip_id")[:1])
-    rows = _take(now, chosen, kind=kind, new_contact=True, skip_locked=True, then=then)
+    key = (kind, True, True, SENDING, True, strategy, then and then[0], rule_version(SENDING, kind), len(exclude))
+    rows = _take(key, now, exclude=sorted(exclude), then_params=then[1] if then else [])
     return rows[0] if rows else None
+
+
+def _missing_rows_statement(key: tuple, *, now: datetime) -> tuple[str, list]:
+    query = (Chip.objects.filter(status__in=key, capacity__isnull=True).order_by("pk")
+             .values_list("pk", flat=True)[:1000]).query
+    return query.get_compiler(connection=connection).as_sql()
+
+
+_MISSING_ROWS = StatementCache(_missing_rows_statement)
+ROW_STATES = (*SENDING, Chip.Status.COOLING, Chip.Status.WARMING, Chip.Status.READY)
 
 
 def capacity_rows_ensure() -> int:
     """Give every chip that can send a capacity row (a reservation only sees chips that have one); how many it
     created. Cheap when there is nothing to do (one query)."""
-    missing = list(Chip.objects.filter(status__in=[*SENDING, Chip.Status.COOLING, Chip.Status.WARMING,
-                                                   Chip.Status.READY], capacity__isnull=True)
-                   .values_list("pk", flat=True)[:1000])
+    sql, params = _MISSING_ROWS.sql(ROW_STATES, now=timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        missing = [pk for (pk,) in cursor.fetchall()]
     if missing:
         ChipCapacity.objects.bulk_create([ChipCapacity(chip_id=pk) for pk in missing], ignore_conflicts=True)
     return len(missing)

@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from chips.models import Chip
 from common.exceptions import DomainError
+from common.statements import StatementCache
 from instances import circuit, hours
 from instances.caps import PRODUCTION_STATES, caps_in_effect, day_window, hour_window, usage_now
 from instances.kinds import DEFAULT_KIND, MESSAGE_KINDS, REPLY, kind_policy
@@ -137,22 +138,37 @@ _BINDING_FIELDS = {"b_id": "pk", "b_chip": "chip_id", "b_expires": "expires_at",
                    "b_connected": "chip__is_connected", "b_phone": "chip__phone", "b_instance": "chip__instance_name"}
 
 
-def _context(contact: str, kind: str, now: datetime) -> dict:
-    """Everything the decision reads, in one query (the policy row, the contact's opt-out and last-24 h message,
-    the current binding and its chip)."""
+_CONTEXT_COLUMNS = ("is_paused", "paused_reason", "strategy", "binding_ttl_days", "suppressed", "wrote",
+                    *_BINDING_FIELDS)
+
+
+def _context_statement(reply: bool, *, now: datetime, contact: str) -> tuple[str, list]:
     from instances.optouts import suppressions_of
 
     current = ContactBinding.objects.current().filter(contact=contact)
-    row = (RoutingPolicy.objects.filter(pk=1)
-           .annotate(suppressed=Exists(suppressions_of(contact)),
-                     wrote=Exists(_wrote_lately(contact, now)) if kind == REPLY else Value(True),
-                     **{name: Subquery(current.values(field)[:1]) for name, field in _BINDING_FIELDS.items()})
-           .values("is_paused", "paused_reason", "strategy", "binding_ttl_days", "suppressed", "wrote",
-                   *_BINDING_FIELDS).first())
+    query = (RoutingPolicy.objects.filter(pk=1)
+             .annotate(suppressed=Exists(suppressions_of(contact)),
+                       wrote=Exists(_wrote_lately(contact, now)) if reply else Value(True),
+                       **{name: Subquery(current.values(field)[:1]) for name, field in _BINDING_FIELDS.items()})
+             .values(*_CONTEXT_COLUMNS)).query
+    return query.get_compiler(connection=connection).as_sql()
+
+
+_CONTEXT = StatementCache(_context_statement, derive=lambda now: {"now": now, "reply_since": now - REPLY_WINDOW})
+
+
+def _context(contact: str, kind: str, now: datetime) -> dict:
+    """Everything the decision reads, in one query (the policy row, the contact's opt-out and last-24 h message,
+    the current binding and its chip)."""
+    sql, params = _CONTEXT.sql(kind == REPLY, now=now, contact=contact)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+        names = [column.name for column in cursor.description]
     if row is None:  # a fresh database: the policy row is created with its defaults, then read again
         RoutingPolicy.load()
         return _context(contact, kind, now)
-    return row
+    return dict(zip(names, row, strict=True))
 
 
 def _counted(route: Callable[..., RouteDecision]) -> Callable[..., RouteDecision]:

@@ -1,0 +1,125 @@
+"""Compiled statements, reused (W2 7/7).
+
+The hot paths (a route decision, a reservation) build their SQL from querysets, so each rule stays written once,
+in the ORM, next to the model it reads. Compiling a queryset costs more Python than PostgreSQL spends running it,
+and the statement's shape (its SQL text) depends only on a few choices (the kind, the strategy, how many chips
+are excluded), never on the values it compares with. A `StatementCache` compiles each shape once and reuses its
+SQL with the values of each call.
+
+How it knows where each value goes: the first time a shape is asked for, it is built twice, with two different
+sets of stand-in values (sentinels); a parameter equal in both builds is a constant of the shape (a setting, a
+status), one that differs is matched to the input (or to the value derived from `now` by `derive`) that had
+those stand-ins. Anything else — a value the builder derived from an input in a way `derive` does not list, or
+SQL text that changes with the values — is a programming error, raised at once (`StatementShapeError`), so a
+statement is never reused with a stale value.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+Build = Callable[..., tuple[str, list]]
+Derive = Callable[[datetime], dict[str, Any]]
+
+# Two moments far from any real one, on different hours, days and 25-hour buckets, and off the hour.
+_NOW_A = datetime(2001, 2, 3, 4, 5, 6, 7, tzinfo=UTC)
+_NOW_B = datetime(2003, 5, 7, 11, 13, 17, 19, tzinfo=UTC)
+MAX_SHAPES = 512
+
+
+class StatementShapeError(RuntimeError):
+    """A builder's parameters cannot be mapped to its inputs (see the module docstring)."""
+
+
+@dataclass(frozen=True)
+class _Template:
+    sql: str
+    slots: tuple[tuple[bool, Any], ...]  # (from an input, input name) or (False, the constant)
+
+
+def _stand_in(value: Any, k: int, variant: int) -> Any:
+    """A value of the same type as `value`, unique to (input k, variant)."""
+    if isinstance(value, bool):
+        raise StatementShapeError("a boolean input changes the shape: put it in the key")
+    if isinstance(value, int):
+        return -(10**9 * (variant + 1) + k)
+    if isinstance(value, str):
+        return f"\x1fstand-in {variant}:{k}\x1f"
+    if isinstance(value, datetime):
+        return datetime(1971 + k, 1, 1, 1, 1, 1, variant + 1, tzinfo=UTC)
+    if isinstance(value, date):
+        return date(1971 + k, 2, 1 + variant)
+    raise StatementShapeError(f"no stand-in for an input of type {type(value).__name__}")
+
+
+class StatementCache:
+    """Shapes of one statement (key → SQL and where each parameter comes from), safe across threads."""
+
+    def __init__(self, build: Build, *, derive: Derive | None = None) -> None:
+        self._build = build
+        self._derive = derive or (lambda now: {"now": now})
+        self._templates: dict[Hashable, _Template] = {}
+        self._lock = threading.Lock()
+
+    def sql(self, key: Hashable, *, now: datetime, **inputs: Any) -> tuple[str, list]:
+        """The SQL of shape `key` and its parameters for `now` and `inputs` (the builder's keyword arguments
+        besides `key` and `now`, each a scalar or a list of scalars)."""
+        template = self._templates.get(key)
+        if template is None:
+            template = self._compile(key, now, inputs)
+        values = {**self._derive(now), **self._flat(inputs)}
+        return template.sql, [values[slot] if named else slot for named, slot in template.slots]
+
+    @staticmethod
+    def _flat(inputs: dict[str, Any]) -> dict[str, Any]:
+        flat: dict[str, Any] = {}
+        for name, value in inputs.items():
+            if isinstance(value, list | tuple):
+                flat.update({f"{name}[{i}]": item for i, item in enumerate(value)})
+            else:
+                flat[name] = value
+        return flat
+
+    def _variant(self, key: Hashable, now: datetime, inputs: dict[str, Any], variant: int) -> tuple[str, list, dict]:
+        stand_now = (_NOW_A, _NOW_B)[variant]
+        names = list(self._flat(inputs))
+        flat_real = self._flat(inputs)
+        stand = {name: _stand_in(flat_real[name], k, variant) for k, name in enumerate(names)}
+        rebuilt = {name: ([stand[f"{name}[{i}]"] for i in range(len(value))] if isinstance(value, list | tuple)
+                          else stand[name]) for name, value in inputs.items()}
+        sql, params = self._build(key, now=stand_now, **rebuilt)
+        return sql, list(params), {**self._derive(stand_now), **stand}
+
+    def _compile(self, key: Hashable, now: datetime, inputs: dict[str, Any]) -> _Template:
+        sql_a, params_a, named_a = self._variant(key, now, inputs, 0)
+        sql_b, params_b, named_b = self._variant(key, now, inputs, 1)
+        if sql_a != sql_b or len(params_a) != len(params_b):
+            raise StatementShapeError(f"the SQL of shape {key!r} changes with its values: put them in the key")
+        by_pair: dict[tuple[Any, Any], str] = {}
+        for name in self._derive(now):
+            if named_a[name] == named_b[name]:  # it would pass for a constant
+                raise StatementShapeError(f"{name!r} is the same at both stand-in moments")
+        for name in named_a:
+            pair = (named_a[name], named_b[name])
+            if pair in by_pair:
+                raise StatementShapeError(f"inputs {by_pair[pair]!r} and {name!r} are not told apart")
+            by_pair[pair] = name
+        slots: list[tuple[bool, Any]] = []
+        for a, b in zip(params_a, params_b, strict=True):
+            if a == b and type(a) is type(b):
+                slots.append((False, a))
+            elif (a, b) in by_pair:
+                slots.append((True, by_pair[a, b]))
+            else:
+                raise StatementShapeError(f"shape {key!r}: a parameter ({a!r}) comes from no known input")
+        template = _Template(sql=sql_a, slots=tuple(slots))
+        with self._lock:
+            if len(self._templates) >= MAX_SHAPES:  # keys that hold a changed setting or plan: start afresh
+                self._templates.clear()
+            self._templates.setdefault(key, template)
+        return template
+

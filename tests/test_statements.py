@@ -1,0 +1,56 @@
+"""Compiled statements, reused (common.statements): a reused statement is exactly the one a fresh compile gives,
+and a builder whose values cannot be traced to its inputs is refused instead of reused with a stale value."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from common.statements import StatementCache, StatementShapeError
+from instances import reservations, routing
+from instances.caps import moments, rule_version
+from instances.kinds import MESSAGE_KINDS
+from instances.models import RoutingPolicy
+
+MOMENTS = [datetime(2026, 11, 24, 13, 0, tzinfo=UTC), datetime(2026, 11, 24, 13, 59, 59, tzinfo=UTC),
+           datetime(2026, 12, 31, 23, 30, tzinfo=UTC), datetime(2027, 3, 1, 2, 0, 1, tzinfo=UTC)]
+
+
+def test_a_reused_statement_is_what_a_fresh_compile_gives():
+    cache = StatementCache(lambda key, *, now, name, ids: (f"SELECT {key} WHERE a = %s AND b = %s AND c IN "
+                                                         f"({', '.join(['%s'] * len(ids))}) AND d = %s",
+                                                         [now, name, *ids, 7]))
+    assert cache.sql("x", now=MOMENTS[0], name="a", ids=[1, 2]) == (
+        "SELECT x WHERE a = %s AND b = %s AND c IN (%s, %s) AND d = %s", [MOMENTS[0], "a", 1, 2, 7])
+    assert cache.sql("x", now=MOMENTS[1], name="b", ids=[5, 3])[1] == [MOMENTS[1], "b", 5, 3, 7]
+
+
+def test_a_value_derived_from_no_input_is_refused():
+    cache = StatementCache(lambda key, *, now: ("SELECT %s", [now + timedelta(hours=1)]))
+    with pytest.raises(StatementShapeError, match="no known input"):
+        cache.sql("k", now=MOMENTS[0])
+    varying = StatementCache(lambda key, *, now, n: (f"SELECT {n}", []))
+    with pytest.raises(StatementShapeError, match="changes with its values"):
+        varying.sql("k", now=MOMENTS[0], n=3)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", MESSAGE_KINDS)
+def test_reservations_and_the_routing_read_reuse_exactly_what_they_would_compile(kind):
+    then = ("SELECT chip_id FROM taken WHERE %s < %s", [MOMENTS[0], MOMENTS[1]])
+    shapes = [
+        ((kind, False, True, reservations.SENDING, True, None, None, rule_version(reservations.SENDING, kind)),
+         {"chip_id": 42, "then_params": []}),
+        ((kind, True, True, reservations.SENDING, True, RoutingPolicy.Strategy.LEAST_LOADED, then[0],
+          rule_version(reservations.SENDING, kind), 2), {"exclude": [9, 4], "then_params": then[1]}),
+        ((None, False, True, None, False, None, None, rule_version(None, None)), {"chip_id": 7, "then_params": []}),
+    ]
+    for now in MOMENTS:
+        for key, inputs in shapes:
+            sql, params = reservations._take_statement(key, now=now, **inputs)
+            assert reservations._TAKE.sql(key, now=now, **inputs) == (sql, list(params))
+        ctx_key = kind == "reply"
+        sql, params = routing._context_statement(ctx_key, now=now, contact="+5511911112222")
+        assert routing._CONTEXT.sql(ctx_key, now=now, contact="+5511911112222") == (sql, list(params))
+        assert set(moments(now)) >= {"now", "hour_window", "day_window", "bucket"}
