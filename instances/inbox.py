@@ -41,6 +41,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Mod
 from django.utils import timezone
 
+from common.redis import redis_client
 from instances.models import Instance, WebhookReceipt
 
 logger = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def receipt_store(*, name: str, event: str, key: str | None, data: Any, now: dat
 
 
 def _kick_key(shard: int) -> str:
-    return f"gateway-events:kick:{shard}"
+    return cache.make_and_validate_key(f"gateway-events:kick:{shard}")
 
 
 def drain_kick(shard: int) -> None:
@@ -127,7 +128,7 @@ def drain_kick(shard: int) -> None:
     Redis or the broker is down the flag stays set (one slow request per KICK_TTL, not one per event) and the
     sweep catches up once they are back."""
     try:
-        if cache.add(_kick_key(shard), 1, timeout=KICK_TTL):
+        if redis_client().set(_kick_key(shard), 1, nx=True, ex=KICK_TTL):
             current_app.send_task(DRAIN_TASK, args=[shard])
     except Exception:
         logger.warning("could not queue the drain of gateway events (shard %s); the sweep will", shard,
@@ -157,7 +158,7 @@ def receipts_drain(shard: int, *, batch: int = 100, budget_seconds: float = 20.0
         deadline = time.monotonic() + budget_seconds
         while True:
             with contextlib.suppress(Exception):  # Redis down: we read anyway
-                cache.delete(_kick_key(shard))
+                redis_client().delete(_kick_key(shard))
             rows = list(WebhookReceipt.objects.filter(applied_at__isnull=True)
                         .alias(shard=Mod("instance_id", shards())).filter(shard=shard).order_by("id")[:batch])
             if not rows:
@@ -222,10 +223,10 @@ def receipts_sweep(*, older_than: timedelta = timedelta(seconds=5), now: datetim
     now = now or timezone.now()
     waiting = (WebhookReceipt.objects.filter(applied_at__isnull=True, received_at__lt=now - older_than)
                .annotate(shard=Mod("instance_id", shards())).values_list("shard", flat=True).distinct())
-    kicked = sorted(set(waiting))
+    kicked = sorted({int(shard) for shard in waiting})  # Mod() answers a decimal: 1.0 is not the key of 1
     for shard in kicked:
         with contextlib.suppress(Exception):
-            cache.delete(_kick_key(shard))  # a stale flag must not swallow this kick
+            redis_client().delete(_kick_key(shard))  # a stale flag must not swallow this kick
         drain_kick(shard)
     return kicked
 

@@ -9,10 +9,10 @@ import time
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
 
+from common.redis import redis_client
 from config import metrics
 from config.celery import app
 from instances import inbox, webhooks
@@ -170,7 +170,7 @@ def test_concurrent_duplicates_store_one_row(chip, live_server, settings):
 def test_the_webhook_kicks_a_drain_that_a_real_worker_runs(chip, client, settings, celery_worker_queue):
     previous = app.conf.task_default_queue
     app.conf.task_default_queue = celery_worker_queue  # the kick goes where the worker listens
-    cache.delete(inbox._kick_key(inbox.shard_of(chip.instance.pk)))
+    redis_client().delete(inbox._kick_key(inbox.shard_of(chip.instance.pk)))
     try:
         response = client.post(URL, data=json.dumps(inbound(chip.instance_name, "3AW")),
                                content_type="application/json",
@@ -192,7 +192,7 @@ def test_the_sweep_kicks_shards_whose_events_waited(chip, settings):
     WebhookReceipt.objects.create(dedup_key="fresh", event="messages.upsert", instance_name=chip.instance_name,
                                   instance=chip.instance, data={})
     shard = inbox.shard_of(chip.instance.pk)
-    cache.set(inbox._kick_key(shard), 1, 30)  # a kick whose task was lost
+    redis_client().set(inbox._kick_key(shard), "stale", ex=30)  # a kick whose task was lost
     assert inbox.receipts_sweep() == [shard]
-    assert cache.get(inbox._kick_key(shard)) == 1  # kicked again (the flag is the new kick's)
+    assert redis_client().get(inbox._kick_key(shard)) == b"1"  # kicked again (the flag is the new kick's)
     assert app.conf.beat_schedule["sweep-gateway-events"]["task"] == "instances.sweep_gateway_events"
