@@ -220,9 +220,10 @@ def outbound_record_direct(*, chip: Chip, instance: Instance, gw: Gateway, conta
 
 
 def send_success_observed(*, chip_id: int, message_id: str = "", now: datetime | None = None) -> None:
-    """A send the gateway accepted, for every sender (the API's sends, the warmer's, the pool's own): the early
+    """A send the gateway accepted, for the senders of contact traffic (the API's sends, the pool's own): the early
     warning counts it (a `sent` delivery event) and the chip's send circuit hears of it (a half-open circuit's
-    trial passed: closed; a closed one forgets its failures). Never raises for Redis."""
+    trial passed: closed; a closed one forgets its failures). The warmer's batches tell the circuit only (its
+    warming traffic is not the production figures). Never raises for Redis."""
     now = now or timezone.now()
     DeliveryEvent.objects.create(chip_id=chip_id, kind=DeliveryEvent.Kind.SENT, message_id=(message_id or "")[:64],
                                  occurred_at=now)

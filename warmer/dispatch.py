@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from instances import hours
+from instances import circuit, hours
 from instances.gateway import Gateway, GatewayError, SendResult
 from instances.reservations import capacity_reserve_batch
 from instances.restriction import is_restricted
@@ -115,6 +115,10 @@ def warming_dispatch(*, limit: int = 100, now: datetime | None = None, client: G
     for action in sendable:  # what a failed send says about the session (rare: one by one)
         if isinstance(results[action.pk], GatewayError):
             send_failure_observed(chip_id=action.chip_id, error=results[action.pk])
+    # A send the gateway accepted closes the chip's send circuit (a half-open trial passed) and ends a failure
+    # streak: once per chip of the batch, after its failures.
+    for chip_id in sorted({a.chip_id for a in sendable if not isinstance(results[a.pk], GatewayError)}):
+        circuit.circuit_success(chip_id=chip_id)
     for status, _note, _id in done.values():
         key = {A.SENT: "sent", A.FAILED: "failed"}.get(status, "skipped")
         setattr(report, key, getattr(report, key) + 1)

@@ -111,3 +111,21 @@ def test_a_dead_workers_claims_are_failed_never_resent(warming_pool, fake_evolut
         assert warming_dispatch().claimed == 0
     action.refresh_from_db()
     assert action.status == "failed" and not fake_evolution.sent_messages
+
+
+def test_a_failure_streak_is_ended_by_a_send_that_goes_through(warming_pool, fake_evolution):
+    from instances import circuit
+
+    with time_machine.travel(NOON, tick=False):
+        (subject,), (peer,) = warming_pool(warming=1, peers=1)
+        phase_plans()
+        PhasePlan.objects.update(messages_per_day=100)
+        fake_evolution.fail_next(2, 503, route="sendText")  # Evolution unavailable: the session stays
+        due(subject, peer, 2, kind="initiate", prefix="falha")
+        assert warming_dispatch().failed == 2
+        assert circuit.circuit_state(chip_id=subject.pk, now=NOON).failures == 2
+        due(subject, peer, 1, kind="initiate", prefix="certo")
+        report = warming_dispatch()
+        assert report.sent == 1, list(WarmingAction.objects.values_list("status", "note"))
+        state = circuit.circuit_state(chip_id=subject.pk, now=NOON)
+    assert (state.state, state.failures) == (circuit.CLOSED, 0)  # a third failure now would not open it
