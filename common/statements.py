@@ -4,7 +4,9 @@ The hot paths (a route decision, a reservation) build their SQL from querysets, 
 in the ORM, next to the model it reads. Compiling a queryset costs more Python than PostgreSQL spends running it,
 and the statement's shape (its SQL text) depends only on a few choices (the kind, the strategy, how many chips
 are excluded), never on the values it compares with. A `StatementCache` compiles each shape once and reuses its
-SQL with the values of each call.
+SQL with the values of each call, prepared on the server (`fetch`), so PostgreSQL also plans it once per
+connection. Behind a connection pooler in transaction mode that does not track prepared statements (PgBouncer
+before 1.21), set DATABASE_PREPARED_STATEMENTS=false.
 
 How it knows where each value goes: the first time a shape is asked for, it is built twice, with two different
 sets of stand-in values (sentinels); a parameter equal in both builds is a constant of the shape (a setting, a
@@ -16,11 +18,15 @@ statement is never reused with a stale value.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
+
+from django.conf import settings
+from django.db import connection
 
 Build = Callable[..., tuple[str, list]]
 Derive = Callable[[datetime], dict[str, Any]]
@@ -29,6 +35,32 @@ Derive = Callable[[datetime], dict[str, Any]]
 _NOW_A = datetime(2001, 2, 3, 4, 5, 6, 7, tzinfo=UTC)
 _NOW_B = datetime(2003, 5, 7, 11, 13, 17, 19, tzinfo=UTC)
 MAX_SHAPES = 512
+
+
+def _cursor() -> Any:
+    """A cursor of the default connection (its transaction, Django's query log and execute wrappers) that binds
+    parameters on the server, so psycopg can prepare the statement. Only these cursors prepare: the rest of the
+    ORM keeps Django's client-side binding."""
+    if not settings.DATABASE_PREPARED_STATEMENTS:
+        return connection.cursor()
+    connection.ensure_connection()
+    raw = connection.connection
+    if raw.prepare_threshold != 0:
+        raw.prepare_threshold = 0  # prepare on first use; client-binding cursors never prepare
+    return connection._prepare_cursor(_prepared_cursor_class()(raw))
+
+
+@functools.cache
+def _prepared_cursor_class() -> type:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    class PreparedCursor(ServerBindingCursor):
+        def _send_query_prepared(self, name, pgq, *, binary=None):
+            # psycopg keeps the query for Django's query log only when it is not prepared: keep it here too.
+            self._query = pgq
+            return super()._send_query_prepared(name, pgq, binary=binary)
+
+    return PreparedCursor
 
 
 class StatementShapeError(RuntimeError):
@@ -73,6 +105,15 @@ class StatementCache:
             template = self._compile(key, now, inputs)
         values = {**self._derive(now), **self._flat(inputs)}
         return template.sql, [values[slot] if named else slot for named, slot in template.slots]
+
+    def fetch(self, key: Hashable, *, now: datetime, **inputs: Any) -> tuple[list[tuple], list[str]]:
+        """Run shape `key` for `now` and `inputs`: its rows and column names. Prepared on the server (once per
+        connection and shape: PostgreSQL plans it once) unless DATABASE_PREPARED_STATEMENTS is off."""
+        sql, params = self.sql(key, now=now, **inputs)
+        with _cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall() if cursor.description else []
+            return rows, [column.name for column in cursor.description or ()]
 
     @staticmethod
     def _flat(inputs: dict[str, Any]) -> dict[str, Any]:

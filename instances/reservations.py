@@ -122,10 +122,7 @@ _TAKE = StatementCache(_take_statement, derive=moments)
 
 
 def _take(key: tuple, now: datetime, **inputs) -> list[tuple]:
-    sql, params = _TAKE.sql(key, now=now, **inputs)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
+    return _TAKE.fetch(key, now=now, **inputs)[0]
 
 
 def capacity_take_on(chip_id: int, now: datetime, *, kind: str | None = None, new_contact: bool = False,
@@ -168,10 +165,7 @@ ROW_STATES = (*SENDING, Chip.Status.COOLING, Chip.Status.WARMING, Chip.Status.RE
 def capacity_rows_ensure() -> int:
     """Give every chip that can send a capacity row (a reservation only sees chips that have one); how many it
     created. Cheap when there is nothing to do (one query)."""
-    sql, params = _MISSING_ROWS.sql(ROW_STATES, now=timezone.now())
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        missing = [pk for (pk,) in cursor.fetchall()]
+    missing = [pk for (pk,) in _MISSING_ROWS.fetch(ROW_STATES, now=timezone.now())[0]]
     if missing:
         ChipCapacity.objects.bulk_create([ChipCapacity(chip_id=pk) for pk in missing], ignore_conflicts=True)
     return len(missing)

@@ -160,11 +160,8 @@ _CONTEXT = StatementCache(_context_statement, derive=lambda now: {"now": now, "r
 def _context(contact: str, kind: str, now: datetime) -> dict:
     """Everything the decision reads, in one query (the policy row, the contact's opt-out and last-24 h message,
     the current binding and its chip)."""
-    sql, params = _CONTEXT.sql(kind == REPLY, now=now, contact=contact)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        row = cursor.fetchone()
-        names = [column.name for column in cursor.description]
+    rows, names = _CONTEXT.fetch(kind == REPLY, now=now, contact=contact)
+    row = rows[0] if rows else None
     if row is None:  # a fresh database: the policy row is created with its defaults, then read again
         RoutingPolicy.load()
         return _context(contact, kind, now)

@@ -54,3 +54,21 @@ def test_reservations_and_the_routing_read_reuse_exactly_what_they_would_compile
         sql, params = routing._context_statement(ctx_key, now=now, contact="+5511911112222")
         assert routing._CONTEXT.sql(ctx_key, now=now, contact="+5511911112222") == (sql, list(params))
         assert set(moments(now)) >= {"now", "hour_window", "day_window", "bucket"}
+
+
+@pytest.mark.django_db
+def test_the_hot_statements_are_prepared_on_the_server_unless_turned_off(settings):
+    from django.db import connection
+
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s", ["%routingpolicy%"])
+            return cursor.fetchone()[0]
+
+    before = prepared()
+    routing._context("+5511911113333", "follow_up", MOMENTS[0])
+    routing._context("+5511911114444", "follow_up", MOMENTS[1])
+    assert prepared() == before + 1  # once per shape and connection, whatever the values
+    settings.DATABASE_PREPARED_STATEMENTS = False
+    assert routing._context("+5511911115555", "reply", MOMENTS[2])["strategy"]
+    assert prepared() == before + 1  # the same statement, bound by the client: nothing more prepared

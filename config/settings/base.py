@@ -90,6 +90,10 @@ if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
 # Short-lived connections are re-opened after a PostgreSQL restart; health checks drop dead ones.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The hot paths' statements (a route decision, a reservation: common.statements) are prepared on the server, so
+# PostgreSQL plans each once per connection. Off behind a pooler in transaction mode that does not track prepared
+# statements (PgBouncer before 1.21).
+DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
