@@ -7,13 +7,11 @@ trust score as delivery events only.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from django.conf import settings
-
 from chips.models import Chip
-from instances.models import ContactBinding, DeliveryEvent, InboundMessage
+from instances.models import ContactBinding, DeliveryEvent, InboundMessage, RoutingPolicy
 from instances.optouts import inbound_opt_check
 from outbox.services import event_emit
 
@@ -42,7 +40,7 @@ def _binding(contact: str, chip: Chip, now: datetime) -> tuple[str, int | None]:
     if binding is None:
         if chip.status in Chip.PRODUCTION_STATES:
             ContactBinding.objects.create(contact=contact, chip=chip, origin=ContactBinding.Origin.INBOUND,
-                                          last_used_at=now, expires_at=now + timedelta(days=settings.BINDING_TTL_DAYS))
+                                          last_used_at=now, expires_at=now + RoutingPolicy.binding_ttl())
             return B.NEW, chip.pk
         return B.NEW, None
     if binding.chip_id != chip.pk:

@@ -220,6 +220,14 @@ class RoutingPolicy(models.Model):
         policy, _created = cls.objects.get_or_create(id=1)
         return policy
 
+    @classmethod
+    def binding_ttl(cls) -> timedelta:
+        """How long a contact stays with its chip after their last message, for every binding (routed or
+        inbound): the policy row's value (BINDING_TTL_DAYS only seeds it; the operator edits it in the admin).
+        The router reads the same column inside its one context query."""
+        days = cls.objects.filter(pk=1).values_list("binding_ttl_days", flat=True).first()
+        return timedelta(days=days if days is not None else cls.load().binding_ttl_days)
+
 
 class SendingSwitch(models.Model):
     """One use of the kill switch, from its pause to its resume: who paused, why, when; who resumed, when.

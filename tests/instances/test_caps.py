@@ -213,3 +213,19 @@ def test_the_capacity_changelist_query_count_does_not_grow_with_chips(admin_clie
     few = count_queries()
     add(12)
     assert count_queries() == few
+
+
+def test_every_binding_takes_the_policy_rows_ttl_which_the_setting_only_seeds(settings, make_production_chip):
+    from instances.inbound import _binding
+    from instances.models import RoutingPolicy
+
+    settings.BINDING_TTL_DAYS = 7
+    with time_machine.travel(BUSINESS_TIME, tick=False):
+        chip = make_production_chip(per_hour=50)
+        assert RoutingPolicy.load().binding_ttl_days == 7  # a new policy row starts from the setting
+        RoutingPolicy.objects.filter(pk=1).update(binding_ttl_days=3)  # then the operator's value holds
+        settings.BINDING_TTL_DAYS = 30
+        routed = route_contact(contact=contact(2))
+        _binding(contact(3), chip, BUSINESS_TIME)  # a contact who wrote first
+    assert ContactBinding.objects.get(pk=routed.binding_id).expires_at == BUSINESS_TIME + timedelta(days=3)
+    assert ContactBinding.objects.get(contact=contact(3)).expires_at == BUSINESS_TIME + timedelta(days=3)
