@@ -180,7 +180,9 @@ def receipts_drain(shard: int, *, batch: int = 100, budget_seconds: float = 20.0
 
 
 def _apply(rows: list[WebhookReceipt]) -> tuple[int, int, bool]:
-    """One batch in one transaction; returns (applied, given up, stalled on an event to retry later)."""
+    """One batch in one transaction; returns (applied, given up, stalled on an event to retry later). The batch is
+    tried whole first (no savepoint per event); only when an event fails is it applied again with a savepoint per
+    event, to keep the events before the failing one. Handlers act outside the database only on commit."""
     from config import counters
     from instances.webhooks import HANDLERS
 
@@ -188,18 +190,25 @@ def _apply(rows: list[WebhookReceipt]) -> tuple[int, int, bool]:
     applied: list[int] = []
     failure: tuple[WebhookReceipt, BaseException] | None = None
     now = timezone.now()
-    with transaction.atomic():
-        for row in rows:
-            try:
-                with transaction.atomic():
-                    HANDLERS[row.event](instances[row.instance_id], row.data, row.received_at)
-            except Exception as exc:  # this event only; the batch keeps what came before it
-                failure = (row, exc)
-                break
-            applied.append(row.pk)
-        if applied:
-            WebhookReceipt.objects.filter(pk__in=applied).update(applied_at=now,
-                                                                 outcome=WebhookReceipt.Outcome.PROCESSED)
+    try:
+        with transaction.atomic():
+            for row in rows:
+                HANDLERS[row.event](instances[row.instance_id], row.data, row.received_at)
+            _mark_applied([row.pk for row in rows], now)
+        applied = [row.pk for row in rows]
+    except Exception:  # some event failed: the whole batch was undone; again, one savepoint per event
+        instances = Instance.objects.select_related("chip").in_bulk({row.instance_id for row in rows})
+        with transaction.atomic():
+            for row in rows:
+                try:
+                    with transaction.atomic():
+                        HANDLERS[row.event](instances[row.instance_id], row.data, row.received_at)
+                except Exception as exc:  # this event only; the batch keeps what came before it
+                    failure = (row, exc)
+                    break
+                applied.append(row.pk)
+            if applied:
+                _mark_applied(applied, now)
     for event, n in Counter(row.event for row in rows[:len(applied)]).items():
         counters.incr("webhook_events", (event, "processed"), n)
     if failure is None:
@@ -216,6 +225,10 @@ def _apply(rows: list[WebhookReceipt]) -> tuple[int, int, bool]:
                                                     outcome=WebhookReceipt.Outcome.ERROR)
     counters.incr("webhook_events", (row.event, "error"))
     return len(applied), 1, False
+
+
+def _mark_applied(ids: list[int], now: datetime) -> None:
+    WebhookReceipt.objects.filter(pk__in=ids).update(applied_at=now, outcome=WebhookReceipt.Outcome.PROCESSED)
 
 
 def receipts_sweep(*, older_than: timedelta = timedelta(seconds=5), now: datetime | None = None) -> list[int]:
