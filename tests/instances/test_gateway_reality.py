@@ -17,7 +17,7 @@ from chips.models import Chip, ChipAlert, ChipTransition
 from chips.services import Actor, chip_transition
 from instances.health import instances_check
 from instances.maintenance import instance_restart, receipts_prune, webhooks_heal
-from instances.models import ContactBinding, Instance, WebhookReceipt
+from instances.models import ContactBinding, GatewayServer, Instance, WebhookReceipt
 from instances.routing import route_contact
 from instances.services import message_send
 from tests.instances.conftest import payload
@@ -45,9 +45,12 @@ def test_a_ban_whose_webhooks_were_dropped_is_found_by_the_next_check(world, bus
     assert world.relay() == []  # every webhook of the ban was lost
     chip.refresh_from_db()
     assert chip.status == Chip.Status.ACTIVE and chip.is_connected
+    fetches = world.fake.request_count("fetchInstances")
 
     result = instances_check()
 
+    # One list call per gateway server finds the ban, not one per instance (field notes §2).
+    assert world.fake.request_count("fetchInstances") - fetches == GatewayServer.objects.count() == 1
     chip.refresh_from_db()
     assert result.finals == 1
     assert chip.status == Chip.Status.BANNED and not chip.is_connected
@@ -117,6 +120,24 @@ def test_an_instance_deleted_behind_the_pools_back_leaves_routing_after_the_next
     assert {route_contact(contact=c).chip_id for c in (A, B, "+5511988880003")} == {kept.pk}
     alert = ChipAlert.objects.get(chip=lost, kind="instance_gone")
     assert alert.severity == "critical" and alert.occurrences == 1 and "Link" in alert.action_taken
+
+
+def test_a_remove_instance_webhook_from_outside_takes_the_chip_out_with_one_critical_alert(world, client, settings,
+                                                                                         business_hours):
+    lost, kept = world.chip(priority=10), world.chip()
+    assert route_contact(contact=A).chip_id == lost.pk
+    world.fake.forget(lost.instance_name)  # deleted outside the pool (another client, the manager UI)
+    body = payload("remove_instance", instance=lost.instance_name)  # what 2.3.7 sends then: data null
+
+    assert post(client, body, settings).status_code == 200
+    assert post(client, body, settings).status_code == 200  # at-least-once: the same delivery again
+
+    lost.refresh_from_db()
+    assert Instance.objects.get(chip=lost).state == "gone" and not lost.is_connected  # by the webhook alone
+    assert {route_contact(contact=c).chip_id for c in (A, B, "+5511988880003")} == {kept.pk}
+    instances_check()  # the next check agrees (absent from the list) and raises nothing more
+    alerts = ChipAlert.objects.filter(severity="critical")
+    assert [(a.chip_id, a.kind, a.occurrences) for a in alerts] == [(lost.pk, "instance_gone", 1)]
 
 
 def test_the_first_404_on_a_send_takes_the_chip_out_of_routing(world, business_hours):
