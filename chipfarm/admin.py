@@ -241,14 +241,15 @@ class OrchestratorOperationAdmin(PhoneSearchMixin, ReadOnlyAdmin):
         (_("by"), lambda o: o.actor),
         (_("chip"), lambda o: o.chip),
         (_("target chip"), lambda o: o.target_chip),
-        (_("reason"), lambda o: o.reason),
+        (_("reason"), lambda o: o.reason_text),
         (_("success"), lambda o: o.success),
         (_("error"), lambda o: o.error),
     ], basename="operations")]
 
     @admin.display(description=_("reason"), ordering="reason")
     def short_reason(self, operation: OrchestratorOperation) -> str:
-        text = operation.reason if len(operation.reason) <= 90 else operation.reason[:87] + "…"
+        reason = operation.reason_text
+        text = reason if len(reason) <= 90 else reason[:87] + "…"
         if operation.error:
             return format_html('{}<br><small style="color:#ba2121">{}</small>', text, operation.error[:120])
         return text

@@ -13,6 +13,7 @@ from django.utils.translation import gettext_lazy as _
 from chipfarm import defaults
 from chips.groups import OPERATORS
 from chips.policy import Limits
+from common.texts import RenderedText, text_fields
 
 # Slack member ids: U… (or W… in Enterprise Grid), upper-case letters and digits.
 SLACK_USER_ID_RE = r"^[UW][A-Z0-9]{2,31}$"
@@ -177,6 +178,7 @@ class OrchestratorOperation(models.Model):
     target_chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True,
                                     related_name="+", verbose_name=_("target chip"))
     reason = models.CharField(_("reason"), max_length=300, blank=True)
+    reason_code, reason_params = text_fields()
     metadata = models.JSONField(_("metadata"), default=dict, blank=True)
     success = models.BooleanField(_("success"), default=True)
     error = models.TextField(_("error"), blank=True)
@@ -192,8 +194,10 @@ class OrchestratorOperation(models.Model):
             models.Index(fields=["kind", "-created_at"], name="operation_kind_at_idx"),
         ]
 
+    reason_text = RenderedText("reason")
+
     def __str__(self) -> str:
-        return f"{self.kind} ({'ok' if self.success else 'failed'})"
+        return f"{self.get_kind_display()} ({_('ok') if self.success else _('failed')})"
 
 
 class ChipHealth(models.Model):

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from chips.models import Chip
+from common.texts import RenderedText, text_fields
 
 
 class GatewayServerQuerySet(models.QuerySet["GatewayServer"]):
@@ -312,6 +313,8 @@ class ChipCapacity(models.Model):
                     "days in production and drops on a restriction or a rest."),
     )
     allowance_reason = models.CharField(_("why the allowance is at this step"), max_length=200, blank=True)
+    allowance_reason_code, allowance_reason_params = text_fields()
+    allowance_reason_text = RenderedText("allowance_reason")
     allowance_changed_at = models.DateTimeField(_("allowance step changed at"), null=True, blank=True)
     # New contacts per rolling 24 h, in hourly buckets (instances.caps.new_contacts_used): bucket i counts the new
     # contacts of the epoch hour in new_contact_hours[i]; a bucket of an older hour counts nothing.
