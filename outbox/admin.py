@@ -122,7 +122,7 @@ class EndpointForm(forms.ModelForm):
 
 
 class ReplaySinceForm(forms.Form):
-    since = forms.DateTimeField(label=_("Failed deliveries created since (UTC, YYYY-MM-DD HH:MM)"))
+    since = forms.DateTimeField(label=_("Failed deliveries created since (São Paulo time, YYYY-MM-DD HH:MM)"))
 
 
 @admin.register(Endpoint)
@@ -215,7 +215,8 @@ class EndpointAdmin(admin.ModelAdmin):
     @admin.action(description=_("Replay failed deliveries since a time…"), permissions=["replay"])
     def replay_failed_since(self, request: HttpRequest, queryset: QuerySet[Endpoint]):
         form = ReplaySinceForm(request.POST if "apply" in request.POST else None,
-                               initial={"since": (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%d %H:%M")})
+                               initial={"since": timezone.localtime(timezone.now() - timedelta(days=1))
+                                        .strftime("%Y-%m-%d %H:%M")})
         if form.is_bound and form.is_valid():
             queued, skipped = 0, []
             for endpoint in queryset:
