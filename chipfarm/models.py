@@ -8,6 +8,7 @@ import secrets
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy as _
 
 from chipfarm import defaults
@@ -226,7 +227,7 @@ class ChipHealth(models.Model):
         verbose_name_plural = _("chip health")
 
     def __str__(self) -> str:
-        return f"chip {self.chip_id}: {self.level}"
+        return _("chip %(chip)s: %(level)s") % {"chip": self.chip_id, "level": self.get_level_display()}
 
 
 class PoolSnapshot(models.Model):
@@ -243,7 +244,13 @@ class PoolSnapshot(models.Model):
         ordering = ["-taken_at"]
 
     def __str__(self) -> str:
-        return f"{self.taken_at:%Y-%m-%d %H:%M} {self.health}"
+        return f"{formats.date_format(timezone.localtime(self.taken_at), 'SHORT_DATETIME_FORMAT')} {self.health_label}"
+
+    @property
+    def health_label(self) -> str:
+        from chipfarm.dashboard import HEALTH_LABELS
+
+        return str(HEALTH_LABELS.get(self.health, self.health))
 
 
 class ChipRelease(models.Model):
@@ -278,7 +285,7 @@ class ChipRelease(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"release of chip {self.chip_id}"
+        return _("release of chip %(chip)s") % {"chip": self.chip_id}
 
     @property
     def done(self) -> bool:

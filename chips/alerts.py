@@ -147,4 +147,4 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"[{self.channel}] {self.text[:60]}"
+        return f"[{self.get_channel_display()}] {self.text[:60]}"

@@ -256,7 +256,7 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.phone or f"chip #{self.pk} ({self.area_code})"
+        return self.phone or _("chip #%(id)s (%(ddd)s)") % {"id": self.pk, "ddd": self.area_code}
 
     # --- derived facts -------------------------------------------------------------------------
 

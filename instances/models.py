@@ -173,7 +173,8 @@ class InstanceLink(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"link of {self.instance_id} ({self.purpose})"
+        return _("link of %(instance)s (%(purpose)s)") % {"instance": self.instance_id,
+                                                          "purpose": self.get_purpose_display()}
 
 
 #: A close within this long of our own logout/delete is ours (Evolution delivers it within seconds; retries can
@@ -338,7 +339,7 @@ class ChipCapacity(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"capacity of chip {self.chip_id}"
+        return _("capacity of chip %(chip)s") % {"chip": self.chip_id}
 
 
 class ContactBindingQuerySet(models.QuerySet["ContactBinding"]):
@@ -384,7 +385,7 @@ class ContactBinding(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.contact} → chip {self.chip_id}"
+        return _("%(contact)s → chip %(chip)s") % {"contact": self.contact, "chip": self.chip_id}
 
 
 class OutboundMessage(models.Model):
@@ -433,7 +434,7 @@ class OutboundMessage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.idempotency_key} → {self.contact} ({self.status})"
+        return f"{self.idempotency_key} → {self.contact} ({self.get_status_display()})"
 
 
 class DeliveryEvent(models.Model):
@@ -475,7 +476,7 @@ class DeliveryEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} on chip {self.chip_id}"
+        return _("%(kind)s on chip %(chip)s") % {"kind": self.get_kind_display(), "chip": self.chip_id}
 
 
 # The contacts' side (who wrote, who opted out, LIDs) lives in instances/contacts_models.py; imported here so
