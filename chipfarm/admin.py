@@ -255,12 +255,33 @@ class OrchestratorOperationAdmin(PhoneSearchMixin, ReadOnlyAdmin):
         return text
 
 
+class HealthFilter(admin.SimpleListFilter):
+    title = _("health")
+    parameter_name = "health"
+
+    def lookups(self, request, model_admin):
+        return list(HEALTH_LABELS.items())
+
+    def queryset(self, request, queryset):
+        return queryset.filter(health=self.value()) if self.value() else queryset
+
+
 @admin.register(PoolSnapshot)
 class PoolSnapshotAdmin(ReadOnlyAdmin):
-    list_display = ["taken_at", "health", "counts"]
-    list_filter = ["health"]
+    list_display = ["taken_at", "health_label", "counts_by_state"]
+    list_filter = [HealthFilter]
     date_hierarchy = "taken_at"
     show_full_result_count = False
+    rendered_fields = {"health": "health_label", "counts": "counts_by_state"}
+
+    @admin.display(description=_("health"), ordering="health")
+    def health_label(self, snapshot: PoolSnapshot) -> str:
+        return snapshot.health_label
+
+    @admin.display(description=_("counts"))
+    def counts_by_state(self, snapshot: PoolSnapshot) -> str:
+        labels = dict(Chip.Status.choices)
+        return ", ".join(f"{labels.get(state, state)}: {n}" for state, n in snapshot.counts.items())
 
 
 @admin.register(ChipRelease)

@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -101,7 +102,8 @@ def _attempts_table(attempts: list[DeliveryAttempt]) -> str:
 class EndpointForm(forms.ModelForm):
     event_types = forms.MultipleChoiceField(
         label=_("event types"), required=False, widget=forms.CheckboxSelectMultiple,
-        choices=[(ALL_EVENTS, _("All event types")), *((t, f"{t} — {label}") for t, label in EVENT_TYPES.items())],
+        choices=[(ALL_EVENTS, _("All event types")),
+                 *((t, format_lazy("{} — {}", t, label)) for t, label in EVENT_TYPES.items())],
         help_text=_("None ticked, or all event types: every event."))
 
     class Meta:

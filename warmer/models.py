@@ -60,6 +60,8 @@ class WarmingDay(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("planned warming day")
+        verbose_name_plural = _("planned warming days")
         constraints = [models.UniqueConstraint(fields=["chip", "day"], name="warmingday_one_per_chip_day")]
 
     def __str__(self) -> str:
