@@ -40,7 +40,8 @@ ENGLISH = [
     "Instances", "Periodic tasks", "Target chip", "Previous chip", "Acknowledged by", "activation #",
     "succeeded", "pending", "Cannot", "guard", "Allowed now", "Transition", "rewarm", "degrade", "cool_down",
     "demo walk", "of chip", "cooling over", "watch", "entered production", "bought by hand", "failed",
-    "delivered", "Yes", "None", "Unknown", "reason", "message", "Periodic tasks", "Failed",
+    "delivered", "Yes", "None", "Unknown", "reason", "message", "age", "progress",
+    "disconnects",
 ]  # ("status" is Portuguese too.)
 ENGLISH_RE = re.compile(r"\b(" + "|".join(re.escape(w) for w in ENGLISH) + r")\b", re.IGNORECASE)
 # Visible text that is data, not words of ours: user names, the demo's instance names, machine codes in JSON.
