@@ -16,6 +16,7 @@ as its items rendered and joined with "; ". Every template lives in TEMPLATES, o
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.utils import translation
@@ -157,6 +158,11 @@ TEMPLATES: dict[str, str] = {
     # --- the allowance (ChipCapacity.allowance_reason)
     "allowance.restriction": _("reach-out restriction at %(at)s"),
     "allowance.not_in_production": _("not in production"),
+    # --- why a contact moved chips (ContactBinding.move_reason, written as plain English by the routing statement)
+    "route.binding_expired": _("binding expired"),
+    "route.circuit_open": _("send circuit open"),
+    "route.at_cap": _("chip at its cap"),
+    "route.chip_banned": _("chip banned (%(code)s)"),
     # --- Salvy's cancel reasons (chipfarm.provisioning.release_reason)
     "release.whatsapp-ban": _("whatsapp-ban"),
     "release.unnecessary": _("unnecessary"),
@@ -165,6 +171,25 @@ TEMPLATES: dict[str, str] = {
 
 # Fixed phrases old rows (and writers outside the codes, such as the routing statement) store as plain English.
 _PHRASES = {text: code for code, text in TEMPLATES.items() if "%(" not in text}
+_PLACEHOLDER = re.compile(r"%\((\w+)\)[sd]")
+
+
+def _english_pattern(template: str) -> re.Pattern:
+    parts = _PLACEHOLDER.split(template.replace("%%", "%"))  # literal, name, literal, name, ...
+    body = "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts))
+    return re.compile(body + r"\Z", re.S)
+
+
+# Templates with parameters, to read a plain English text back as code + parameters (rows without a code).
+_PATTERNS = [(code, _english_pattern(text)) for code, text in TEMPLATES.items()
+             if "%(" in text and len(_PLACEHOLDER.findall(text)) == len(set(_PLACEHOLDER.findall(text)))]
+
+
+def _parsed(plain: str) -> tuple[str, dict] | None:
+    for code, pattern in _PATTERNS:
+        if (match := pattern.match(plain)) is not None:
+            return code, {k: int(v) if v.isdigit() else v for k, v in match.groupdict().items()}
+    return None
 
 
 def _param(value: Any) -> Any:
@@ -195,8 +220,14 @@ def render(code: str, params: dict | None = None, fallback: str = "") -> str:
         return _choice_label(**(params or {}))
     template = TEMPLATES.get(code or "")
     if template is None:
-        phrase = _PHRASES.get(fallback)
-        return gettext(TEMPLATES[phrase]) if phrase else fallback
+        if phrase := _PHRASES.get(fallback):
+            return gettext(TEMPLATES[phrase])
+        if fallback and (parsed := _parsed(fallback)) is not None:
+            try:
+                return gettext(TEMPLATES[parsed[0]]) % parsed[1]
+            except (TypeError, ValueError):  # a %d parameter read back as text
+                return fallback
+        return fallback
     try:
         return gettext(template) % {k: _rendered(v) for k, v in (params or {}).items()}
     except (KeyError, TypeError, ValueError):

@@ -46,6 +46,9 @@ def test_rows_without_a_code_show_their_plain_text_translated_when_it_is_a_fixed
         assert render("", {}, "free words of an operator") == "free words of an operator"
         assert render("op.trust", {"wrong": 1}, "trust 3") == "trust 3"  # a template changed since: the plain text
         assert str(from_row("", {}, "cooling over")) == "fim do resfriamento"
+        # Plain English written before the codes (or by the routing statement) is read back through the templates.
+        assert render("", {}, "replacement of chip 12") == "substituição do chip 12"
+        assert render("", {}, "trust 86") == "confiança 86"
 
 
 def test_lists_choices_and_pickling():
