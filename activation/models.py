@@ -103,7 +103,8 @@ class ActivationJob(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"activation #{self.pk} of chip {self.chip_id} ({self.status})"
+        return _("activation #%(id)s of chip %(chip)s (%(status)s)") % {"id": self.pk, "chip": self.chip_id,
+                                                                          "status": self.get_status_display()}
 
     @property
     def is_finished(self) -> bool:
@@ -148,4 +149,4 @@ class SmsReceipt(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"SMS {self.sms_id} ({self.outcome})"
+        return f"SMS {self.sms_id} ({self.get_outcome_display()})"

@@ -241,25 +241,47 @@ class OrchestratorOperationAdmin(PhoneSearchMixin, ReadOnlyAdmin):
         (_("by"), lambda o: o.actor),
         (_("chip"), lambda o: o.chip),
         (_("target chip"), lambda o: o.target_chip),
-        (_("reason"), lambda o: o.reason),
+        (_("reason"), lambda o: o.reason_text),
         (_("success"), lambda o: o.success),
         (_("error"), lambda o: o.error),
     ], basename="operations")]
 
     @admin.display(description=_("reason"), ordering="reason")
     def short_reason(self, operation: OrchestratorOperation) -> str:
-        text = operation.reason if len(operation.reason) <= 90 else operation.reason[:87] + "…"
+        reason = operation.reason_text
+        text = reason if len(reason) <= 90 else reason[:87] + "…"
         if operation.error:
             return format_html('{}<br><small style="color:#ba2121">{}</small>', text, operation.error[:120])
         return text
 
 
+class HealthFilter(admin.SimpleListFilter):
+    title = _("health")
+    parameter_name = "health"
+
+    def lookups(self, request, model_admin):
+        return list(HEALTH_LABELS.items())
+
+    def queryset(self, request, queryset):
+        return queryset.filter(health=self.value()) if self.value() else queryset
+
+
 @admin.register(PoolSnapshot)
 class PoolSnapshotAdmin(ReadOnlyAdmin):
-    list_display = ["taken_at", "health", "counts"]
-    list_filter = ["health"]
+    list_display = ["taken_at", "health_label", "counts_by_state"]
+    list_filter = [HealthFilter]
     date_hierarchy = "taken_at"
     show_full_result_count = False
+    rendered_fields = {"health": "health_label", "counts": "counts_by_state"}
+
+    @admin.display(description=_("health"), ordering="health")
+    def health_label(self, snapshot: PoolSnapshot) -> str:
+        return snapshot.health_label
+
+    @admin.display(description=_("counts"))
+    def counts_by_state(self, snapshot: PoolSnapshot) -> str:
+        labels = dict(Chip.Status.choices)
+        return ", ".join(f"{labels.get(state, state)}: {n}" for state, n in snapshot.counts.items())
 
 
 @admin.register(ChipRelease)

@@ -28,12 +28,12 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import formats, timezone
-from django.utils.translation import gettext as _
 
 from chipfarm.models import ChipHealth, OrchestratorOperation, PoolConfiguration
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import DomainError
+from common.texts import Text, joined, stored
 from instances import circuit
 from instances.allowance import allowance_restart, allowance_step_down, allowance_step_up
 from instances.caps import allowance_for, allowance_steps, allowance_summary
@@ -52,8 +52,8 @@ OPERATION = {L.OK: Op.HEALTH_CLEAR, L.WATCH: Op.HEALTH_WATCH, L.REST: Op.HEALTH_
 
 def _operation(kind: str, *, chip_id: int, reason: str, success: bool = True, error: str = "",
                **metadata) -> OrchestratorOperation:
-    return OrchestratorOperation.objects.create(kind=kind, chip_id=chip_id, reason=reason[:300], success=success,
-                                                error=error, metadata=metadata)
+    return OrchestratorOperation.objects.create(kind=kind, chip_id=chip_id, **stored("reason", reason, 300),
+                                                success=success, error=error, metadata=metadata)
 
 
 def _alert_key(chip_id: int) -> str:
@@ -87,54 +87,52 @@ def _metadata(level: str, figures: ChipFigures, assessment: Assessment, **extra)
 
 
 def _watch(chip: Chip, figures: ChipFigures, assessment: Assessment, now: datetime) -> None:
-    reasons = "; ".join(assessment.reasons)
+    reasons = joined(assessment.reasons)
     with transaction.atomic():
         _operation(Op.HEALTH_WATCH, chip_id=chip.pk, reason=reasons, **_metadata(L.WATCH, figures, assessment))
         _set_level(chip.pk, L.WATCH, now, figures, assessment)
         alert_raise(kind="early_warning", severity=ChipAlert.Severity.WARNING, chip=chip, dedup_key=_alert_key(chip.pk),
-                    message=_("Chip %(chip)s is getting into trouble: %(reasons)s.")
-                    % {"chip": chip, "reasons": reasons},
-                    action_taken=_("watching; it rests at the rest thresholds"))
+                    message=Text("alert.early_warning_watch", chip=chip, reasons=reasons),
+                    action_taken=Text("action.watching"))
 
 
 def _rest(chip: Chip, figures: ChipFigures, assessment: Assessment, now: datetime) -> str:
     repeat = rests_recent(chip.pk, now)
     if repeat >= settings.REST_MAX_REPEATS:
         return _stop(chip, figures, assessment, now,
-                     extra=_("needs a rest again after %(n)d rests in %(days)d days")
-                     % {"n": repeat, "days": settings.REST_MEMORY_DAYS})
+                     extra=Text("brain.rest_again", n=repeat, days=settings.REST_MEMORY_DAYS))
     minutes = rest_minutes(repeat)
     until = now + timedelta(minutes=minutes)
-    reasons = "; ".join(assessment.reasons)
+    reasons = joined(assessment.reasons)
     with transaction.atomic():
         chip_transition(chip=chip.pk, transition="cool_down", actor=ACTOR, params={"until": until}, now=now,
-                        reason=f"early warning rest {repeat + 1} ({minutes} min): {reasons}")
+                        reason=Text("brain.rest", n=repeat + 1, minutes=minutes, reasons=reasons))
         figures_restart(chip_id=chip.pk, since=until)
-        allowance_step_down(chip_id=chip.pk, reason=_("rested at %(at)s") % {"at": _local(now)}, now=now)
+        allowance_step_down(chip_id=chip.pk, reason=Text("brain.rested_at", at=_local(now)), now=now)
         _operation(Op.HEALTH_REST, chip_id=chip.pk, reason=reasons,
                    **_metadata(L.REST, figures, assessment, minutes=minutes, repeat=repeat + 1,
                                until=until.isoformat()))
         _set_level(chip.pk, L.REST, now, figures, assessment)
         alert_raise(kind="early_warning", severity=ChipAlert.Severity.WARNING, chip=chip, dedup_key=_alert_key(chip.pk),
-                    message=_("Chip %(chip)s rests: %(reasons)s.") % {"chip": chip, "reasons": reasons},
-                    action_taken=_("cooling for %(minutes)d min (rest %(n)d in %(days)d days), until %(until)s")
-                    % {"minutes": minutes, "n": repeat + 1, "days": settings.REST_MEMORY_DAYS, "until": _local(until)})
+                    message=Text("alert.early_warning_rest", chip=chip, reasons=reasons),
+                    action_taken=Text("action.cooling", minutes=minutes, n=repeat + 1, days=settings.REST_MEMORY_DAYS,
+                                      until=_local(until)))
     logger.warning("chip %s rested %s min by the early warning: %s", chip.pk, minutes, reasons)
     return L.REST
 
 
 def _stop(chip: Chip, figures: ChipFigures, assessment: Assessment, now: datetime, *, extra: str = "") -> str:
-    reasons = "; ".join([*assessment.reasons, *([extra] if extra else [])])
+    reasons = joined([*assessment.reasons, *([extra] if extra else [])])
     with transaction.atomic():
         Chip.objects.filter(pk=chip.pk, stop_requested_at__isnull=True).update(
-            stop_requested_at=now, stop_reason=reasons[:300], updated_at=now)
+            stop_requested_at=now, **stored("stop_reason", reasons, 300), updated_at=now)
         _operation(Op.HEALTH_STOP, chip_id=chip.pk, reason=reasons,
                    **_metadata(L.STOP, figures, assessment, rests=rests_recent(chip.pk, now)))
         _set_level(chip.pk, L.STOP, now, figures, assessment)
         alert_raise(kind="early_warning", severity=ChipAlert.Severity.CRITICAL, chip=chip,
                     dedup_key=_alert_key(chip.pk),
-                    message=_("Chip %(chip)s is stopped: %(reasons)s.") % {"chip": chip, "reasons": reasons},
-                    action_taken=_("degraded and replaced from the ready reserve"))
+                    message=Text("alert.early_warning_stop", chip=chip, reasons=reasons),
+                    action_taken=Text("action.degraded_replaced"))
     logger.warning("chip %s stopped by the early warning: %s", chip.pk, reasons)
     return L.STOP
 
@@ -142,11 +140,11 @@ def _stop(chip: Chip, figures: ChipFigures, assessment: Assessment, now: datetim
 def _clear(chip: Chip, figures: ChipFigures, assessment: Assessment, now: datetime) -> None:
     """Back to ok: recorded, and the chip's early-warning alert is closed."""
     with transaction.atomic():
-        _operation(Op.HEALTH_CLEAR, chip_id=chip.pk, reason=_("figures back under the thresholds"),
+        _operation(Op.HEALTH_CLEAR, chip_id=chip.pk, reason=Text("brain.clear"),
                    **_metadata(L.OK, figures, assessment))
         _set_level(chip.pk, L.OK, now, figures, assessment)
         ChipAlert.objects.open().filter(dedup_key=_alert_key(chip.pk)).update(
-            acknowledged_at=now, action_taken=_("resolved: its figures are back under the thresholds"),
+            acknowledged_at=now, **stored("action_taken", Text("action.resolved_figures"), 300),
             updated_at=now)
 
 
@@ -190,7 +188,7 @@ def early_warning(config: PoolConfiguration, now: datetime) -> int:
                 _clear(chip, chip_facts, assessment, now)
             changed += 1
         except DomainError as exc:
-            _operation(OPERATION[assessment.level], chip_id=chip_id, reason="; ".join(assessment.reasons),
+            _operation(OPERATION[assessment.level], chip_id=chip_id, reason=joined(assessment.reasons),
                        success=False, error=exc.message)
     return changed
 
@@ -207,8 +205,8 @@ def allowance_climb(config: PoolConfiguration, now: datetime) -> int:
                                                 allowance_changed_at__lt=F("chip__active_at"))
                     .values_list("chip_id", flat=True)[:MAX_PER_STEP]):
         with transaction.atomic():
-            allowance_restart(chip_id=chip_id, reason=_("entered production"), now=now)
-            _operation(Op.ALLOWANCE_STEP, chip_id=chip_id, reason="entered production: first step",
+            allowance_restart(chip_id=chip_id, reason=Text("brain.entered_production"), now=now)
+            _operation(Op.ALLOWANCE_STEP, chip_id=chip_id, reason=Text("brain.first_step"),
                        step=1, allowance=steps[0])
         changed += 1
     if top == 0:
@@ -232,8 +230,7 @@ def allowance_climb(config: PoolConfiguration, now: datetime) -> int:
         assessment = assess(facts, limits)
         if assessment.level != L.OK:
             continue
-        reason = _("%(days)d clean days at its step; delivered %(share)s%% in the last 24 h") % {
-            "days": settings.ALLOWANCE_STEP_DAYS, "share": facts.day.delivered_share}
+        reason = Text("brain.clean_days", days=settings.ALLOWANCE_STEP_DAYS, share=facts.day.delivered_share)
         with transaction.atomic():
             step = allowance_step_up(chip_id=chip_id, reason=reason, now=now)
             if step is None:

@@ -22,6 +22,7 @@ from chipfarm.pipeline import pipeline_chip_retry
 from chips.models import Chip
 from chips.services import Actor, chip_transition
 from common.exceptions import DomainError
+from common.texts import Text
 from instances.linking import chip_link
 from instances.models import Instance, InstanceLink
 
@@ -134,8 +135,8 @@ class LinkingAdminMixin:
         for chip in queryset.filter(status__in=Chip.PIPELINE_STATES):
             try:
                 chip_transition(chip=chip.pk, transition="retire", actor=Actor.user(request.user),
-                                reason=_("cancelled from the pipeline by %(who)s")
-                                % {"who": request.user.get_username()}, operator_only=True)
+                                reason=Text("op.cancelled_from_pipeline", who=request.user.get_username()),
+                                operator_only=True)
                 done += 1
             except DomainError as exc:
                 self.message_user(request, exc.message, messages.WARNING)

@@ -29,6 +29,7 @@ from django.utils.translation import gettext as _
 from chipfarm.models import OrchestratorOperation, PoolConfiguration
 from chipfarm.pool import state_counts
 from chips.models import Chip, ChipTransition
+from common.texts import Text, stored
 
 S = Chip.Status
 WEEK = timedelta(days=7)
@@ -148,12 +149,12 @@ def auto_reserve(config: PoolConfiguration, now: datetime) -> int:
     old = (config.ready_min, config.warmup_buffer)
     if new == old:
         return 0
-    reason = (f"ready_min {old[0]} → {new[0]}, warmup_buffer {old[1]} → {new[1]}: "
-              f"{forecast.losses_per_week} lost a week, lead time {forecast.lead_days} days")
+    reason = Text("op.reserve_targets", ready_before=old[0], ready_after=new[0], buffer_before=old[1],
+                  buffer_after=new[1], losses=forecast.losses_per_week, lead=forecast.lead_days)
     with transaction.atomic():
         PoolConfiguration.objects.filter(pk=config.pk).update(ready_min=new[0], warmup_buffer=new[1], updated_at=now)
         OrchestratorOperation.objects.create(
-            kind=OrchestratorOperation.Kind.RESERVE_TARGETS, reason=reason[:300],
+            kind=OrchestratorOperation.Kind.RESERVE_TARGETS, **stored("reason", reason, 300),
             metadata={"before": {"ready_min": old[0], "warmup_buffer": old[1]},
                       "after": {"ready_min": new[0], "warmup_buffer": new[1]}, "forecast": forecast.as_dict()})
     config.ready_min, config.warmup_buffer = new

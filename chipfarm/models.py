@@ -8,11 +8,13 @@ import secrets
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
+from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy as _
 
 from chipfarm import defaults
 from chips.groups import OPERATORS
 from chips.policy import Limits
+from common.texts import RenderedText, text_fields
 
 # Slack member ids: U… (or W… in Enterprise Grid), upper-case letters and digits.
 SLACK_USER_ID_RE = r"^[UW][A-Z0-9]{2,31}$"
@@ -177,6 +179,7 @@ class OrchestratorOperation(models.Model):
     target_chip = models.ForeignKey("chips.Chip", on_delete=models.SET_NULL, null=True, blank=True,
                                     related_name="+", verbose_name=_("target chip"))
     reason = models.CharField(_("reason"), max_length=300, blank=True)
+    reason_code, reason_params = text_fields()
     metadata = models.JSONField(_("metadata"), default=dict, blank=True)
     success = models.BooleanField(_("success"), default=True)
     error = models.TextField(_("error"), blank=True)
@@ -192,8 +195,10 @@ class OrchestratorOperation(models.Model):
             models.Index(fields=["kind", "-created_at"], name="operation_kind_at_idx"),
         ]
 
+    reason_text = RenderedText("reason")
+
     def __str__(self) -> str:
-        return f"{self.kind} ({'ok' if self.success else 'failed'})"
+        return f"{self.get_kind_display()} ({_('ok') if self.success else _('failed')})"
 
 
 class ChipHealth(models.Model):
@@ -222,7 +227,7 @@ class ChipHealth(models.Model):
         verbose_name_plural = _("chip health")
 
     def __str__(self) -> str:
-        return f"chip {self.chip_id}: {self.level}"
+        return _("chip %(chip)s: %(level)s") % {"chip": self.chip_id, "level": self.get_level_display()}
 
 
 class PoolSnapshot(models.Model):
@@ -239,7 +244,13 @@ class PoolSnapshot(models.Model):
         ordering = ["-taken_at"]
 
     def __str__(self) -> str:
-        return f"{self.taken_at:%Y-%m-%d %H:%M} {self.health}"
+        return f"{formats.date_format(timezone.localtime(self.taken_at), 'SHORT_DATETIME_FORMAT')} {self.health_label}"
+
+    @property
+    def health_label(self) -> str:
+        from chipfarm.dashboard import HEALTH_LABELS
+
+        return str(HEALTH_LABELS.get(self.health, self.health))
 
 
 class ChipRelease(models.Model):
@@ -274,7 +285,7 @@ class ChipRelease(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"release of chip {self.chip_id}"
+        return _("release of chip %(chip)s") % {"chip": self.chip_id}
 
     @property
     def done(self) -> bool:

@@ -17,6 +17,7 @@ from chipfarm.orchestrator import bought_today
 from chips.models import Chip
 from chips.services import Actor, chip_transition
 from common.exceptions import DomainError, InvalidInput
+from common.texts import Text, joined, stored
 from instances.phones import normalize_contact
 from instances.servers import gateway_for, server_place
 from instances.services import instance_register, webhook_config
@@ -55,12 +56,11 @@ def chip_add_own(*, phone: str, warm: bool, actor: Actor) -> Chip:
         chip = Chip.objects.create(area_code=phone[3:5], phone=phone, source=Chip.Source.OWN, declared_warm=warm,
                                    instance_name=name)
         instance_register(chip=chip, name=name, server=server)
-        reason = _("own number added by %(who)s") % {"who": actor.id or actor.kind}
-        if warm:
-            reason += "; " + _("declared warm: its warming starts at a later phase")
+        reason = joined([Text("op.own_number", who=actor.id or actor.kind),
+                         *([Text("op.declared_warm")] if warm else [])])
         chip = chip_transition(chip=chip, transition="provisioned", actor=actor, reason=reason)
         OrchestratorOperation.objects.create(kind=Op.OWN_NUMBER, chip=chip, actor=(actor.id or actor.kind)[:150],
-                                             reason=reason[:300], metadata={"declared_warm": warm})
+                                             **stored("reason", reason, 300), metadata={"declared_warm": warm})
     return chip
 
 
@@ -87,4 +87,4 @@ def lines_buy(*, count: int, area_code: str | None, actor: Actor) -> list[Chip]:
 
         who = actor.id or actor.kind
         return chips_start_provisioning(count=count, area_code=area, kind=Op.MANUAL_PROVISION, actor=who,
-                                        reason=_("bought by hand by %(who)s") % {"who": who})
+                                        reason=Text("op.bought_by_hand", who=who))

@@ -35,6 +35,7 @@ from chips.notifications import notify
 from chips.policy import Limits
 from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import DomainError
+from common.texts import Text, from_row, stored
 from instances import hours
 from instances.routing import bindings_move
 
@@ -108,8 +109,7 @@ def _step_failed(name: str, exc: Exception) -> None:
     try:
         alert_raise(kind="orchestrator_step_failed", severity=ChipAlert.Severity.WARNING,
                     dedup_key=f"orchestrator:{name}",
-                    message=_("Orchestrator step %(step)s failed: %(error)s")
-                    % {"step": name, "error": f"{exc.__class__.__name__}: {exc}"})
+                    message=Text("alert.step_failed", step=name, error=f"{exc.__class__.__name__}: {exc}"))
     except Exception:
         logger.exception("could not raise the alert for step %s", name)
 
@@ -126,19 +126,20 @@ def _mark_cycle(now: datetime) -> None:
 def _record(kind: str, *, chip_id: int | None = None, target_id: int | None = None, reason: str = "",
             success: bool = True, error: str = "", **metadata) -> OrchestratorOperation:
     return OrchestratorOperation.objects.create(kind=kind, chip_id=chip_id, target_chip_id=target_id,
-                                                reason=reason[:300], success=success, error=error,
+                                                **stored("reason", reason, 300), success=success, error=error,
                                                 metadata=metadata)
 
 
 # --- step 1: replace degraded production chips ---------------------------------------------------------
 
-def _why(chip: Chip, limits: Limits) -> str:
+def _why(chip: Chip, limits: Limits) -> Text:
     """The degrade reason of a chip from `Chip.objects.degradable` (which says whether trust is the cause)."""
     if chip.is_stopped:
-        return f"early warning stop: {chip.stop_reason}"[:300]
+        return Text("op.early_warning_stop",
+                    reasons=from_row(chip.stop_reason_code, chip.stop_reason_params, chip.stop_reason))
     if chip.is_low_trust:
-        return f"trust {chip.trust_score} < {limits.trust_degraded_threshold}"
-    return f"disconnected for more than {limits.disconnected_degrade_minutes} min"
+        return Text("op.low_trust", trust=chip.trust_score, threshold=limits.trust_degraded_threshold)
+    return Text("op.disconnected", minutes=limits.disconnected_degrade_minutes)
 
 
 def replace_degraded(config: PoolConfiguration, now: datetime) -> int:
@@ -164,27 +165,26 @@ def replace_degraded(config: PoolConfiguration, now: datetime) -> int:
                 )
                 chip_transition(chip=old, transition="degrade", actor=ACTOR, reason=reason, now=now)
                 if replacement is None:
-                    _record(Op.DEMOTION, chip_id=old.pk, reason=f"{reason}; no ready chip to replace it")
+                    _record(Op.DEMOTION, chip_id=old.pk, reason=Text("op.no_replacement", reason=reason))
                     alert_raise(
                         kind="no_ready_chip", severity=ChipAlert.Severity.CRITICAL, dedup_key="pool:no_ready_chip",
-                        message=_("Chip %(chip)s was degraded (%(reason)s) and no ready chip can replace it.")
-                        % {"chip": old, "reason": reason},
-                        action_taken=_("degraded without replacement"),
+                        message=Text("alert.no_ready_chip", chip=old, reason=reason),
+                        action_taken=Text("action.degraded_no_replacement"),
                     )
                 else:
                     chip_transition(chip=replacement, transition="promote_to_active", actor=ACTOR,
-                                    reason=f"replaces chip {old.pk} ({reason})", now=now)
+                                    reason=Text("op.replaces", chip=old.pk, reason=reason), now=now)
                     moved = bindings_move(from_chip_id=old.pk, to_chip_id=replacement.pk,
-                                          reason=f"replacement of chip {old.pk}", now=now)
+                                          reason=Text("op.replacement_of", chip=old.pk), now=now)
                     _record(Op.AUTO_REPLACE, chip_id=old.pk, target_id=replacement.pk, reason=reason,
                             bindings_moved=moved)
                     if moved:
                         _record(Op.MIGRATION, chip_id=old.pk, target_id=replacement.pk,
-                                reason=f"{moved} bindings moved", bindings_moved=moved)
+                                reason=Text("op.bindings_moved", n=moved), bindings_moved=moved)
                     notify(channel="operations", key=f"replace:{old.pk}",
                            text=_("Chip %(old)s degraded (%(reason)s); replaced by %(new)s (trust %(trust)d); "
                                   "%(moved)d conversations moved.")
-                           % {"old": old, "reason": reason, "new": replacement,
+                           % {"old": old, "reason": reason.rendered(), "new": replacement,
                               "trust": replacement.trust_score, "moved": moved})
                 changed += 1
         except DomainError as exc:
@@ -202,7 +202,7 @@ def resume_cooled(config: PoolConfiguration, now: datetime) -> int:
     )
     changed = 0
     for chip_id, until in candidates:
-        reason = f"cooling over (until {until.isoformat()})" if until else "cooling over"
+        reason = Text("op.cooling_over_until", until=until.isoformat()) if until else Text("op.cooling_over")
         try:
             with transaction.atomic():
                 chip_transition(chip=chip_id, transition="resume", actor=ACTOR, reason=reason, now=now)
@@ -227,10 +227,11 @@ def promote_warming_to_ready(config: PoolConfiguration, now: datetime) -> int:
         try:
             with transaction.atomic():
                 chip = chip_transition(chip=chip_id, transition="promote_to_ready", actor=ACTOR,
-                                       reason="warming complete", now=now)
+                                       reason=Text("op.warming_complete"), now=now)
                 days = (now - chip.warming_started_at).days
                 _record(Op.PROMOTION_WARMING_READY, chip_id=chip_id,
-                        reason=f"trust {chip.trust_score} >= {limits.trust_min_for_ready}, {days} days")
+                        reason=Text("op.ready_by_trust", trust=chip.trust_score, min=limits.trust_min_for_ready,
+                                    days=days))
             changed += 1
         except DomainError as exc:
             _record(Op.PROMOTION_WARMING_READY, chip_id=chip_id, success=False, error=exc.message)
@@ -256,8 +257,8 @@ def promote_ready_to_active(config: PoolConfiguration, now: datetime) -> int:
         try:
             with transaction.atomic():
                 chip_transition(chip=chip.pk, transition="promote_to_active", actor=ACTOR,
-                                reason=f"active below production minimum {config.production_min}", now=now)
-                _record(Op.PROMOTION_READY_ACTIVE, chip_id=chip.pk, reason=f"trust {chip.trust_score}")
+                                reason=Text("op.below_production_min", min=config.production_min), now=now)
+                _record(Op.PROMOTION_READY_ACTIVE, chip_id=chip.pk, reason=Text("op.trust", trust=chip.trust_score))
             changed += 1
         except DomainError as exc:
             _record(Op.PROMOTION_READY_ACTIVE, chip_id=chip.pk, success=False, error=exc.message)
@@ -286,13 +287,11 @@ def provision_for_buffer(config: PoolConfiguration, now: datetime) -> int:
     count = min(deficit, config.provision_batch_max, budget_left)
     if count <= 0:
         alert_raise(kind="provision_budget", severity=ChipAlert.Severity.WARNING, dedup_key="pool:provision_budget",
-                    message=_("The daily provisioning budget (%(budget)d) is spent; "
-                              "the warming buffer is short by %(deficit)d.")
-                    % {"budget": config.provision_daily_budget, "deficit": deficit})
+                    message=Text("alert.provision_budget", budget=config.provision_daily_budget, deficit=deficit))
         return 0
     from chipfarm.provisioning import chips_start_provisioning
 
-    chips_start_provisioning(count=count, area_code=config.default_area_code, reason="warming buffer short",
+    chips_start_provisioning(count=count, area_code=config.default_area_code, reason=Text("op.warming_buffer_short"),
                              kind=Op.AUTO_PROVISION)
     return count
 
@@ -332,9 +331,9 @@ def record_health(config: PoolConfiguration, now: datetime) -> str:
     if status.health == "critical":
         # One open alert while it lasts; Slack hears of it on entry and then at most every 30 minutes.
         alert_raise(kind="pool_critical", severity=ChipAlert.Severity.CRITICAL, dedup_key="pool:critical",
-                    message=_("The pool is critical: %(reasons)s.") % {"reasons": "; ".join(status.reasons)},
-                    action_taken=_("promoting ready chips and provisioning where possible"))
+                    message=Text("alert.pool_critical", reasons=status.reasons),
+                    action_taken=Text("action.promoting"))
     else:
         ChipAlert.objects.open().filter(dedup_key="pool:critical").update(
-            acknowledged_at=now, action_taken=_("resolved: the pool left critical"), updated_at=now)
+            acknowledged_at=now, **stored("action_taken", Text("action.resolved_pool"), 300), updated_at=now)
     return status.health

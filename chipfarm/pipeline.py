@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Exists, Max, OuterRef, Q
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from activation.models import ActivationJob, SmsReceipt
 from activation.services import sms_receive
@@ -26,6 +25,7 @@ from chipfarm.client import SalvyClient, SalvyError
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import DomainError
+from common.texts import Text
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.task("chipfarm.sweep_pipeline")
@@ -88,11 +88,8 @@ def pipeline_sweep(*, now: datetime | None = None, salvy: SalvyClient | None = N
                 report.alerted.append(chip.pk)
                 minutes = int((now - chip.since).total_seconds() // 60)
                 alert_raise(kind="no_sms_code", severity=ChipAlert.Severity.WARNING, chip=chip,
-                            message=_("Chip %(chip)s has waited %(minutes)d minutes for its WhatsApp code: none by "
-                                      "webhook, none in the line's inbox at Salvy.")
-                            % {"chip": chip, "minutes": minutes},
-                            action_taken=_("retry (read the inbox again) or cancel (retire, line cancelled) from "
-                                           "the chip list"))
+                            message=Text("alert.no_sms_code", chip=chip, minutes=minutes),
+                            action_taken=Text("action.retry_or_cancel"))
         finally:
             if own:
                 salvy.close()
@@ -104,14 +101,14 @@ def pipeline_sweep(*, now: datetime | None = None, salvy: SalvyClient | None = N
     for chip in orphans:
         try:
             chip_transition(chip=chip.pk, transition="activation_failed", actor=ACTOR,
-                            reason="activating without a live activation job")
+                            reason=Text("op.no_live_job"))
         except DomainError as exc:
             logger.warning("chip %s: could not send it back to pending: %s", chip.pk, exc.message)
             continue
         report.reset.append(chip.pk)
         alert_raise(kind="activation_orphaned", severity=ChipAlert.Severity.WARNING, chip=chip,
-                    message=_("Chip %(chip)s was activating with no live activation job.") % {"chip": chip},
-                    action_taken=_("back to pending; the next WhatsApp code starts a new activation"))
+                    message=Text("alert.activation_orphaned", chip=chip),
+                    action_taken=Text("action.back_to_pending"))
     return report
 
 
@@ -123,7 +120,8 @@ def pipeline_chip_retry(*, chip_id: int, actor: Actor) -> str:
             started = pending_chip_poll(chip=chip, salvy=salvy, now=timezone.now())
         return "started" if started else "no_code"
     if chip.status == S.ACTIVATING and not ActivationJob.objects.in_flight().filter(chip=chip).exists():
-        chip_transition(chip=chip.pk, transition="activation_failed", actor=actor, reason="retried by an operator")
+        chip_transition(chip=chip.pk, transition="activation_failed", actor=actor,
+                        reason=Text("op.retried_by_operator"))
         return "pending"
     return "nothing_to_do"
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from django.db.models import Count
-from django.utils.translation import gettext as _
 
 from chipfarm.models import PoolConfiguration
 from chips.models import Chip
 from chips.policy import Limits
+from common.texts import Text
 
 S = Chip.Status
 
@@ -48,14 +48,13 @@ def pool_status(*, counts: dict[str, int] | None = None, config: PoolConfigurati
     reasons: list[str] = []
     if active < config.production_min:
         health = "critical"
-        reasons.append(_("active %(n)d < production minimum %(min)d") % {"n": active, "min": config.production_min})
+        reasons.append(Text("pool.active_low", n=active, min=config.production_min))
     else:
         health = "healthy"
         if ready < config.ready_min:
-            reasons.append(_("ready %(n)d < ready minimum %(min)d") % {"n": ready, "min": config.ready_min})
+            reasons.append(Text("pool.ready_low", n=ready, min=config.ready_min))
         if warming < config.warmup_buffer / 2:
-            reasons.append(_("warming %(n)d < half the warming buffer %(buffer)d")
-                           % {"n": warming, "buffer": config.warmup_buffer})
+            reasons.append(Text("pool.warming_low", n=warming, buffer=config.warmup_buffer))
         if reasons:
             health = "attention"
     deficits = {

@@ -8,12 +8,12 @@ from datetime import timedelta
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from chipfarm.client import SalvyClient, SalvyError
 from chipfarm.models import ChipRelease, OrchestratorOperation
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
+from common.texts import TEMPLATES, Text, stored
 from instances.gateway import Gateway, GatewayError
 from instances.maintenance import instance_release
 from instances.models import Instance
@@ -39,7 +39,8 @@ def chips_start_provisioning(*, count: int, area_code: str, reason: str, kind: s
     with transaction.atomic():
         for _ in range(count):
             chip = Chip.objects.create(area_code=area_code)
-            OrchestratorOperation.objects.create(kind=kind, chip=chip, reason=reason, actor=actor[:150],
+            OrchestratorOperation.objects.create(kind=kind, chip=chip, **stored("reason", reason, 300),
+                                                 actor=actor[:150],
                                                  metadata={"area_code": area_code})
             provision_chip.delay_on_commit(chip.pk)
             chips.append(chip)
@@ -69,7 +70,7 @@ def chip_provision(*, chip_id: int, salvy: SalvyClient | None = None, evolution:
         instance_create(chip=chip, name=name, gw=evolution)
         with transaction.atomic():
             chip = chip_transition(chip=chip.pk, transition="provisioned", actor=ACTOR,
-                                   reason=f"line {chip.provider_line_id} bought, instance {name} created")
+                                   reason=Text("op.line_bought", line=chip.provider_line_id, name=name))
     finally:
         if own_salvy:
             salvy.close()
@@ -80,14 +81,13 @@ def provisioning_failed(*, chip_id: int, error: Exception) -> None:
     """Retries are spent: tell the operators. The stuck-provisioning sweeper retires the chip later."""
     chip = Chip.objects.filter(pk=chip_id).first()
     kind = getattr(error, "kind", error.__class__.__name__)
-    detail = (_("no stock for area code %(ddd)s") % {"ddd": chip.area_code} if chip and kind == "no_stock"
-              else f"{kind}: {error}")
+    detail = (Text("op.no_stock", ddd=chip.area_code) if chip and kind == "no_stock"
+              else Text("op.error", kind=kind, error=str(error)[:200]))
     OrchestratorOperation.objects.create(kind=Op.AUTO_PROVISION, chip=chip, success=False, error=str(error)[:2000],
-                                         reason=f"provisioning failed: {detail}"[:300])
+                                         **stored("reason", Text("op.provisioning_failed", detail=detail), 300))
     alert_raise(kind="provisioning_failed", severity=ChipAlert.Severity.WARNING, chip=chip,
-                message=_("Provisioning chip %(chip)s failed after retries: %(detail)s.")
-                % {"chip": chip_id, "detail": detail},
-                action_taken=_("will be retired if still provisioning after 15 minutes"))
+                message=Text("alert.provisioning_failed", chip=chip_id, detail=detail),
+                action_taken=Text("action.retire_if_stuck"))
 
 
 def sweep_stuck_provisioning(*, now=None) -> int:
@@ -98,7 +98,7 @@ def sweep_stuck_provisioning(*, now=None) -> int:
     for chip_id in stuck:
         try:
             chip_transition(chip=chip_id, transition="retire", actor=Actor.task("chipfarm.sweep_provisioning"),
-                            reason="stuck in provisioning for 15 minutes")
+                            reason=Text("op.stuck_provisioning"))
         except Exception as exc:  # a conflict means someone else moved it: fine
             logger.warning("could not retire stuck chip %s: %s", chip_id, exc)
     return len(stuck)
@@ -184,20 +184,21 @@ def _cancel_line(salvy: SalvyClient, chip: Chip, reason: str) -> None:
     except SalvyError as exc:
         if exc.kind != "not_found" and exc.code != "already_canceled":
             raise
-    OrchestratorOperation.objects.create(kind=Op.CANCEL, chip=chip, reason=f"line cancelled: {reason}",
+    why = Text(f"release.{reason}") if f"release.{reason}" in TEMPLATES else reason
+    OrchestratorOperation.objects.create(kind=Op.CANCEL, chip=chip, **stored("reason", Text("op.line_cancelled",
+                                                                                             reason=why), 300),
                                          metadata={"line": chip.provider_line_id})
 
 
 def _release_gave_up(release: ChipRelease, chip: Chip) -> None:
     left = []
     if release.instance_deleted_at is None:
-        left.append(_("instance %(name)s (%(error)s)") % {"name": chip.instance_name, "error": release.instance_error})
+        left.append(Text("alert.release_left_instance", name=chip.instance_name, error=release.instance_error))
     if release.line_canceled_at is None:
-        left.append(_("Salvy line %(line)s (%(error)s)") % {"line": chip.provider_line_id, "error": release.line_error})
+        left.append(Text("alert.release_left_line", line=chip.provider_line_id, error=release.line_error))
     alert_raise(kind="release_failed", severity=ChipAlert.Severity.WARNING, chip=chip,
-                message=_("Retired chip %(chip)s could not be fully released after %(n)d tries: %(left)s.")
-                % {"chip": chip, "n": settings.RELEASE_MAX_ATTEMPTS, "left": "; ".join(left)},
-                action_taken=_("clean it up by hand on the gateway / in Salvy"))
+                message=Text("alert.release_failed", chip=chip, n=settings.RELEASE_MAX_ATTEMPTS, left=left),
+                action_taken=Text("action.clean_by_hand"))
 
 
 def releases_sweep(*, now=None, limit: int = 50) -> list[int]:

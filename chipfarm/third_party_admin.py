@@ -6,6 +6,8 @@ periodic tasks and django-axes' login attempts are re-registered with subclasses
   post them: here each needs the change permission. Nobody adds a task from the admin (it would exist only in the
   database); only superusers delete one (an obsolete row; a task still in code comes back at the next beat start).
 - Login attempts: operators clear a lockout with "Unlock", not with "Delete selected"; only superusers delete.
+- Users and groups: Django stores permission names in English at migrate time; the permission lists show them in
+  the reader's language (the default ones rebuilt from the model's verbose name, ours through the catalogue).
 """
 
 from __future__ import annotations
@@ -13,10 +15,13 @@ from __future__ import annotations
 from axes.admin import AccessAttemptAdmin, AccessFailureLogAdmin, AccessLogAdmin
 from axes.models import AccessAttempt, AccessFailureLog, AccessLog
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import GroupAdmin, UserAdmin
+from django.contrib.auth.models import Group, Permission
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import ngettext
 from django_celery_beat.admin import PeriodicTaskAdmin
 from django_celery_beat.models import PeriodicTask
 
@@ -75,8 +80,40 @@ class PoolAccessFailureLogAdmin(NoDeleteMixin, AccessFailureLogAdmin):
         return False
 
 
+DEFAULT_PERMISSIONS = {"add": _("Can add %(model)s"), "change": _("Can change %(model)s"),
+                       "delete": _("Can delete %(model)s"), "view": _("Can view %(model)s")}
+
+
+def permission_label(permission: Permission) -> str:
+    """"app | model | what it allows", in the reader's language."""
+    action, _sep, model_name = permission.codename.partition("_")
+    model = permission.content_type.model_class()
+    if action in DEFAULT_PERMISSIONS and model is not None and model_name == model._meta.model_name:
+        name = DEFAULT_PERMISSIONS[action] % {"model": model._meta.verbose_name}
+    else:
+        name = gettext(permission.name)
+    return f"{permission.content_type} | {name}"
+
+
+class TranslatedPermissionsMixin:
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        field = super().formfield_for_manytomany(db_field, request, **kwargs)
+        if field is not None and db_field.name in ("permissions", "user_permissions"):
+            field.label_from_instance = permission_label
+        return field
+
+
+class PoolGroupAdmin(TranslatedPermissionsMixin, GroupAdmin):
+    pass
+
+
+class PoolUserAdmin(TranslatedPermissionsMixin, UserAdmin):
+    pass
+
+
 for model, model_admin in [(PeriodicTask, PoolPeriodicTaskAdmin), (AccessAttempt, PoolAccessAttemptAdmin),
-                           (AccessLog, PoolAccessLogAdmin), (AccessFailureLog, PoolAccessFailureLogAdmin)]:
+                           (AccessLog, PoolAccessLogAdmin), (AccessFailureLog, PoolAccessFailureLogAdmin),
+                           (Group, PoolGroupAdmin), (get_user_model(), PoolUserAdmin)]:
     if admin.site.is_registered(model):
         admin.site.unregister(model)
     admin.site.register(model, model_admin)

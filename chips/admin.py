@@ -29,6 +29,7 @@ from chips import services
 from chips.models import Chip, ChipAlert, ChipTransition, TrustLevel
 from common.csv_export import csv_export_action
 from common.exceptions import DomainError
+from common.texts import RenderedText, Text
 
 STATUS_COLOURS = {
     Chip.Status.PROVISIONING: "#6c757d",
@@ -70,7 +71,27 @@ class SuperuserDeleteMixin:
         return request.user.is_superuser and super().has_delete_permission(request, obj)
 
 
-class ReadOnlyAdmin(NoDeleteMixin, admin.ModelAdmin):
+class RenderedTextsMixin:
+    """Stored texts in the reader's language: a field X shown as the model's X_text (common.texts.RenderedText),
+    and the fields in `rendered_fields` as the attribute named there (e.g. a kind as its label)."""
+
+    rendered_fields: dict[str, str] = {}
+
+    def _shown_as(self, name: str) -> str:
+        if name in self.rendered_fields:
+            return self.rendered_fields[name]
+        return f"{name}_text" if isinstance(getattr(self.model, f"{name}_text", None), RenderedText) else name
+
+    def get_fields(self, request, obj=None):
+        return list(dict.fromkeys(self._shown_as(f) for f in super().get_fields(request, obj)))
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = [self._shown_as(f) for f in super().get_readonly_fields(request, obj)]
+        rendered = [self._shown_as(f.name) for f in self.model._meta.fields if self._shown_as(f.name) != f.name]
+        return list(dict.fromkeys([*fields, *rendered]))
+
+
+class ReadOnlyAdmin(RenderedTextsMixin, NoDeleteMixin, admin.ModelAdmin):
     """Records the system writes (history, logs, events): operators look, nobody adds, edits or deletes."""
 
     def has_add_permission(self, request) -> bool:
@@ -120,7 +141,7 @@ class TrustLevelFilter(admin.SimpleListFilter):
         return queryset.filter(trust_level=self.value()) if self.value() else queryset
 
 
-class ChipTransitionInline(admin.TabularInline):
+class ChipTransitionInline(RenderedTextsMixin, admin.TabularInline):
     model = ChipTransition
     extra = 0
     can_delete = False
@@ -144,9 +165,10 @@ class ChipTransitionInline(admin.TabularInline):
         return actor_text(row.get_actor_kind_display(), row.actor_id)
 
 
-class OpenAlertInline(admin.TabularInline):
+class OpenAlertInline(RenderedTextsMixin, admin.TabularInline):
     """The chip's open alerts (acknowledged ones stay in the alerts list, filtered by chip)."""
 
+    rendered_fields = {"kind": "kind_label"}
     model = ChipAlert
     extra = 0
     can_delete = False
@@ -195,7 +217,7 @@ def _bulk(transition: str):
         if transition not in REASON_REQUIRED:
             result = services.chips_bulk_transition(
                 chip_ids=queryset.values_list("pk", flat=True), transition=transition,
-                actor=services.Actor.user(request.user), reason=_("bulk action from the admin"))
+                actor=services.Actor.user(request.user), reason=Text("op.bulk_admin"))
             _report_bulk(modeladmin, request, result, label)
             return None
         form = TransitionReasonForm(request.POST if "apply" in request.POST else None)
@@ -320,7 +342,7 @@ class ChipAdmin(NoDeleteMixin, PhoneSearchMixin, FSMAdminMixin, admin.ModelAdmin
         needs_reason = transition_name in REASON_REQUIRED
         form = TransitionReasonForm(request.POST or None) if needs_reason else None
         if request.method == "POST" and (form is None or form.is_valid()):
-            reason = form.cleaned_data["reason"] if form is not None else _("from the admin")
+            reason = form.cleaned_data["reason"] if form is not None else Text("op.from_admin")
             self._run_transition(request, chip, transition_name, reason)
             return HttpResponseRedirect(change_url)
         if request.method != "POST" and transition_name not in services.chip_allowed_transitions(

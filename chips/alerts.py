@@ -8,6 +8,32 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from common.texts import RenderedText, text_fields
+
+# The operators' words for the alert kinds `alert_raise` is called with (the kind itself when not listed).
+KIND_LABELS = {
+    "orchestrator_step_failed": _("Orchestrator step failed"),
+    "no_ready_chip": _("No ready chip"),
+    "provision_budget": _("Provisioning budget spent"),
+    "pool_critical": _("Pool critical"),
+    "early_warning": _("Early warning"),
+    "provisioning_failed": _("Provisioning failed"),
+    "release_failed": _("Release failed"),
+    "no_sms_code": _("No WhatsApp code"),
+    "activation_orphaned": _("Activation without a job"),
+    "activation_failed": _("Activation failed"),
+    "activation_gave_up": _("Activation given up"),
+    "activator_unauthorized": _("Activator refused our key"),
+    "logged_out": _("Logged out"),
+    "banned": _("Banned"),
+    "instance_gone": _("Instance gone"),
+    "qr_limit": _("QR codes exhausted"),
+    "restricted": _("Reach-out restriction"),
+    "gateway_server_down": _("Gateway server down"),
+    "stuck_link": _("Stuck connecting"),
+    "webhook_endpoint_disabled": _("Webhook endpoint disabled"),
+}
+
 
 class ChipAlertQuerySet(models.QuerySet["ChipAlert"]):
     def open(self) -> ChipAlertQuerySet:
@@ -28,7 +54,9 @@ class ChipAlert(models.Model):
     severity = models.CharField(_("severity"), max_length=10, choices=Severity.choices)
     kind = models.CharField(_("kind"), max_length=50)
     message = models.TextField(_("message"))
+    message_code, message_params = text_fields()
     action_taken = models.CharField(_("action taken"), max_length=300, blank=True)
+    action_taken_code, action_taken_params = text_fields()
     dedup_key = models.CharField(_("dedup key"), max_length=200)
     occurrences = models.PositiveIntegerField(_("occurrences"), default=1)
     last_raised_at = models.DateTimeField(_("last raised at"), default=timezone.now)
@@ -63,8 +91,17 @@ class ChipAlert(models.Model):
             ),
         ]
 
+    message_text = RenderedText("message")
+    action_taken_text = RenderedText("action_taken")
+
     def __str__(self) -> str:
-        return f"[{self.severity}] {self.kind}: {self.message[:60]}"
+        return f"[{self.get_severity_display()}] {self.kind_label()}: {self.message_text[:60]}"
+
+    def kind_label(self) -> str:
+        return str(KIND_LABELS.get(self.kind, self.kind))
+
+    kind_label.short_description = _("kind")  # type: ignore[attr-defined]
+    kind_label.admin_order_field = "kind"  # type: ignore[attr-defined]
 
     @property
     def is_open(self) -> bool:
@@ -110,4 +147,4 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"[{self.channel}] {self.text[:60]}"
+        return f"[{self.get_channel_display()}] {self.text[:60]}"

@@ -15,12 +15,38 @@ from chips.admin import (
     NoDeleteMixin,
     PhoneSearchMixin,
     ReadOnlyAdmin,
+    RenderedTextsMixin,
     actor_text,
     badge,
     short_time,
 )
-from chips.models import ChipAlert, ChipTransition, Notification
+from chips.alerts import KIND_LABELS
+from chips.models import Chip, ChipAlert, ChipTransition, Notification
 from common.csv_export import csv_export_action
+
+
+class TransitionFilter(admin.SimpleListFilter):
+    """The history by transition, named in the operators' words (the stored value is the method's name)."""
+
+    title = gettext_lazy("transition")
+    parameter_name = "transition"
+
+    def lookups(self, request, model_admin):
+        return [(name, Chip.transition_label(name)) for name in sorted(services.TRANSITIONS)]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(transition=self.value()) if self.value() else queryset
+
+
+class AlertKindFilter(admin.SimpleListFilter):
+    title = gettext_lazy("kind")
+    parameter_name = "kind"
+
+    def lookups(self, request, model_admin):
+        return sorted(KIND_LABELS.items(), key=lambda item: str(item[1]))
+
+    def queryset(self, request, queryset):
+        return queryset.filter(kind=self.value()) if self.value() else queryset
 
 
 class AlertStateFilter(admin.SimpleListFilter):
@@ -39,9 +65,10 @@ class AlertStateFilter(admin.SimpleListFilter):
 
 
 @admin.register(ChipAlert)
-class ChipAlertAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
+class ChipAlertAdmin(RenderedTextsMixin, NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
+    rendered_fields = {"kind": "kind_label"}
     list_display = ["raised", "severity_badge", "chip", "short_message", "acknowledgement"]
-    list_filter = [AlertStateFilter, "severity", "kind"]
+    list_filter = [AlertStateFilter, "severity", AlertKindFilter]
     list_select_related = ["chip", "acknowledged_by"]
     search_fields = ["message", "kind", "chip__phone", "dedup_key"]
     phone_search_fields = ("chip__phone",)
@@ -55,10 +82,10 @@ class ChipAlertAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
         csv_export_action([
             (gettext_lazy("last raised at"), lambda a: a.last_raised_at),
             (gettext_lazy("severity"), lambda a: a.get_severity_display()),
-            (gettext_lazy("kind"), lambda a: a.kind),
+            (gettext_lazy("kind"), lambda a: a.kind_label()),
             (gettext_lazy("chip"), lambda a: a.chip),
-            (gettext_lazy("message"), lambda a: a.message),
-            (gettext_lazy("action taken"), lambda a: a.action_taken),
+            (gettext_lazy("message"), lambda a: a.message_text),
+            (gettext_lazy("action taken"), lambda a: a.action_taken_text),
             (gettext_lazy("occurrences"), lambda a: a.occurrences),
             (gettext_lazy("acknowledged at"), lambda a: a.acknowledged_at),
             (gettext_lazy("acknowledged by"), lambda a: a.acknowledged_by),
@@ -86,10 +113,11 @@ class ChipAlertAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
 
     @admin.display(description=gettext_lazy("message"))
     def short_message(self, alert: ChipAlert) -> str:
-        text = alert.message if len(alert.message) <= 140 else alert.message[:137] + "…"
-        action = format_html("<br><small>→ {}</small>", alert.action_taken[:120]) if alert.action_taken else ""
+        message = alert.message_text
+        text = message if len(message) <= 140 else message[:137] + "…"
+        action = format_html("<br><small>→ {}</small>", alert.action_taken_text[:120]) if alert.action_taken else ""
         return format_html('<div style="min-width:18em;white-space:normal"><small><strong>{}</strong></small><br>{}{}'
-                           "</div>", alert.kind, text, action)
+                           "</div>", alert.kind_label(), text, action)
 
     @admin.display(description=gettext_lazy("state"), ordering="acknowledged_at")
     def acknowledgement(self, alert: ChipAlert) -> str:
@@ -109,8 +137,8 @@ class ChipAlertAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
 
 @admin.register(ChipTransition)
 class ChipTransitionAdmin(PhoneSearchMixin, ReadOnlyAdmin):
-    list_display = ["created_at", "chip", "source", "target", "transition_label", "actor", "reason"]
-    list_filter = ["transition", "target", "actor_kind"]
+    list_display = ["created_at", "chip", "source", "target", "transition_label", "actor", "reason_text"]
+    list_filter = [TransitionFilter, "target", "actor_kind"]
     list_select_related = ["chip"]
     search_fields = ["chip__phone", "reason", "actor_id"]
     phone_search_fields = ("chip__phone",)

@@ -13,6 +13,7 @@ from django.utils import timezone
 from chips.models import Chip, WarmingPhase
 from chips.policy import current
 from chips.services import Actor, chip_transition
+from common.texts import Text
 
 S = Chip.Status
 
@@ -59,7 +60,7 @@ def chip_walk(*, chip: Chip, transitions: list[str], actor: Actor | None = None)
     actor = actor or Actor.system("demo")
     for name in transitions:
         _satisfy(chip, name)
-        chip = chip_transition(chip=chip, transition=name, actor=actor, reason="demo walk")
+        chip = chip_transition(chip=chip, transition=name, actor=actor, reason=Text("op.demo_walk"))
     return chip
 
 

@@ -18,6 +18,7 @@ from django.utils.translation import gettext_lazy as _
 from django_fsm import ConcurrentTransitionMixin, FSMField, transition
 
 from chips import policy
+from common.texts import RenderedText, text_fields
 
 # Transitions an operator may run (admin buttons, bulk actions, API). The others are driven by the
 # system's own tasks and webhooks and stay hidden from people.
@@ -205,6 +206,7 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         _("stop requested at"), null=True, blank=True,
         help_text=_("The pool's early warning found the chip in trouble: it is degraded and replaced."))
     stop_reason = models.CharField(_("stop reason"), max_length=300, blank=True)
+    stop_reason_code, stop_reason_params = text_fields()
     activation_attempts = models.PositiveSmallIntegerField(_("activation attempts"), default=0)
 
     provisioned_at = models.DateTimeField(_("provisioned at"), null=True, blank=True)
@@ -254,7 +256,7 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.phone or f"chip #{self.pk} ({self.area_code})"
+        return self.phone or _("chip #%(id)s (%(ddd)s)") % {"id": self.pk, "ddd": self.area_code}
 
     # --- derived facts -------------------------------------------------------------------------
 
@@ -401,7 +403,7 @@ class Chip(ConcurrentTransitionMixin, models.Model):
         stopped it."""
         self.degraded_at = policy.now()
         self.cooling_until = None
-        self.stop_requested_at, self.stop_reason = None, ""
+        self.stop_requested_at, self.stop_reason, self.stop_reason_code, self.stop_reason_params = None, "", "", {}
 
     @transition(status, source=Status.DEGRADED, target=Status.WARMING, conditions=[_can_rewarm],
                 permission=RUN_PERMISSION, custom={**OPERATOR, "label": _("Rewarm"),
@@ -449,6 +451,8 @@ class ChipTransition(models.Model):
     target = models.CharField(_("to"), max_length=20, choices=Chip.Status.choices)
     transition = models.CharField(_("transition"), max_length=40)
     reason = models.CharField(_("reason"), max_length=500, blank=True)
+    reason_code, reason_params = text_fields()
+    reason_text = RenderedText("reason")
     actor_kind = models.CharField(_("actor kind"), max_length=10, choices=ActorKind.choices)
     actor_id = models.CharField(_("actor"), max_length=150, blank=True)
     created_at = models.DateTimeField(_("at"), default=timezone.now)

@@ -9,14 +9,16 @@ from datetime import datetime
 from typing import Any
 
 import django_fsm
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from chips import policy
 from chips.models import Chip, ChipAlert, ChipTransition
 from common.exceptions import InvalidInput, NotFound, TransitionConflict, TransitionNotAllowed
+from common.texts import stored
 from outbox.services import event_emit
 
 logger = logging.getLogger(__name__)
@@ -116,7 +118,7 @@ def chip_transition(
                 source=source,
                 target=chip.status,
                 transition=transition,
-                reason=reason[:500],
+                **stored("reason", reason, 500),
                 actor_kind=actor.kind,
                 actor_id=actor.id[:150],
             )
@@ -229,9 +231,9 @@ def alert_raise(
                 ChipAlert.objects.filter(pk=existing.pk).update(
                     occurrences=F("occurrences") + 1,
                     last_raised_at=timezone.now(),
-                    message=message,
+                    **stored("message", message, 10_000),
                     severity=severity,
-                    action_taken=action_taken or existing.action_taken,
+                    **(stored("action_taken", action_taken, 300) if action_taken else {}),
                     updated_at=timezone.now(),
                 )
                 existing.refresh_from_db()
@@ -240,12 +242,12 @@ def alert_raise(
             try:
                 with transaction.atomic():
                     alert = ChipAlert.objects.create(
-                        chip=chip, kind=kind, severity=severity, message=message,
-                        dedup_key=key, action_taken=action_taken,
+                        chip=chip, kind=kind, severity=severity, dedup_key=key,
+                        **stored("message", message, 10_000), **stored("action_taken", action_taken, 300),
                     )
                     event_emit(type="alert.raised", data={
-                        "alert_id": alert.pk, "kind": kind, "severity": severity, "message": message,
-                        "chip_id": chip.pk if chip else None, "action_taken": action_taken})
+                        "alert_id": alert.pk, "kind": kind, "severity": severity, "message": alert.message,
+                        "chip_id": chip.pk if chip else None, "action_taken": alert.action_taken})
                 _notify_alert(alert)
                 return alert, True
             except IntegrityError:
@@ -260,9 +262,10 @@ def _notify_alert(alert: ChipAlert) -> None:
         return
     from chips.notifications import notify
 
-    action = f" — {alert.action_taken}" if alert.action_taken else ""
-    notify(channel="alerts", key=f"alert:{alert.dedup_key}",
-           text=f"{alert.severity.upper()} {alert.kind}: {alert.message}{action}")
+    with translation.override(settings.LANGUAGE_CODE):  # Slack reads the operators' language
+        action = f" — {alert.action_taken_text}" if alert.action_taken else ""
+        text = f"{str(alert.get_severity_display()).upper()} {alert.kind_label()}: {alert.message_text}{action}"
+    notify(channel="alerts", key=f"alert:{alert.dedup_key}", text=text)
 
 
 def alerts_acknowledge(*, alert_ids: Iterable[int], user: Any) -> int:

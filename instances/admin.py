@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _
 from chips.admin import NoDeleteMixin, PhoneSearchMixin, ReadOnlyAdmin, SuperuserDeleteMixin
 from common.csv_export import csv_export_action
 from common.exceptions import DomainError
+from common.texts import translated_phrase
 from instances import services
 from instances.caps import Caps, Usage, caps_annotations, caps_in_effect, usage_annotations
 from instances.models import (
@@ -98,7 +99,7 @@ def _caps_text(caps: Caps, usage: Usage | None = None) -> str:
 
 @admin.register(ContactBinding)
 class ContactBindingAdmin(PhoneSearchMixin, ReadOnlyAdmin):
-    list_display = ["contact", "chip", "origin", "previous_chip", "move_reason", "last_used_at", "expires_at",
+    list_display = ["contact", "chip", "origin", "previous_chip", "move_reason_text", "last_used_at", "expires_at",
                     "released_at"]
     list_filter = [("released_at", admin.EmptyFieldListFilter), "origin"]
     list_select_related = ["chip", "previous_chip"]
@@ -106,6 +107,11 @@ class ContactBindingAdmin(PhoneSearchMixin, ReadOnlyAdmin):
     phone_search_fields = ("contact", "chip__phone")
     raw_id_fields = ["chip", "previous_chip"]
     show_full_result_count = False
+    rendered_fields = {"move_reason": "move_reason_text"}
+
+    @admin.display(description=_("move reason"), ordering="move_reason")
+    def move_reason_text(self, binding: ContactBinding) -> str:
+        return translated_phrase(binding.move_reason)
 
 
 @admin.register(OutboundMessage)

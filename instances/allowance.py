@@ -14,6 +14,7 @@ from datetime import datetime
 from django.db.models import F
 from django.db.models.functions import Greatest, Least
 
+from common.texts import stored
 from instances.caps import allowance_steps
 from instances.models import ChipCapacity
 
@@ -29,7 +30,8 @@ def _move(chip_id: int, *, delta: int | None, reason: str, now: datetime) -> int
     else:
         target = Least(Greatest(F("allowance_step") + delta, 0), top)
         qs = qs.filter(allowance_step__gt=0) if delta < 0 else qs.filter(allowance_step__lt=top)
-    if not qs.update(allowance_step=target, allowance_reason=reason[:200], allowance_changed_at=now, updated_at=now):
+    if not qs.update(allowance_step=target, **stored("allowance_reason", reason, 200), allowance_changed_at=now,
+                     updated_at=now):
         return None
     return ChipCapacity.objects.filter(chip_id=chip_id).values_list("allowance_step", flat=True).first()
 
@@ -42,8 +44,8 @@ def allowance_step_down(*, chip_id: int, reason: str, now: datetime) -> int | No
     """One step down (never below the first); the reason is recorded even at the first step."""
     moved = _move(chip_id, delta=-1, reason=reason, now=now)
     if moved is None:
-        ChipCapacity.objects.filter(chip_id=chip_id).update(allowance_reason=reason[:200], allowance_changed_at=now,
-                                                            updated_at=now)
+        ChipCapacity.objects.filter(chip_id=chip_id).update(**stored("allowance_reason", reason, 200),
+                                                            allowance_changed_at=now, updated_at=now)
     return moved
 
 

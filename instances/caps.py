@@ -33,6 +33,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chips.models import Chip
+from common.texts import Text, from_row
 from instances import hours
 from instances.kinds import MESSAGE_KINDS, kind_policy
 from instances.models import NEW_CONTACT_BUCKETS, ChipCapacity
@@ -273,8 +274,9 @@ def allowance_summary(chip: Chip, capacity: ChipCapacity | None) -> dict[str, ob
     overridden = capacity is not None and capacity.max_new_contacts_per_day is not None
     return {
         "step": step + 1, "steps": list(steps), "allowance": steps[step],
-        "reason": ((capacity.allowance_reason if capacity is not None else "") or "entered production")
-        if chip.status in PRODUCTION_STATES else "not in production",
+        "reason": (from_row(capacity.allowance_reason_code, capacity.allowance_reason_params, capacity.allowance_reason)
+                   if capacity is not None and capacity.allowance_reason else Text("brain.entered_production"))
+        if chip.status in PRODUCTION_STATES else Text("allowance.not_in_production"),
         "changed_at": capacity.allowance_changed_at if capacity is not None else None,
         "overridden": overridden,
     }

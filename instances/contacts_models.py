@@ -63,7 +63,7 @@ class InboundMessage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.contact or self.contact_lid} → chip {self.chip_id}"
+        return _("%(contact)s → chip %(chip)s") % {"contact": self.contact or self.contact_lid, "chip": self.chip_id}
 
 
 class ContactSuppressionQuerySet(models.QuerySet["ContactSuppression"]):

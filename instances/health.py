@@ -25,10 +25,10 @@ from django.core.cache import cache
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from chips.models import Chip, ChipAlert
 from chips.services import alert_raise
+from common.texts import Text, stored
 from instances import sessions
 from instances.gateway import GatewayError, InstanceRecord
 from instances.models import GatewayServer, Instance, InstanceLink
@@ -216,7 +216,7 @@ def _server_answered(server: GatewayServer, read: _ServerRead, instances: list[I
         if not server.is_reachable:
             logger.warning("gateway server %s answers again", server)
             ChipAlert.objects.open().filter(dedup_key=key).update(
-                acknowledged_at=now, action_taken=_("resolved: the server answers again"), updated_at=now)
+                acknowledged_at=now, **stored("action_taken", Text("action.resolved_server"), 300), updated_at=now)
             GatewayServer.objects.filter(pk=server.pk).update(is_reachable=True, unreachable_since=None,
                                                               updated_at=now)
         return True
@@ -228,9 +228,8 @@ def _server_answered(server: GatewayServer, read: _ServerRead, instances: list[I
         out = Chip.objects.filter(pk__in=[i.chip_id for i in instances], is_connected=True).update(
             is_connected=False, connection_changed_at=now, updated_at=now)
         alert_raise(kind="gateway_server_down", severity=ChipAlert.Severity.CRITICAL, dedup_key=key,
-                    message=_("Gateway server %(server)s (%(url)s) does not answer: %(error)s.")
-                    % {"server": server, "url": server.url, "error": read.error},
-                    action_taken=_("its %(n)d chips are out of routing until it answers again") % {"n": len(instances)})
+                    message=Text("alert.gateway_server_down", server=server, url=server.url, error=read.error),
+                    action_taken=Text("action.server_down", n=len(instances)))
     result.unknown += len(instances)
     logger.error("gateway server %s unreachable: %d chips out of routing", server, out)
     return False
@@ -244,10 +243,8 @@ def _report_stuck(inst: Instance, now: datetime) -> None:
     if stuck_for < timedelta(minutes=settings.LINK_STUCK_MINUTES):
         return
     alert_raise(kind="stuck_link", severity=ChipAlert.Severity.WARNING, chip=inst.chip,
-                message=_("Instance %(name)s has been trying to connect for %(minutes)d minutes without opening "
-                          "(WhatsApp unreachable, or a reconnect loop).")
-                % {"name": inst.name, "minutes": int(stuck_for.total_seconds() // 60)},
-                action_taken=_("out of routing while it is not open; re-link it if it does not recover"))
+                message=Text("alert.stuck_link", name=inst.name, minutes=int(stuck_for.total_seconds() // 60)),
+                action_taken=Text("action.stuck_link"))
 
 
 def instances_summary() -> dict:

@@ -27,9 +27,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db.models import Count, F, Q
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from chips.models import Chip
+from common.texts import Text
 from instances.models import ChipCapacity, DeliveryEvent
 
 K = DeliveryEvent.Kind
@@ -170,39 +170,33 @@ def assess(figures: ChipFigures, limits: Thresholds | None = None) -> Assessment
     t = limits or thresholds()
     level, reasons = 0, []
 
-    def crossed(rank: int, reason: str) -> None:
+    def crossed(rank: int, reason: Text) -> None:
         nonlocal level
         if rank:
             level = max(level, rank)
-            reasons.append(f"{LEVELS[rank]}: {reason}")
+            reasons.append(Text("health.level", level=Text(f"level.{LEVELS[rank]}"), reason=reason))
 
-    for name, window in ((_("last hour"), figures.hour), (_("last 24 h"), figures.day)):
+    for name, window in ((Text("health.last_hour"), figures.hour), (Text("health.last_day"), figures.day)):
         share = window.failed_share
         if share is not None:
             rank = sum(share >= limit for limit in t.failed_share)
-            crossed(rank, _("failed %(share)s%% of %(n)d sends in the %(window)s (watch %(w)d%%, rest %(r)d%%, "
-                            "stop %(s)d%%)") % {"share": share, "n": window.attempted, "window": name,
-                                               "w": t.failed_share[0], "r": t.failed_share[1],
-                                               "s": t.failed_share[2]})
+            crossed(rank, Text("health.failed", share=share, n=window.attempted, window=name,
+                               w=t.failed_share[0], r=t.failed_share[1], s=t.failed_share[2]))
     day = figures.day
     delivered = day.delivered_share
     if delivered is not None:
         rank = sum(delivered < limit for limit in t.delivered_share)
-        crossed(rank, _("delivered %(share)s%% of %(n)d sends in the last 24 h (watch below %(w)d%%, rest below "
-                        "%(r)d%%, stop below %(s)d%%)") % {"share": delivered, "n": day.settled,
-                                                          "w": t.delivered_share[0], "r": t.delivered_share[1],
-                                                          "s": t.delivered_share[2]})
+        crossed(rank, Text("health.delivered", share=delivered, n=day.settled, w=t.delivered_share[0],
+                           r=t.delivered_share[1], s=t.delivered_share[2]))
     replies = day.reply_rate
     if replies is not None and replies < t.reply_rate:
-        crossed(1, _("reply rate %(rate)s%% of %(n)d sends in the last 24 h (watch below %(w)d%%)")
-                % {"rate": replies, "n": day.sent, "w": t.reply_rate})
+        crossed(1, Text("health.replies", rate=replies, n=day.sent, w=t.reply_rate))
     restrictions = day.restrictions
     rank = sum(restrictions >= limit for limit in t.restrictions)
     if rank:
-        crossed(rank, _("%(n)d reach-out restriction(s) in the last 24 h (watch %(w)d, rest %(r)d)")
-                % {"n": restrictions, "w": t.restrictions[0], "r": t.restrictions[1]})
+        crossed(rank, Text("health.restrictions", n=restrictions, w=t.restrictions[0], r=t.restrictions[1]))
     elif figures.restricted:
-        crossed(1, _("restricted from new contacts now"))
+        crossed(1, Text("health.restricted"))
     return Assessment(level=LEVELS[level], reasons=reasons)
 
 

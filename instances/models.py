@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from chips.models import Chip
+from common.texts import RenderedText, text_fields
 
 
 class GatewayServerQuerySet(models.QuerySet["GatewayServer"]):
@@ -172,7 +173,8 @@ class InstanceLink(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"link of {self.instance_id} ({self.purpose})"
+        return _("link of %(instance)s (%(purpose)s)") % {"instance": self.instance_id,
+                                                          "purpose": self.get_purpose_display()}
 
 
 #: A close within this long of our own logout/delete is ours (Evolution delivers it within seconds; retries can
@@ -320,6 +322,8 @@ class ChipCapacity(models.Model):
                     "days in production and drops on a restriction or a rest."),
     )
     allowance_reason = models.CharField(_("why the allowance is at this step"), max_length=200, blank=True)
+    allowance_reason_code, allowance_reason_params = text_fields()
+    allowance_reason_text = RenderedText("allowance_reason")
     allowance_changed_at = models.DateTimeField(_("allowance step changed at"), null=True, blank=True)
     # New contacts per rolling 24 h, in hourly buckets (instances.caps.new_contacts_used): bucket i counts the new
     # contacts of the epoch hour in new_contact_hours[i]; a bucket of an older hour counts nothing.
@@ -343,7 +347,7 @@ class ChipCapacity(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"capacity of chip {self.chip_id}"
+        return _("capacity of chip %(chip)s") % {"chip": self.chip_id}
 
 
 class ContactBindingQuerySet(models.QuerySet["ContactBinding"]):
@@ -389,7 +393,7 @@ class ContactBinding(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.contact} → chip {self.chip_id}"
+        return _("%(contact)s → chip %(chip)s") % {"contact": self.contact, "chip": self.chip_id}
 
 
 class OutboundMessage(models.Model):
@@ -438,7 +442,7 @@ class OutboundMessage(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.idempotency_key} → {self.contact} ({self.status})"
+        return f"{self.idempotency_key} → {self.contact} ({self.get_status_display()})"
 
 
 class DeliveryEvent(models.Model):
@@ -480,7 +484,7 @@ class DeliveryEvent(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} on chip {self.chip_id}"
+        return _("%(kind)s on chip %(chip)s") % {"kind": self.get_kind_display(), "chip": self.chip_id}
 
 
 # The contacts' side (who wrote, who opted out, LIDs) lives in instances/contacts_models.py; imported here so

@@ -18,10 +18,10 @@ from typing import Any
 from django.conf import settings
 from django.db.models import Q
 from django.utils import formats, timezone
-from django.utils.translation import gettext as _
 
 from chips.models import Chip, ChipAlert
 from chips.services import alert_raise
+from common.texts import Text
 from instances.models import ChipCapacity, DeliveryEvent, OutboundMessage
 from instances.phones import mask
 
@@ -89,18 +89,16 @@ def chip_restrict(*, chip: Chip, now: datetime, evidence: list[tuple[str, dateti
     if chip.status in Chip.PRODUCTION_STATES:
         from instances.allowance import allowance_step_down
 
-        allowance_step_down(chip_id=chip.pk, reason=_("reach-out restriction at %(at)s")
-                            % {"at": formats.date_format(timezone.localtime(now), "SHORT_DATETIME_FORMAT")}, now=now)
+        allowance_step_down(chip_id=chip.pk, reason=Text(
+            "allowance.restriction", at=formats.date_format(timezone.localtime(now), "SHORT_DATETIME_FORMAT")), now=now)
     if coded:
-        message = _("Chip %(chip)s hit WhatsApp's reach-out restriction (code 463 on a message to %(seen)s).")
+        message = Text("alert.restricted_coded", chip=chip, seen=seen)
     else:
-        message = _("Chip %(chip)s: first messages to %(n)d new contacts came back as errors within %(hours)d h "
-                    "(%(seen)s) — WhatsApp's reach-out restriction.")
-    alert_raise(kind="restricted", severity=ChipAlert.Severity.WARNING, chip=chip,
-                message=message % {"chip": chip, "n": len(evidence), "hours": settings.RESTRICTION_WINDOW_HOURS,
-                                   "seen": seen},
-                action_taken=_("no new contacts until %(until)s; its current contacts still route to it")
-                % {"until": formats.date_format(timezone.localtime(until), "SHORT_DATETIME_FORMAT")})
+        message = Text("alert.restricted", chip=chip, n=len(evidence), hours=settings.RESTRICTION_WINDOW_HOURS,
+                       seen=seen)
+    alert_raise(kind="restricted", severity=ChipAlert.Severity.WARNING, chip=chip, message=message,
+                action_taken=Text("action.no_new_contacts",
+                                  until=formats.date_format(timezone.localtime(until), "SHORT_DATETIME_FORMAT")))
     logger.warning("chip %s restricted from new contacts until %s (%s)", chip.pk, until.isoformat(),
                    "coded" if coded else f"{len(evidence)} failed first contacts")
     return True

@@ -15,11 +15,11 @@ from django.db import transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import TransitionConflict, TransitionNotAllowed
+from common.texts import Text
 from instances.models import DeliveryEvent, Instance, InstanceLink
 from instances.routing import bindings_release
 
@@ -107,9 +107,8 @@ def session_closed(instance: Instance, *, code: int | None, now: datetime, at: d
             DeliveryEvent.objects.create(chip=chip, kind=DeliveryEvent.Kind.DISCONNECTED, detail=f"close {code}",
                                          occurred_at=now)
             alert_raise(kind="logged_out", severity=ChipAlert.Severity.CRITICAL, chip=chip,
-                        message=_("Chip %(chip)s was logged out of WhatsApp (%(code)s): the device was unlinked. "
-                                  "It needs a new link (the Link button on its page).") % {"chip": chip, "code": code},
-                        action_taken=_("out of routing until it is linked again"))
+                        message=Text("alert.logged_out", chip=chip, code=code),
+                        action_taken=Text("action.out_until_linked"))
     return True
 
 
@@ -117,7 +116,7 @@ def _ban(chip: Chip, code: int | None, now: datetime, source: str) -> None:
     if chip.status in Chip.LIVE_STATES:
         try:
             chip_transition(chip=chip.pk, transition="ban", actor=Actor.webhook(source) if source == "evolution"
-                            else Actor.task(source), reason=f"the gateway closed the session with final code {code}")
+                            else Actor.task(source), reason=Text("op.session_closed", code=code))
         except (TransitionNotAllowed, TransitionConflict) as exc:
             logger.warning("could not ban chip %s: %s", chip.pk, exc.message)
             return
@@ -125,8 +124,8 @@ def _ban(chip: Chip, code: int | None, now: datetime, source: str) -> None:
         return  # a retired chip's old session: nothing to ban
     released = bindings_release(chip_id=chip.pk, reason=f"chip banned ({code})", now=now)
     alert_raise(kind="banned", severity=ChipAlert.Severity.CRITICAL, chip=chip,
-                message=_("Chip %(chip)s was banned by WhatsApp (close code %(code)s).") % {"chip": chip, "code": code},
-                action_taken=_("chip marked banned; %(n)d contact bindings released") % {"n": released})
+                message=Text("alert.banned", chip=chip, code=code),
+                action_taken=Text("action.banned", n=released))
 
 
 def session_gone(instance: Instance, now: datetime, *, source: str) -> bool:
@@ -147,9 +146,8 @@ def session_gone(instance: Instance, now: datetime, *, source: str) -> bool:
     logger.warning("instance %s of chip %s is gone from the gateway (%s)", instance.name, chip.pk, source)
     alert_raise(kind="instance_gone", severity=ChipAlert.Severity.CRITICAL, chip=chip,
                 dedup_key=f"instance_gone:{chip.pk}",
-                message=_("The gateway no longer has instance %(name)s of chip %(chip)s (deleted outside the pool, or "
-                          "the gateway lost its database).") % {"name": instance.name, "chip": chip},
-                action_taken=_("out of routing; re-create and re-link it with the Link button on the chip's page"))
+                message=Text("alert.instance_gone", name=instance.name, chip=chip),
+                action_taken=Text("action.relink_gone"))
     return True
 
 

@@ -29,6 +29,7 @@ from chips.models import ChipAlert
 from chips.services import alert_raise
 from common.exceptions import InvalidInput
 from common.inbound import parse_json_body
+from common.texts import Text
 from instances import inbox, sessions
 from instances.contacts import remote_identity
 from instances.inbound import inbound_receive
@@ -180,9 +181,8 @@ def on_qrcode_updated(instance: Instance, data: Any, now: datetime) -> None:
         sessions.session_connecting(instance, now)
     elif data.get("statusCode"):
         alert_raise(kind="qr_limit", severity=ChipAlert.Severity.WARNING, chip=instance.chip,
-                    message=_("Instance %(name)s stopped offering QR codes (%(message)s): nobody linked it in time.")
-                    % {"name": instance.name, "message": str(data.get("message") or "")[:200]},
-                    action_taken=_("ask for a new link from the chip's page"))
+                    message=Text("alert.qr_limit", name=instance.name, message=str(data.get("message") or "")[:200]),
+                    action_taken=Text("action.ask_new_link"))
 
 
 def on_messages_upsert(instance: Instance, data: Any, now: datetime) -> None:

@@ -16,6 +16,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -101,7 +102,8 @@ def _attempts_table(attempts: list[DeliveryAttempt]) -> str:
 class EndpointForm(forms.ModelForm):
     event_types = forms.MultipleChoiceField(
         label=_("event types"), required=False, widget=forms.CheckboxSelectMultiple,
-        choices=[(ALL_EVENTS, _("All event types")), *((t, f"{t} — {label}") for t, label in EVENT_TYPES.items())],
+        choices=[(ALL_EVENTS, _("All event types")),
+                 *((t, format_lazy("{} — {}", t, label)) for t, label in EVENT_TYPES.items())],
         help_text=_("None ticked, or all event types: every event."))
 
     class Meta:
@@ -122,7 +124,7 @@ class EndpointForm(forms.ModelForm):
 
 
 class ReplaySinceForm(forms.Form):
-    since = forms.DateTimeField(label=_("Failed deliveries created since (UTC, YYYY-MM-DD HH:MM)"))
+    since = forms.DateTimeField(label=_("Failed deliveries created since (São Paulo time, YYYY-MM-DD HH:MM)"))
 
 
 @admin.register(Endpoint)
@@ -215,7 +217,8 @@ class EndpointAdmin(admin.ModelAdmin):
     @admin.action(description=_("Replay failed deliveries since a time…"), permissions=["replay"])
     def replay_failed_since(self, request: HttpRequest, queryset: QuerySet[Endpoint]):
         form = ReplaySinceForm(request.POST if "apply" in request.POST else None,
-                               initial={"since": (timezone.now() - timedelta(days=1)).strftime("%Y-%m-%d %H:%M")})
+                               initial={"since": timezone.localtime(timezone.now() - timedelta(days=1))
+                                        .strftime("%Y-%m-%d %H:%M")})
         if form.is_bound and form.is_valid():
             queued, skipped = 0, []
             for endpoint in queryset:

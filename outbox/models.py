@@ -14,7 +14,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy as _
 
 # Every type the pool emits; subscriptions are validated against it. "*" (or no type at all) means all of them.
@@ -170,7 +170,7 @@ class Delivery(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.event_id} → {self.endpoint_id} ({self.status})"
+        return f"{self.event_id} → {self.endpoint_id} ({self.get_status_display()})"
 
 
 class DeliveryAttempt(models.Model):
@@ -203,7 +203,8 @@ class DeliveryAttempt(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.delivery_id} @ {self.attempted_at:%Y-%m-%d %H:%M:%S}: {self.outcome}"
+        at = formats.date_format(timezone.localtime(self.attempted_at), "SHORT_DATETIME_FORMAT")
+        return f"{self.delivery_id} @ {at}: {self.outcome}"
 
     @property
     def outcome(self) -> str:

@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 
 from common.exceptions import DomainError, InvalidInput, NotFound
 from common.inbound import strip_nul
+from common.texts import Text
 from outbox.models import ALL_EVENTS, EVENT_TYPES, Delivery, Endpoint, Event
 from outbox.targets import TargetRefused, url_check
 
@@ -208,8 +209,7 @@ def endpoint_disable(*, endpoint: Endpoint | int, reason: str, alert_severity: s
         logger.warning("webhook endpoint %s disabled (%s); %d pending deliveries failed", row.pk, reason, failed)
         if alert_severity:
             _raise_alert(kind="webhook_endpoint_disabled", severity=alert_severity,
-                        message=_("Webhook endpoint %(url)s was disabled: %(reason)s") % {"url": row.url,
-                                                                                         "reason": reason},
+                        message=Text("alert.endpoint_disabled", url=row.url, reason=reason),
                         dedup_key=f"outbox:endpoint_disabled:{row.pk}")
     return row
 

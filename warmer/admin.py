@@ -98,9 +98,7 @@ class WarmingChipAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
             b = chip.trust_breakdown
         except TrustBreakdown.DoesNotExist:
             return str(_("not computed yet"))
-        rows = ((COMPONENTS.get(key, (key, None))[0], value, COMPONENTS.get(key, (key, ""))[1] or "")
-                for key, value in b.components.items())
-        return format_html_join("", "<div>{}: {} <small>/ {}</small></div>", rows)
+        return components_html(b)
 
 
 @admin.register(WarmingAction)
@@ -113,8 +111,20 @@ class WarmingActionAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
+def components_html(breakdown: TrustBreakdown) -> str:
+    """The trust components by name, each with the most it can weigh (the stored JSON keys are codes)."""
+    rows = ((COMPONENTS.get(key, (key, None))[0], value, COMPONENTS.get(key, (key, ""))[1] or "")
+            for key, value in breakdown.components.items())
+    return format_html_join("", "<div>{}: {} <small>/ {}</small></div>", rows)
+
+
 @admin.register(TrustBreakdown)
 class TrustBreakdownAdmin(ReadOnlyAdmin):
-    list_display = ["chip", "score", "components", "computed_at"]
+    list_display = ["chip", "score", "components_by_name", "computed_at"]
     list_select_related = ["chip"]
     raw_id_fields = ["chip"]
+    rendered_fields = {"components": "components_by_name"}
+
+    @admin.display(description=_("components"))
+    def components_by_name(self, breakdown: TrustBreakdown) -> str:
+        return components_html(breakdown)

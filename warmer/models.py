@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy as _
 
 from chips.models import Chip, WarmingPhase
@@ -35,7 +35,7 @@ class PhasePlan(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.get_phase_display()} (day {self.starts_on_day}+)"
+        return _("%(phase)s (day %(day)s+)") % {"phase": self.get_phase_display(), "day": self.starts_on_day}
 
     @property
     def messages_per_hour(self) -> int:
@@ -60,10 +60,12 @@ class WarmingDay(models.Model):
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
+        verbose_name = _("planned warming day")
+        verbose_name_plural = _("planned warming days")
         constraints = [models.UniqueConstraint(fields=["chip", "day"], name="warmingday_one_per_chip_day")]
 
     def __str__(self) -> str:
-        return f"chip {self.chip_id} {self.day}"
+        return _("chip %(chip)s, %(day)s") % {"chip": self.chip_id, "day": formats.date_format(self.day)}
 
 
 class WarmingAction(models.Model):
@@ -115,7 +117,9 @@ class WarmingAction(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.kind} {self.chip_id}→{self.peer_id} at {self.due_at:%Y-%m-%d %H:%M}"
+        return _("%(kind)s %(chip)s→%(peer)s at %(at)s") % {
+            "kind": self.get_kind_display(), "chip": self.chip_id, "peer": self.peer_id,
+            "at": formats.date_format(timezone.localtime(self.due_at), "SHORT_DATETIME_FORMAT")}
 
 
 class ChipDailyMetrics(models.Model):
@@ -139,7 +143,7 @@ class ChipDailyMetrics(models.Model):
         constraints = [models.UniqueConstraint(fields=["chip", "day"], name="metrics_one_per_chip_day")]
 
     def __str__(self) -> str:
-        return f"chip {self.chip_id} {self.day}"
+        return _("chip %(chip)s, %(day)s") % {"chip": self.chip_id, "day": formats.date_format(self.day)}
 
 
 class TrustBreakdown(models.Model):
@@ -158,7 +162,7 @@ class TrustBreakdown(models.Model):
         verbose_name_plural = _("trust breakdowns")
 
     def __str__(self) -> str:
-        return f"chip {self.chip_id}: {self.score}"
+        return _("chip %(chip)s: %(level)s") % {"chip": self.chip_id, "level": self.score}
 
 
 class WarmingChip(Chip):

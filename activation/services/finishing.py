@@ -13,13 +13,13 @@ from django.db import transaction
 from django.db.models import F, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext as _
 
 from activation.client import ActivationStatus
 from activation.models import ActivationJob
 from activation.services.queueing import CANCEL_LINE_REASON, CANCEL_LINE_TASK, send_on_commit
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
+from common.texts import Text, choice
 from instances.models import InstanceLink
 
 logger = logging.getLogger(__name__)
@@ -51,12 +51,11 @@ def job_succeed(*, job: ActivationJob, state: ActivationStatus, actor: Actor) ->
         if chip.status != Chip.Status.ACTIVATING:
             # Someone moved the chip (an operator retired it) while the emulator was registering its number.
             alert_raise(kind="activation_orphaned", severity=ChipAlert.Severity.WARNING, chip=chip,
-                        message=_("The activator registered chip %(chip)s on WhatsApp (job %(job)d), but the "
-                                  "chip is %(status)s now: check the number.")
-                        % {"chip": chip, "job": job.pk, "status": chip.status})
+                        message=Text("alert.activation_registered_moved", chip=chip, job=job.pk,
+                                     status=choice("chips.Chip", "status", chip.status)))
             return J.SUCCEEDED
         chip_transition(chip=chip, transition="activation_succeeded", actor=actor,
-                        reason=f"activation job {job.pk} succeeded in {state.seconds} s")
+                        reason=Text("act.job_succeeded", job=job.pk, seconds=state.seconds))
     logger.info("activation job %s succeeded: chip %s is warming", job.pk, job.chip_id)
     return J.SUCCEEDED
 
@@ -87,14 +86,13 @@ def job_fail(*, job: ActivationJob, status: str, step: str, message: str, actor:
                            chip.status)
             return status
         chip = chip_transition(chip=chip, transition="activation_failed", actor=actor,
-                               reason=f"activation job {job.pk} {status} at step {step}")
+                               reason=Text("act.job_failed", job=job.pk, step=step,
+                                           status=choice("activation.ActivationJob", "status", status)))
         alert_raise(
             kind="activation_failed", severity=ChipAlert.Severity.WARNING, chip=chip,
-            message=_("Activation of chip %(chip)s failed at step %(step)s (attempt %(attempt)d of %(max)d, "
-                      "job %(job)d). Screenshot: %(shot)s. %(message)s")
-            % {"chip": chip, "step": step, "attempt": chip.activation_attempts, "max": MAX_CHIP_ATTEMPTS,
-               "job": job.pk, "shot": shot or _("none"), "message": message},
-            action_taken=str(_("chip back to pending, waiting for a new code")),
+            message=Text("alert.activation_failed", chip=chip, step=step, attempt=chip.activation_attempts,
+                         max=MAX_CHIP_ATTEMPTS, job=job.pk, shot=shot or Text("alert.none"), message=message),
+            action_taken=Text("action.back_to_pending_code"),
         )
         if chip.activation_attempts >= MAX_CHIP_ATTEMPTS:
             _chip_give_up(chip=chip, actor=actor)
@@ -105,12 +103,11 @@ def job_fail(*, job: ActivationJob, status: str, step: str, message: str, actor:
 def _chip_give_up(*, chip: Chip, actor: Actor) -> None:
     attempts = chip.activation_attempts
     chip = chip_transition(chip=chip, transition="retire", actor=actor,
-                           reason=f"activation failed {attempts} times")
+                           reason=Text("act.gave_up", n=attempts))
     send_on_commit(CANCEL_LINE_TASK, kwargs={"chip_id": chip.pk, "reason": CANCEL_LINE_REASON})
     alert_raise(
         kind="activation_gave_up", severity=ChipAlert.Severity.CRITICAL, chip=chip,
-        message=_("Chip %(chip)s failed activation %(attempts)d times and was retired; its Salvy line is being "
-                  "cancelled (technical-issues).") % {"chip": chip, "attempts": attempts},
-        action_taken=str(_("chip retired; Salvy line cancel requested")),
+        message=Text("alert.activation_gave_up", chip=chip, attempts=attempts),
+        action_taken=Text("action.retired_cancel"),
     )
 

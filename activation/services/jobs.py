@@ -37,6 +37,7 @@ from activation.services.queueing import (
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import DomainError, NotFound
+from common.texts import Text
 from instances.linking import link_start, link_url
 from instances.models import InstanceLink
 from instances.services import instance_register
@@ -93,11 +94,8 @@ def _pause_submissions(job: ActivationJob, exc: ActivatorError, now: datetime) -
             message=f"waiting: the activator refused our key ({exc.status_code})"[:500])
         alert_raise(kind="activator_unauthorized", severity=ChipAlert.Severity.CRITICAL,
                     dedup_key="config:activator_unauthorized",
-                    message=_("The chip activator refused our API key (HTTP %(status)s): check "
-                              "CHIP_ACTIVATOR_API_KEY. Submissions are paused; no activation attempt was counted.")
-                    % {"status": exc.status_code},
-                    action_taken=_("submissions paused for %(minutes)d minutes, then tried again")
-                    % {"minutes": UNAUTHORIZED_PAUSE.total_seconds() // 60})
+                    message=Text("alert.activator_unauthorized", status=exc.status_code),
+                    action_taken=Text("action.activator_paused", minutes=int(UNAUTHORIZED_PAUSE.total_seconds() // 60)))
     try:
         cache.set(PAUSE_KEY, (now + UNAUTHORIZED_PAUSE).isoformat(), timeout=int(UNAUTHORIZED_PAUSE.total_seconds()))
     except Exception:

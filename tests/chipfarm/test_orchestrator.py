@@ -97,8 +97,8 @@ def test_no_ready_chip_gives_one_critical_alert_not_one_per_cycle(pool_config, f
     assert critical.filter(kind="pool_critical").count() == 1
     assert critical.get(kind="pool_critical").occurrences == 5
     texts = [m["text"] for m in fake_slack.messages_to("/alerts")]
-    assert sum("pool_critical" in t for t in texts) == 1
-    assert sum("no_ready_chip" in t for t in texts) == 1
+    assert sum("Pool critical:" in t for t in texts) == 1
+    assert sum("No ready chip:" in t for t in texts) == 1
 
 
 def test_critical_alert_repeats_at_most_every_30_minutes(pool_config, fake_slack):
@@ -108,7 +108,7 @@ def test_critical_alert_repeats_at_most_every_30_minutes(pool_config, fake_slack
             run_cycle()
             notifications_deliver()
             clock.shift(timedelta(minutes=1))
-    texts = [m["text"] for m in fake_slack.messages_to("/alerts") if "pool_critical" in m["text"]]
+    texts = [m["text"] for m in fake_slack.messages_to("/alerts") if "Pool critical:" in m["text"]]
     assert len(texts) == 3  # at 0, 30 and 60 minutes
 
 

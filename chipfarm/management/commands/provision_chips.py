@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chipfarm.models import OrchestratorOperation, PoolConfiguration
 from chipfarm.provisioning import chips_start_provisioning
+from common.texts import Text
 
 
 class Command(BaseCommand):
@@ -19,7 +20,7 @@ class Command(BaseCommand):
         area_code = area_code or PoolConfiguration.load().default_area_code
         if not (len(area_code) == 2 and area_code.isdigit() and area_code[0] != "0"):
             raise CommandError("--area-code must be a two-digit DDD such as 11.")
-        chips = chips_start_provisioning(count=count, area_code=area_code, reason="manual: provision_chips",
+        chips = chips_start_provisioning(count=count, area_code=area_code, reason=Text("op.manual_provision_command"),
                                          kind=OrchestratorOperation.Kind.AUTO_PROVISION)
         self.stdout.write(f"provisioning {len(chips)} chip(s) in area code {area_code}: "
                           + ", ".join(str(c.pk) for c in chips))
