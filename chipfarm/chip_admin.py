@@ -14,6 +14,7 @@ from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import formats, timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
@@ -32,6 +33,26 @@ class OwnNumberForm(forms.Form):
                             help_text=gettext_lazy("In any common format, e.g. +55 61 98765-4321."))
     warm = forms.BooleanField(label=gettext_lazy("an aged number (declared warm)"), required=False,
                               help_text=gettext_lazy("Its warming starts at a later phase."))
+
+
+def _local(moment) -> str:
+    return formats.date_format(timezone.localtime(moment), "SHORT_DATETIME_FORMAT")
+
+
+def link_state(link: InstanceLink, now=None) -> tuple[str, str]:
+    """The link page's state (connecting / linked / expired) and the line under it: until when the link is good,
+    or when it ended — in São Paulo time, as the admin shows times. Reads only; the page's poll ends the link."""
+    now = now or timezone.now()
+    if link.ended_at is not None and link.end_reason == InstanceLink.End.LINKED:
+        return "linked", _("Linked at %(time)s (São Paulo time).") % {"time": _local(link.ended_at)}
+    if link.ended_at is None and link.expires_at > now:
+        return "connecting", _("This link is valid until %(time)s (São Paulo time).") % {
+            "time": _local(link.expires_at)}
+    if link.ended_at is None or link.end_reason == InstanceLink.End.EXPIRED:
+        return "expired", _("This link expired at %(time)s (São Paulo time); start a new one.") % {
+            "time": _local(link.expires_at)}
+    return "expired", _("This link ended at %(time)s (%(reason)s); start a new one.") % {
+        "time": _local(link.ended_at), "reason": link.get_end_reason_display()}
 
 
 class LinkingAdminMixin:
@@ -85,7 +106,9 @@ class LinkingAdminMixin:
         if not self.has_view_permission(request):
             raise PermissionDenied
         link = InstanceLink.objects.filter(instance__chip=chip).order_by("-created_at").first()
+        state, expiry = link_state(link) if link is not None else ("none", "")
         context = {**self.admin_site.each_context(request), "chip": chip, "link": link, "opts": self.model._meta,
+                   "link_state": state, "link_expiry": expiry,
                    "title": _("Link %(chip)s") % {"chip": chip},
                    "status_url": reverse("admin:chips_chip_link_status", args=[chip.pk])}
         return TemplateResponse(request, "admin/chipfarm/link.html", context)
@@ -107,9 +130,9 @@ class LinkingAdminMixin:
             else:
                 return JsonResponse({"state": "connecting", "code": code.code, "pairing_code": code.pairing_code,
                                      "expires_at": code.expires_at.isoformat() if code.expires_at else None,
-                                     "qr": f"/activation/link/{link.token}"})
-        state = "linked" if link.end_reason == InstanceLink.End.LINKED else "expired"
-        return JsonResponse({"state": state, "reason": link.get_end_reason_display()})
+                                     "qr": f"/activation/link/{link.token}", "expiry": link_state(link)[1]})
+        state, expiry = link_state(link)
+        return JsonResponse({"state": state, "reason": link.get_end_reason_display(), "expiry": expiry})
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:

@@ -15,13 +15,15 @@ from typing import Any
 
 from django.core.cache import cache
 
+from common.redis import quick_client
 from common.redis import redis_client as shared_client
 
 logger = logging.getLogger(__name__)
 
 SEPARATOR = "|"
-# After a timeout (Redis unreachable, not refusing), skip counting for a while: a routing request must
-# not wait a socket timeout per increment during an outage.
+# An increment waits at most common.redis.QUICK_TIMEOUT_SECONDS; after a timeout (Redis unreachable, not
+# refusing), counting is skipped for a while: a request must not wait a socket timeout per increment during an
+# outage.
 _BACKOFF_SECONDS = 10.0
 _skip_until = 0.0
 
@@ -42,7 +44,7 @@ def incr(metric: str, label: str | tuple[str, ...], amount: int = 1) -> None:
         return
     field = SEPARATOR.join(label) if isinstance(label, tuple) else label
     try:
-        redis_client().hincrby(_key(metric), field, amount)
+        quick_client().hincrby(_key(metric), field, amount)
     except Exception as exc:
         if "timeout" in exc.__class__.__name__.lower():
             _skip_until = time.monotonic() + _BACKOFF_SECONDS

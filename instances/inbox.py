@@ -41,7 +41,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Mod
 from django.utils import timezone
 
-from common.redis import redis_client
+from common.redis import quick_client, redis_client
 from instances.models import Instance, WebhookReceipt
 
 logger = logging.getLogger(__name__)
@@ -123,13 +123,32 @@ def _kick_key(shard: int) -> str:
     return cache.make_and_validate_key(f"gateway-events:kick:{shard}")
 
 
+#: After the kick could not reach Redis, the webhook skips it this long (the 15 s sweep kicks the shard instead):
+#: during an outage a request never waits on Redis more than once per back-off, and then at most
+#: common.redis.QUICK_TIMEOUT_SECONDS.
+KICK_BACKOFF_SECONDS = 5.0
+_kick_skip_until = 0.0
+
+
 def drain_kick(shard: int) -> None:
-    """Ask for a drain of `shard` unless one was asked for and has not started reading yet. Never raises: when
-    Redis or the broker is down the flag stays set (one slow request per KICK_TTL, not one per event) and the
-    sweep catches up once they are back."""
+    """Ask for a drain of `shard` unless one was asked for and has not started reading yet. Never raises and never
+    blocks: the flag is set with short timeouts, and after Redis failed the kick is skipped for
+    `KICK_BACKOFF_SECONDS`; when the broker is down the flag stays set (one slow publish per KICK_TTL, not one per
+    event). Either way the event is stored, and the sweep catches up once they are back."""
+    global _kick_skip_until
+    if time.monotonic() < _kick_skip_until:
+        return
     try:
-        if redis_client().set(_kick_key(shard), 1, nx=True, ex=KICK_TTL):
-            current_app.send_task(DRAIN_TASK, args=[shard])
+        flagged = quick_client().set(_kick_key(shard), 1, nx=True, ex=KICK_TTL)
+    except Exception as exc:
+        _kick_skip_until = time.monotonic() + KICK_BACKOFF_SECONDS
+        logger.warning("could not reach Redis to kick the drain of gateway events (shard %s: %s); the sweep will",
+                       shard, exc.__class__.__name__)
+        return
+    if not flagged:
+        return
+    try:
+        current_app.send_task(DRAIN_TASK, args=[shard])
     except Exception:
         logger.warning("could not queue the drain of gateway events (shard %s); the sweep will", shard,
                        exc_info=True)

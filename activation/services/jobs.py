@@ -85,23 +85,46 @@ def submissions_paused(now: datetime) -> bool:
     return bool(until) and datetime.fromisoformat(until) > now
 
 
-def _pause_submissions(job: ActivationJob, exc: ActivatorError, now: datetime) -> str:
-    """401/403 from the activator: our key is wrong. A configuration alert, submissions paused, and the attempt
-    given back — it must not burn the chip's SMS codes nor retire it."""
-    with transaction.atomic():
-        ActivationJob.objects.filter(pk=job.pk, status=J.QUEUED).update(
-            attempts=F("attempts") - 1, next_poll_at=now + UNAUTHORIZED_PAUSE, updated_at=now,
-            message=f"waiting: the activator refused our key ({exc.status_code})"[:500])
-        alert_raise(kind="activator_unauthorized", severity=ChipAlert.Severity.CRITICAL,
-                    dedup_key="config:activator_unauthorized",
-                    message=Text("alert.activator_unauthorized", status=exc.status_code),
-                    action_taken=Text("action.activator_paused", minutes=int(UNAUTHORIZED_PAUSE.total_seconds() // 60)))
+def _key_refused(exc: ActivatorError, now: datetime) -> None:
+    """401/403 from the activator, on a submit or a poll: our key is wrong. One configuration alert (deduplicated)
+    and submissions paused; call inside the transaction that parks the job."""
+    alert_raise(kind="activator_unauthorized", severity=ChipAlert.Severity.CRITICAL,
+                dedup_key="config:activator_unauthorized",
+                message=Text("alert.activator_unauthorized", status=exc.status_code),
+                action_taken=Text("action.activator_paused", minutes=int(UNAUTHORIZED_PAUSE.total_seconds() // 60)))
     try:
         cache.set(PAUSE_KEY, (now + UNAUTHORIZED_PAUSE).isoformat(), timeout=int(UNAUTHORIZED_PAUSE.total_seconds()))
     except Exception:
         logger.warning("could not record the submission pause in the cache")
+
+
+def _pause_submissions(job: ActivationJob, exc: ActivatorError, now: datetime) -> str:
+    """401/403 on a submit: a configuration alert, submissions paused, and the attempt given back — it must not
+    burn the chip's SMS codes nor retire it."""
+    with transaction.atomic():
+        ActivationJob.objects.filter(pk=job.pk, status=J.QUEUED).update(
+            attempts=F("attempts") - 1, next_poll_at=now + UNAUTHORIZED_PAUSE, updated_at=now,
+            message=f"waiting: the activator refused our key ({exc.status_code})"[:500])
+        _key_refused(exc, now)
     logger.error("activation job %s: the activator refused our key; submissions paused", job.pk)
     return "paused"
+
+
+def _park_poll(job: ActivationJob, exc: ActivatorError, deadline: datetime, now: datetime) -> str:
+    """401/403 on a poll: the same alert and pause as a submit's, and the job parked, not failed. It is polled
+    again in `MAX_COUNTDOWN` s and its deadline moves by as much (and never before a sweep could revive a chain
+    that died while parked): the time the pool cannot read the activator is not the activation's, so a wrong key
+    never times a job out nor counts an attempt. Once the key works, the next poll goes on with the time left."""
+    park = timedelta(seconds=MAX_COUNTDOWN)
+    with transaction.atomic():
+        moved = ActivationJob.objects.filter(pk=job.pk, status=job.status, polls=job.polls + 1).update(
+            next_poll_at=now + park, deadline_at=max(deadline + park, now + park + 2 * STALE_POLL), updated_at=now,
+            message=f"waiting: the activator refused our key ({exc.status_code})"[:500])
+        if moved:
+            send_on_commit(POLL_TASK, args=[job.pk], countdown=MAX_COUNTDOWN)
+        _key_refused(exc, now)
+    logger.error("activation job %s: the activator refused our key on a poll; the job waits", job.pk)
+    return "paused" if moved else "skipped"
 
 
 def _is_due(now: datetime) -> Q:
@@ -183,11 +206,11 @@ def job_submit(*, job_id: int) -> str:
 def job_poll(*, job_id: int) -> str:
     """Ask the activator once how a submitted job is doing, then finish the job or queue the next poll.
 
-    Returns submitted | running | succeeded | failed | timed_out | skipped. Success: the chip starts warming.
-    Failure: the chip goes back to pending with an alert naming the step and the screenshot. Still queued or
-    running (or the activator did not answer): the next poll is queued in at most `POLL_INTERVAL` s, until the
-    deadline, when the job times out. A finished job, or a poll that is not due (a stray duplicate of a live
-    chain), is skipped.
+    Returns submitted | running | succeeded | failed | timed_out | paused | skipped. Success: the chip starts
+    warming. Failure: the chip goes back to pending with an alert naming the step and the screenshot. Still queued
+    or running (or the activator did not answer): the next poll is queued in at most `POLL_INTERVAL` s, until the
+    deadline, when the job times out. Our key refused (401/403): parked, see `_park_poll`. A finished job, or a
+    poll that is not due (a stray duplicate of a live chain), is skipped.
     """
     job = ActivationJob.objects.filter(pk=job_id).first()
     if job is None or job.status not in ActivationJob.POLLING:
@@ -207,6 +230,9 @@ def job_poll(*, job_id: int) -> str:
         if exc.kind == "not_found":
             return job_fail(job=job, status=J.FAILED, step="lost", actor=actor,
                             message=f"The activator does not know activation {job.activator_id} any more.")
+        if exc.kind == "unauthorized":
+            return _park_poll(job, exc, job.deadline_at or (job.submitted_at or job.created_at) + JOB_TIMEOUT,
+                              timezone.now())
         error = f"{exc.kind}: {exc.message}"
         logger.warning("activation job %s: status poll failed (%s)", job.pk, error)
     if state is not None and state.succeeded:

@@ -110,3 +110,58 @@ def test_a_chip_that_lost_its_link_is_relinked_from_the_admin_and_routes_again(w
     world.relay()
 
     assert route_contact(contact="+5511988880001").chip_id == chip.pk
+
+
+def test_a_degraded_chip_relinked_from_the_admin_rewarms_with_a_history_row(world, operator_client):
+    from chips.models import ChipTransition
+    from tests.factories import chip_walk
+
+    world.fake.auto_qr = True
+    chip = world.chip()
+    world.fake.close(chip.instance_name, 401)  # logged out
+    world.relay()
+    chip = chip_walk(chip=Chip.objects.get(pk=chip.pk), transitions=["degrade"])
+    assert chip.status == "degraded" and not chip.is_connected
+
+    operator_client.post(reverse("admin:chips_chip_link", args=[chip.pk]))
+    status = operator_client.get(reverse("admin:chips_chip_link_status", args=[chip.pk])).json()
+    world.fake.scan(chip.instance_name, status["code"], chip.phone.lstrip("+"))
+    world.relay()
+
+    chip.refresh_from_db()
+    assert chip.status == "warming" and chip.is_connected and chip.warming_phase == "first_contacts"
+    row = ChipTransition.objects.filter(chip=chip).order_by("-created_at", "-id").first()
+    assert (row.source, row.target, row.transition, row.actor_kind, row.actor_id, row.reason) == (
+        "degraded", "warming", "rewarm", "system", "link", "re-linked")
+
+
+def test_the_link_page_shows_until_when_the_link_is_good_and_says_expired_once_it_is(world, operator_client):
+    from django.utils import formats
+
+    from instances.models import InstanceLink
+
+    world.fake.auto_qr = True
+    chip = world.chip()
+    world.fake.close(chip.instance_name, 401)
+    world.relay()
+    operator_client.post(reverse("admin:chips_chip_link", args=[chip.pk]))
+    link = InstanceLink.objects.get(instance__chip=chip, ended_at__isnull=True)
+    page_url = reverse("admin:chips_chip_link", args=[chip.pk])
+    status_url = reverse("admin:chips_chip_link_status", args=[chip.pk])
+    until = formats.date_format(timezone.localtime(link.expires_at), "SHORT_DATETIME_FORMAT")
+    assert timezone.localtime(link.expires_at).tzname() in ("-03", "BRT")  # the admin's São Paulo time
+
+    page = operator_client.get(page_url).content.decode()
+    assert 'data-state="connecting"' in page
+    assert f'<span id="link-expiry" class="help">This link is valid until {until} (São Paulo time).</span>' in page
+    assert operator_client.get(status_url).json()["expiry"] == f"This link is valid until {until} (São Paulo time)."
+
+    with time_machine.travel(link.expires_at + timedelta(seconds=1)):
+        page = operator_client.get(page_url).content.decode()
+        status = operator_client.get(status_url).json()
+
+    assert 'data-state="expired"' in page and ">expired</span>" in page
+    expired = f"This link expired at {until} (São Paulo time); start a new one."
+    assert f'<span id="link-expiry" class="help">{expired}</span>' in page
+    assert status["state"] == "expired" and status["expiry"].startswith(f"This link expired at {until}")
+    assert InstanceLink.objects.get(pk=link.pk).end_reason == "expired"
