@@ -124,7 +124,7 @@ def chip_transition(
             )
             # The business app hears it, in the same transaction as the fact.
             event_emit(type="chip.status_changed", data={
-                "chip_id": chip.pk, "phone": chip.phone, "source": source, "target": chip.status,
+                "chip_id": chip.pk, "phone": chip.phone, "from": source, "to": chip.status,
                 "transition": transition, "reason": reason[:500]})
     except django_fsm.ConcurrentTransition:
         current = Chip.objects.filter(pk=chip_id).values_list("status", flat=True).first()

@@ -95,7 +95,7 @@ def event_emit(*, type: str, data: dict[str, Any], at: datetime | None = None) -
     Conventions for `data`: a flat JSON object naming the subject by its ids (``chip_id``, ``message_id``) and
     the contact by its number (``contact``, E.164 digits), times as ISO 8601 strings (datetimes are converted),
     and no secrets; e.g. ``message.status``: ``{"message_id", "chip_id", "contact", "status", "error"?}``,
-    ``chip.status_changed``: ``{"chip_id", "phone", "source", "target", "transition", "reason"}``,
+    ``chip.status_changed``: ``{"chip_id", "phone", "from", "to", "transition", "reason"}``,
     ``alert.raised``: ``{"alert_id", "kind", "severity", "message", "chip_id"?}``, ``pool.paused``:
     ``{"reason", "by"}``.
     """

@@ -40,7 +40,7 @@ def _log_event(body: bytes, headers: dict[str, str], status: int) -> None:
     try:
         event = json.loads(body)
         data = event.get("data") or {}
-        summary = ", ".join(f"{k}={data[k]}" for k in ("status", "text", "target", "kind", "reason") if data.get(k))
+        summary = ", ".join(f"{k}={data[k]}" for k in ("status", "text", "to", "kind", "reason") if data.get(k))
         logger.info("consumer got %s %s (%s) -> %s", event.get("type"), headers.get("webhook-id"), summary, status)
     except (ValueError, AttributeError):
         logger.info("consumer got a non-JSON body -> %s", status)
@@ -73,10 +73,14 @@ class FakeConsumer:
         self._fail_status: int | None = None
         self._fail_left: int | None = None
         self._latency = 0.0
+        # Bumped by reset(): a request still waiting out its latency then (its sender gave up) is not recorded
+        # afterwards, so it never shows up among the next test's webhooks.
+        self._generation = 0
         self.app = self._build_app()
 
     def reset(self) -> None:
         with self._lock:
+            self._generation += 1
             self._received.clear()
             self._fail_status, self._fail_left, self._latency = None, None, 0.0
         self.secret = None
@@ -125,9 +129,12 @@ class FakeConsumer:
         body = await request.body()
         headers = {k.lower(): v for k, v in request.headers.items()}
         with self._lock:
-            latency = self._latency
+            latency, generation = self._latency, self._generation
         if latency:
             await asyncio.sleep(latency)
+            with self._lock:
+                if generation != self._generation:  # reset meanwhile: a request of before, not kept
+                    return Response(status_code=204)
         status = self._answer(headers, body)
         with self._lock:
             self._received.append(Received(path=request.url.path, headers=headers, body=body, status=status))

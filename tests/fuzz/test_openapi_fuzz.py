@@ -46,6 +46,7 @@ from chipfarm.models import ApiKey
 from chips.models import Chip
 from chips.services import OPERATOR_TRANSITIONS
 from instances.models import ChipCapacity
+from instances.optouts import suppression_add
 from instances.services import instance_register, sending_pause
 from outbox.services import endpoint_create
 from tests.factories import chip_in_state
@@ -67,9 +68,20 @@ ROUTING_OPERATIONS = {"POST /api/v1/route", "POST /api/v1/messages"}
 TRANSITION_NAMES = st.sampled_from(sorted(OPERATOR_TRANSITIONS))
 # Brazilian mobile numbers in the shapes people type them; few enough that contacts repeat and bindings stick.
 CONSUMER_URLS = st.builds("http://127.0.0.1:{}/{}".format, st.integers(1, 65535), st.text("abc/-_", max_size=20))
-PHONES = st.builds(lambda ddd, n, fmt: fmt.format(ddd=ddd, a=n // 10000, b=n % 10000),
-                   st.sampled_from(["11", "21", "31"]), st.integers(88887700, 88887740),
-                   st.sampled_from(["+55{ddd}9{a}{b:04d}", "({ddd}) 9{a}-{b:04d}", "{ddd}9{a}{b:04d}"]))
+PHONE_FORMATS = st.sampled_from(["+55{ddd}9{a}{b:04d}", "({ddd}) 9{a}-{b:04d}", "{ddd}9{a}{b:04d}"])
+
+
+def _phones(area_codes: list[str], numbers: st.SearchStrategy[int]) -> st.SearchStrategy[str]:
+    return st.builds(lambda ddd, n, fmt: fmt.format(ddd=ddd, a=n // 10000, b=n % 10000),
+                     st.sampled_from(area_codes), numbers, PHONE_FORMATS)
+
+
+PHONES = _phones(["11", "21", "31"], st.integers(88887700, 88887740))
+# Numbers the company adds as its own (POST /api/v1/chips): none of them is a seeded chip's or a contact's.
+OWN_PHONES = _phones(["51"], st.integers(88887700, 88887999))
+# Contacts opted out before the run, for DELETE /api/v1/suppressions/{contact} to lift (not routed to).
+SUPPRESSED = [f"+55419{n // 10000}{n % 10000:04d}" for n in range(88887700, 88887730)]
+SUPPRESSED_PATHS = _phones(["41"], st.integers(88887700, 88887729))
 
 
 def documented_server_error(ctx, response, case):
@@ -129,13 +141,22 @@ def _seed_endpoints() -> dict[str, list[int]]:
     return {"delete": ids[:3], "other": ids[3:]}
 
 
+def _seed_suppressions() -> None:
+    for contact in SUPPRESSED:
+        suppression_add(contact=contact, source="api", by="fuzz", reason="seeded")
+
+
 def _steer_to_seeded_data(schema, chip_ids: list[int], endpoint_ids: dict[str, list[int]]) -> None:
-    """Many chip and endpoint ids, transition names, contacts and URLs drawn are real ones, so the happy paths
-    run too."""
+    """Many chip and endpoint ids, transition names, contacts, numbers and URLs drawn are real ones, so the happy
+    paths run too."""
 
     @schema.hook
     def flatmap_path_parameters(context, path_parameters):
         method = context.operation.method.lower() if context.operation else ""
+        if isinstance((path_parameters or {}).get("contact"), str):
+            # A contact in a path: an opted-out one for DELETE (each lifted once, then 404), any number for GET.
+            contacts = SUPPRESSED_PATHS if method == "delete" else PHONES
+            return st.one_of(st.just(path_parameters), contacts.map(lambda c: {**path_parameters, "contact": c}))
         seeded = {"chip_id": chip_ids, "endpoint_id": endpoint_ids["delete" if method == "delete" else "other"]}
         for name, ids in seeded.items():
             value = (path_parameters or {}).get(name)
@@ -155,6 +176,8 @@ def _steer_to_seeded_data(schema, chip_ids: list[int], endpoint_ids: dict[str, l
             return st.one_of(PHONES.map(lambda phone: {**body, "contact": phone}), st.just(body))
         if _is_str(body.get("url"), 2000):
             return st.one_of(st.just(body), CONSUMER_URLS.map(lambda url: {**body, "url": url}))
+        if _is_str(body.get("phone"), 40):  # an own number: a valid one the pool does not have yet, mostly
+            return st.one_of(OWN_PHONES.map(lambda phone: {**body, "phone": phone}), st.just(body))
         return st.just(body)
 
 
@@ -217,6 +240,7 @@ def test_openapi_fuzz(fake_evolution, settings, keep_test_connection, restore_gl
     settings.MAX_CHIPS_ACTIVE = 1000
     _key, raw_key = ApiKey.issue(name="fuzz")
     with time_machine.travel(BUSINESS_TIME, tick=True):
+        _seed_suppressions()
         fuzzer = Fuzzer(raw_key, _seed_pool(fake_evolution), _seed_endpoints())
         for operation in fuzzer.operations:
             fuzzer.fuzz(operation)
@@ -240,3 +264,6 @@ def test_openapi_fuzz(fake_evolution, settings, keep_test_connection, restore_gl
     assert 201 in fuzzer.statuses["POST /api/v1/endpoints"], report
     assert 200 in fuzzer.statuses["PATCH /api/v1/endpoints/{endpoint_id}"], report
     assert 202 in fuzzer.statuses["POST /api/v1/endpoints/{endpoint_id}/test"], report
+    assert 201 in fuzzer.statuses["POST /api/v1/chips"], report
+    assert 200 in fuzzer.statuses["GET /api/v1/contacts/{contact}"], report
+    assert 204 in fuzzer.statuses["DELETE /api/v1/suppressions/{contact}"], report

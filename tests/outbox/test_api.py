@@ -157,3 +157,17 @@ def test_the_operations_are_in_the_openapi_document(client):
     assert set(paths[URL]) == {"get", "post"}
     assert set(paths[URL + "/{endpoint_id}"]) == {"get", "patch", "delete"}
     assert set(paths[URL + "/{endpoint_id}/test"]) == {"post"}
+    # W2 4/7's other operations: asking about messages and contacts, the suppression list.
+    assert set(paths["/api/v1/messages"]) == {"get", "post"}
+    assert set(paths["/api/v1/messages/{message_id}"]) == {"get"}
+    assert set(paths["/api/v1/contacts/{contact}"]) == {"get"}
+    assert set(paths["/api/v1/suppressions"]) == {"post"}
+    assert set(paths["/api/v1/suppressions/{contact}"]) == {"delete"}
+    responses = {(path, method): set(op["responses"]) for path, ops in paths.items() for method, op in ops.items()}
+    assert {"200", "404"} <= responses["/api/v1/messages", "get"]
+    assert {"200", "404"} <= responses["/api/v1/messages/{message_id}", "get"]
+    assert "200" in responses["/api/v1/contacts/{contact}", "get"]
+    assert {"200", "201"} <= responses["/api/v1/suppressions", "post"]
+    assert {"204", "404"} <= responses["/api/v1/suppressions/{contact}", "delete"]
+    idempotency_key = paths["/api/v1/messages"]["get"]["parameters"]
+    assert [(p["name"], p["in"], p["required"]) for p in idempotency_key] == [("idempotency_key", "query", True)]

@@ -3,15 +3,28 @@ receiver on loopback; it can ask about a message and a contact; opt-outs hold on
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
+import redis
+from django.conf import settings as django_settings
 from standardwebhooks.webhooks import Webhook
 
 from chipfarm.models import PoolConfiguration
 from chipfarm.orchestrator import replace_degraded
 from chips.models import Chip
-from instances.models import ContactSuppression, InboundMessage
+from instances.models import (
+    ChipCapacity,
+    ContactBinding,
+    ContactSuppression,
+    InboundMessage,
+    OptOutRule,
+    OutboundMessage,
+)
 from instances.routing import route_contact
 from instances.services import message_send
+from instances.tasks import confirm_opt_out
 from outbox import delivery
 
 pytestmark = pytest.mark.django_db
@@ -86,6 +99,12 @@ def test_a_replaced_chip_moves_each_contact_with_both_numbers(world, consumer, e
     assert contact["chip_id"] == spare.pk and contact["phone"] == spare.phone and contact["binding_origin"] == "moved"
 
 
+def _reserved() -> tuple:
+    """Everything a route or a send reserves: the chips' counters, the bindings, the message rows."""
+    return (list(ChipCapacity.objects.order_by("chip_id").values()),
+            list(ContactBinding.objects.order_by("pk").values()), OutboundMessage.objects.count())
+
+
 def test_parar_opts_the_contact_out_on_every_chip_and_voltar_lifts_it(world, consumer, endpoint, business_hours,
                                                                       api):
     first, second = world.chip(), world.chip()
@@ -95,12 +114,13 @@ def test_parar_opts_the_contact_out_on_every_chip_and_voltar_lifts_it(world, con
 
     (opted,) = events(consumer, endpoint, "contact.opted_out")
     assert opted["data"]["contact"] == CONTACT and opted["data"]["rule"].startswith("keyword:")
-    sent_before = len(world.fake.sent_messages)
+    sent_before, reserved_before = len(world.fake.sent_messages), _reserved()
     refused = api.post("/api/v1/route", {"contact": CONTACT})
     assert refused.status_code == 409 and refused.json()["code"] == "opted_out"
     refused = api.post("/api/v1/messages", {"contact": CONTACT, "text": "oferta", "idempotency_key": "k-x"})
     assert refused.status_code == 409 and refused.json()["code"] == "opted_out"
     assert len(world.fake.sent_messages) == sent_before  # no sendText
+    assert _reserved() == reserved_before  # no counter taken, no binding, no message row
     reply = api.post("/api/v1/messages", {"contact": CONTACT, "text": "Ok, removido.", "idempotency_key": "k-r",
                                           "kind": "reply"})
     assert reply.status_code == 201  # a contact who writes can still be answered
@@ -149,3 +169,66 @@ def test_operators_keep_the_opt_out_list_in_the_admin(operator_client):
     row.refresh_from_db()
     assert row.lifted_at is not None and row.lifted_by == "operator"
     assert operator_client.post(reverse("admin:instances_contactsuppression_delete", args=[row.pk])).status_code == 403
+
+
+def _run_queued(task) -> list:
+    """Run, as a worker would, the calls of `task` this test queued on the real broker; the queue is emptied."""
+    broker = redis.Redis.from_url(django_settings.CELERY_BROKER_URL)
+    queue = django_settings.CELERY_TASK_DEFAULT_QUEUE
+    results = []
+    for raw in broker.lrange(queue, 0, -1):
+        message = json.loads(raw)
+        if message["headers"]["task"] == task.name:
+            args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+            results.append(task.apply(args=args, kwargs=kwargs).get())
+    broker.delete(queue)
+    return results
+
+
+def _write(world, chip, text: str, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):  # as on commit: the confirmation is queued then
+        world.fake.inbound(chip.instance_name, CONTACT.lstrip("+"), text)
+        world.relay()
+
+
+def _to_contact(world) -> list[dict]:
+    return [m for m in world.fake.sent_messages if m["number"] == CONTACT.lstrip("+")]
+
+
+def test_no_opt_out_confirmation_by_default(world, django_capture_on_commit_callbacks):
+    assert django_settings.OPTOUT_CONFIRMATION_TEXT == ""
+    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(django_settings.CELERY_TASK_DEFAULT_QUEUE)
+    chip = world.chip()
+    _write(world, chip, "PARAR", django_capture_on_commit_callbacks)
+    assert ContactSuppression.objects.active().filter(contact=CONTACT).exists()
+    assert _run_queued(confirm_opt_out) == [] and _to_contact(world) == []
+
+
+def test_the_opt_out_confirmation_goes_once_through_the_chip_written_to(world, settings,
+                                                                        django_capture_on_commit_callbacks):
+    settings.OPTOUT_CONFIRMATION_TEXT = "Pronto, você não receberá mais mensagens."
+    redis.Redis.from_url(django_settings.CELERY_BROKER_URL).delete(django_settings.CELERY_TASK_DEFAULT_QUEUE)
+    _other, written_to = world.chip(), world.chip()
+    _write(world, written_to, "PARAR", django_capture_on_commit_callbacks)
+    _write(world, written_to, "PARAR", django_capture_on_commit_callbacks)  # already out: nothing more to confirm
+
+    assert _run_queued(confirm_opt_out) == ["sent"]
+    (sent,) = _to_contact(world)
+    assert sent["instance"] == written_to.instance_name and sent["text"] == settings.OPTOUT_CONFIRMATION_TEXT
+    assert ContactSuppression.objects.active().filter(contact=CONTACT).count() == 1
+
+
+def test_an_operator_keyword_opts_out_through_a_real_inbound_message(world, consumer, endpoint):
+    from instances.optout import classify
+
+    assert classify("xô lista").kind != "opt_out"  # not one of the built-in keywords or phrases
+    OptOutRule.objects.create(kind=OptOutRule.Kind.KEYWORD, text="XO LISTA", created_by="operator")
+    chip = world.chip()
+    world.fake.inbound(chip.instance_name, CONTACT.lstrip("+"), "Xô lista!")
+    world.relay()
+    deliver()
+
+    (opted,) = events(consumer, endpoint, "contact.opted_out")
+    assert opted["data"]["contact"] == CONTACT and opted["data"]["rule"] == "operator_keyword:XO LISTA"
+    assert opted["data"]["message_id"] == InboundMessage.objects.get(text="Xô lista!").pk
+    assert ContactSuppression.objects.active().get(contact=CONTACT).trigger.text == "Xô lista!"

@@ -14,6 +14,7 @@ from standardwebhooks.webhooks import Webhook
 
 from chips.models import ChipAlert
 from outbox import delivery, services, tasks
+from outbox.client import ConsumerClient
 from outbox.models import MAX_ATTEMPTS, RETRY_DELAYS, Delivery, DeliveryAttempt, Endpoint, Event
 
 pytestmark = pytest.mark.django_db
@@ -45,7 +46,7 @@ def test_each_event_is_delivered_once_signed_per_standard_webhooks(consumer, end
 
 def test_a_down_consumer_gets_the_event_once_it_answers_again_with_the_same_id(consumer, endpoint):
     with time_machine.travel(T0, tick=False) as traveller:
-        event = services.event_emit(type="chip.status_changed", data={"chip_id": 1, "target": "banned"})
+        event = services.event_emit(type="chip.status_changed", data={"chip_id": 1, "to": "banned"})
         consumer.fail(500)
         assert delivery.deliveries_sweep() == {"failed": 1}
         row = Delivery.objects.get(event=event)
@@ -191,16 +192,41 @@ def test_tasks_delegate_to_the_sweep(consumer, endpoint):
     assert [r.webhook_id for r in consumer.received] == [first.event_id, second.event_id]
 
 
+def test_a_webhook_still_in_the_consumer_when_it_is_reset_is_not_kept(consumer):
+    """What let an earlier test's timed-out ping land among the concurrent sweeps' webhooks."""
+    from outbox.client import ConsumerError
+
+    consumer.set_latency(0.5)
+    with ConsumerClient(timeout=0.1) as client, pytest.raises(ConsumerError, match="no answer"):
+        client.post_event(url=consumer.url, body=b"{}", headers={})
+    consumer.reset()  # the next test starts while that request waits out its latency
+    time.sleep(0.8)
+    assert consumer.received == []
+
+
 @pytest.mark.django_db(transaction=True)
 def test_two_concurrent_sweeps_never_send_one_row_twice(consumer):
     endpoint = services.endpoint_create(url=consumer.url)
     consumer.set_latency(0.005)
     events = [services.event_emit(type="message.received", data={"n": n}) for n in range(40)]
     results: list[dict] = []
+    # Each worker's first POST waits until the other worker has claimed a batch and is sending too: both take
+    # part however the threads are scheduled (a loaded machine once let one sweep take every row first).
+    both_sending = threading.Barrier(2, timeout=30)
+
+    class MeetsTheOtherWorker(ConsumerClient):
+        met = False
+
+        def post_event(self, **kw):
+            if not self.met:
+                self.met = True
+                both_sending.wait()
+            return super().post_event(**kw)
 
     def sweep() -> None:
         try:
-            results.append(delivery.deliveries_sweep())
+            with MeetsTheOtherWorker(timeout=10) as client:
+                results.append(delivery.deliveries_sweep(client=client))
         finally:
             connection.close()
 
