@@ -7,9 +7,10 @@ warm (an aged number), its warming starts at a later phase, which its history re
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils.translation import gettext as _
 
 from chipfarm.models import OrchestratorOperation, PoolConfiguration
@@ -52,15 +53,24 @@ def chip_add_own(*, phone: str, warm: bool, actor: Actor) -> Chip:
     server = server_place()
     with gateway_for(server) as gw:
         gw.create_instance(name, number=phone.lstrip("+"), webhook=webhook_config(gw))
-    with transaction.atomic():
-        chip = Chip.objects.create(area_code=phone[3:5], phone=phone, source=Chip.Source.OWN, declared_warm=warm,
-                                   instance_name=name)
-        instance_register(chip=chip, name=name, server=server)
-        reason = joined([Text("op.own_number", who=actor.id or actor.kind),
-                         *([Text("op.declared_warm")] if warm else [])])
-        chip = chip_transition(chip=chip, transition="provisioned", actor=actor, reason=reason)
-        OrchestratorOperation.objects.create(kind=Op.OWN_NUMBER, chip=chip, actor=(actor.id or actor.kind)[:150],
-                                             **stored("reason", reason, 300), metadata={"declared_warm": warm})
+        try:
+            with transaction.atomic():
+                chip = Chip.objects.create(area_code=phone[3:5], phone=phone, source=Chip.Source.OWN,
+                                           declared_warm=warm, instance_name=name)
+                instance_register(chip=chip, name=name, server=server)
+                reason = joined([Text("op.own_number", who=actor.id or actor.kind),
+                                 *([Text("op.declared_warm")] if warm else [])])
+                chip = chip_transition(chip=chip, transition="provisioned", actor=actor, reason=reason)
+                OrchestratorOperation.objects.create(kind=Op.OWN_NUMBER, chip=chip,
+                                                     actor=(actor.id or actor.kind)[:150],
+                                                     **stored("reason", reason, 300), metadata={"declared_warm": warm})
+        except BaseException as exc:  # nothing written: the session made for it goes too (best effort)
+            with contextlib.suppress(Exception):
+                gw.delete(name)
+            if isinstance(exc, IntegrityError):  # the same number added at the same moment by someone else
+                raise InvalidInput(_("phone: %(phone)s is already in the pool.") % {"phone": phone},
+                                   field="phone") from None
+            raise
     return chip
 
 

@@ -125,3 +125,15 @@ def test_lines_are_bought_by_hand_within_the_daily_budget(api, django_capture_on
     refused = api.post("/api/v1/pool/provision", {"count": 2})
     assert refused.status_code == 409 and refused.json()["remaining"] == 1 and "1" in refused.json()["message"]
     assert Chip.objects.count() == 3
+
+
+def test_the_same_number_added_at_the_same_moment_is_a_422_and_leaves_no_session(world, api, monkeypatch):
+    from chipfarm import numbers
+    from instances.phones import normalize_contact
+
+    assert api.post("/api/v1/chips", {"phone": OWN, "source": "own"}).status_code == 201
+    # The other request's check ran before this one committed: only the database's constraint sees the duplicate.
+    monkeypatch.setattr(numbers, "_own_phone", normalize_contact)
+    response = api.post("/api/v1/chips", {"phone": OWN, "source": "own"})
+    assert response.status_code == 422 and response.json()["field"] == "phone"
+    assert Chip.objects.count() == 1 and len(world.fake.instance_names()) == 1  # its session was deleted again
