@@ -1,4 +1,4 @@
-"""Route decisions per second (instances.routing.route_contact) against single-row UPDATEs on the same database.
+"""Route decisions per second (instances.routing.contact_route) against single-row UPDATEs on the same database.
 
 A pool of active, connected production chips (Instance + ChipCapacity rows) with small caps; each round,
 8 threads (each its own database connection) route many distinct contacts, and route some of them again a
@@ -7,7 +7,7 @@ with no_capacity. The baseline, measured in the same run with the same threads, 
 (autocommit) on the chips table. Time travels to a Tuesday 13:00 UTC (10:00 in São Paulo, business hours)
 and ticks from there (time_machine).
 
-A deadlock detected by PostgreSQL inside route_contact is counted and reported, not hidden.
+A deadlock detected by PostgreSQL inside contact_route is counted and reported, not hidden.
 
 After every round the caps are verified (ChipCapacity counters and the decisions actually returned, per
 chip); the round is then reset (bindings deleted, counters zeroed) so every round does the same work.
@@ -87,7 +87,7 @@ def main() -> None:
     from chips.models import Chip
     from instances.caps import caps_in_effect
     from instances.models import NEW_CONTACT_BUCKETS, ChipCapacity, ContactBinding, RoutingPolicy
-    from instances.routing import RoutingRefused, route_contact
+    from instances.routing import RoutingRefused, contact_route
     from instances.services import instance_register
 
     settings.MAX_CHIPS_ACTIVE = max(10_000, args.chips * 2)
@@ -122,7 +122,7 @@ def main() -> None:
             per_chip: Counter = Counter()
             for contact in plans[i]:
                 try:
-                    decision = route_contact(contact=contact)
+                    decision = contact_route(contact=contact)
                 except RoutingRefused as exc:
                     outcomes[exc.code] += 1
                 except OperationalError as exc:  # counted, not hidden: a deadlock is a 500 for the caller
@@ -172,12 +172,12 @@ def main() -> None:
             for path in ("new", "sticky"):
                 for contact in probe:
                     with CaptureQueriesContext(connection) as ctx:
-                        decision = route_contact(contact=contact)
+                        decision = contact_route(contact=contact)
                     assert decision.binding == path, (decision.binding, path)
                     per_path[path].append(len(ctx.captured_queries))
             return {path: median(counts) for path, counts in per_path.items()}
 
-        route_contact(contact="+5511700000000")  # warm: the policy row exists, as in a running pool
+        contact_route(contact="+5511700000000")  # warm: the policy row exists, as in a running pool
         queries = queries_per_decision()
         route_rates, update_rates, routed_counts, refused_counts, error_counts = [], [], [], [], []
         totals: Counter = Counter()
@@ -208,13 +208,13 @@ def main() -> None:
     refused_codes = ", ".join(f"{k} {v}" for k, v in sorted(totals.items())
                               if k not in ("new", "sticky", "moved", "deadlock"))
     print("=" * 100)
-    print(f"bench/route.py: route_contact vs single-row UPDATE, {n_threads} threads (one DB connection each), "
+    print(f"bench/route.py: contact_route vs single-row UPDATE, {n_threads} threads (one DB connection each), "
           f"{args.rounds} rounds, medians")
     print(f"pool: {args.chips} active connected chips, caps {args.per_hour}/h, {args.per_day}/day, "
           f"{args.new_contacts} new contacts/24 h (pool capacity {capacity}/h); strategy {policy.strategy}")
     print(f"per round: {args.contacts} distinct contacts + {requests_per_round - args.contacts} sticky repeats "
           f"= {requests_per_round} route requests; time {BUSINESS_TIME:%a %Y-%m-%d %H:%M} UTC (time_machine, tick)")
-    print(f"route_contact        : {r:8.0f} decisions/s   (routed or refused; per round: routed "
+    print(f"contact_route        : {r:8.0f} decisions/s   (routed or refused; per round: routed "
           f"{median(routed_counts):.0f}, refused {median(refused_counts):.0f}, errors {median(error_counts):.0f})")
     print(f"single-row UPDATE    : {u:8.0f} UPDATEs/s     (baseline, same threads, same database)")
     print(f"ratio route / UPDATE : {r / u:8.3f}")

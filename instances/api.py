@@ -29,7 +29,7 @@ router = Router(tags=["routing"])
 @router.post("/route", response={200: RouteOut, **AUTH_RESPONSES, 409: ErrorOut, 422: ErrorOut, 503: RefusalOut},
              summary="Pick the chip for a contact and reserve one message of its capacity")
 def route(request: HttpRequest, payload: RouteIn):
-    return routing.route_contact(contact=payload.contact, kind=payload.kind)
+    return routing.contact_route(contact=payload.contact, kind=payload.kind)
 
 
 def _message_out(outcome: services.SendOutcome) -> dict:

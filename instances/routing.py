@@ -1,6 +1,6 @@
 """Routing outbound traffic across production chips (DESIGN §4), in a few statements (W2 7/7).
 
-`route_contact` answers "which chip sends to this contact now?" and reserves one unit of that chip's capacity in
+`contact_route` answers "which chip sends to this contact now?" and reserves one unit of that chip's capacity in
 the same transaction:
 
 1. one query reads everything the decision depends on: the routing policy (kill switch, strategy, binding TTL),
@@ -81,7 +81,7 @@ def _seconds_until_next_hour(now: datetime) -> int:
 
 
 def _policy_refusal(*, is_paused: bool, paused_reason: str, now: datetime) -> None:
-    """The kill switch and business hours (one rule for `route_contact` and `ensure_sending_allowed`)."""
+    """The kill switch and business hours (one rule for `contact_route` and `sending_ensure_allowed`)."""
     if is_paused:
         raise RoutingRefused(f"Sending is paused: {paused_reason or 'no reason given'}.", code="paused")
     if not hours.is_business_time(now):
@@ -93,7 +93,7 @@ def _policy_refusal(*, is_paused: bool, paused_reason: str, now: datetime) -> No
         )
 
 
-def ensure_sending_allowed(now: datetime) -> RoutingPolicy:
+def sending_ensure_allowed(now: datetime) -> RoutingPolicy:
     """Refuse when paused or outside business hours; returns the policy otherwise."""
     policy = RoutingPolicy.load()
     _policy_refusal(is_paused=policy.is_paused, paused_reason=policy.paused_reason, now=now)
@@ -187,7 +187,7 @@ def _counted(route: Callable[..., RouteDecision]) -> Callable[..., RouteDecision
 
 
 @_counted
-def route_contact(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | None = None) -> RouteDecision:
+def contact_route(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | None = None) -> RouteDecision:
     """Pick the chip for `contact` and reserve one message of its capacity (see module docstring).
 
     Sticky first: the contact's current binding, if its chip is available and has room for the kind. Otherwise a
@@ -362,9 +362,9 @@ def _take_best(now: datetime, strategy: str, kind: str, exclude: set[int], trial
     return None
 
 
-def reserve_capacity(*, chip_id: int, now: datetime | None = None) -> bool:
+def capacity_reserve(*, chip_id: int, now: datetime | None = None) -> bool:
     """Take one message of a chip's capacity outside contact routing (the warmer's own traffic), under the same
-    caps and send circuit as `route_contact`. Returns False when one refuses."""
+    caps and send circuit as `contact_route`. Returns False when one refuses."""
     now = now or timezone.now()
     blocked, trial = circuit.routing_gates(now=now)
     if chip_id in blocked or not _gate(chip_id, trial, now):
@@ -423,17 +423,9 @@ def bindings_release(*, chip_id: int, reason: str, now: datetime | None = None) 
     )
 
 
-def usage_today(chip_ids: list[int], now: datetime | None = None) -> dict[int, int]:
-    """Messages reserved today per chip (for the admin), one query."""
-    now = now or timezone.now()
-    rows = (ChipCapacity.objects.filter(chip_id__in=chip_ids, day_window=day_window(now))
-            .values_list("chip_id", "day_count"))
-    return dict(rows)
-
-
 __all__ = [
     "MAX_CANDIDATES", "RouteDecision", "RoutingRefused", "bindings_move", "bindings_release",
-    "ensure_sending_allowed", "reserve_capacity", "route_contact", "usage_today",
+    "capacity_reserve", "contact_route", "sending_ensure_allowed",
 ]
 
 

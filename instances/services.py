@@ -18,7 +18,7 @@ from instances.courtesy import contact_lock, courtesy_check
 from instances.gateway import Gateway, GatewayError
 from instances.kinds import DEFAULT_KIND
 from instances.models import DeliveryEvent, GatewayServer, Instance, OutboundMessage, RoutingPolicy, SendingSwitch
-from instances.routing import route_contact
+from instances.routing import contact_route
 from instances.servers import gateway_for, gateway_for_instance, server_place
 from outbox.services import event_emit
 
@@ -184,7 +184,7 @@ def message_send(*, contact: str, text: str, idempotency_key: str, kind: str = D
             existing = OutboundMessage.objects.filter(idempotency_key=idempotency_key).select_related("chip").first()
             if existing is None:
                 courtesy_check(contact=contact, text=text, kind=kind, now=timezone.now())
-                decision = route_contact(contact=contact, kind=kind)
+                decision = contact_route(contact=contact, kind=kind)
                 message = OutboundMessage.objects.create(
                     idempotency_key=idempotency_key, contact=contact, chip_id=decision.chip_id, text=text, kind=kind,
                     # The chip's first message to a contact just bound to it: a reach-out (restriction signal).

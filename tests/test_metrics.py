@@ -17,7 +17,7 @@ from chips.models import Chip
 from config import counters
 from config.celery import app
 from instances.models import ChipCapacity
-from instances.routing import RoutingRefused, route_contact
+from instances.routing import RoutingRefused, contact_route
 from instances.services import instance_register, sending_pause
 from tests.factories import chip_in_state
 
@@ -104,11 +104,11 @@ def test_every_line_is_valid_exposition_text(client, isolated_cache):
 def test_route_decisions_are_counted_by_outcome(client, isolated_cache):
     with time_machine.travel(BUSINESS_TIME, tick=True):
         _production_chip()
-        route_contact(contact="+5511988887777")
-        route_contact(contact="+5511988887777")
+        contact_route(contact="+5511988887777")
+        contact_route(contact="+5511988887777")
         sending_pause(reason="incident", by="test")
         with pytest.raises(RoutingRefused):
-            route_contact(contact="+5511988886666")
+            contact_route(contact="+5511988886666")
 
     samples = _samples(client.get(URL).content.decode())
 
@@ -160,7 +160,7 @@ def test_a_redis_outage_breaks_neither_routing_nor_metrics(client, dead_redis):
     with time_machine.travel(BUSINESS_TIME, tick=True):
         chip = _production_chip()
         counters.incr("route_decisions", "routed")  # does not raise
-        decision = route_contact(contact="+5511988887777")  # counted nowhere, but routed
+        decision = contact_route(contact="+5511988887777")  # counted nowhere, but routed
     assert decision.chip_id == chip.pk
     with pytest.raises(Exception):  # noqa: B017 - whatever the client raises, read() reports it
         counters.read("route_decisions")

@@ -16,7 +16,7 @@ from chips.models import Chip, ChipAlert, ChipTransition
 from instances.gateway import GatewayError
 from instances.health_signals import ChipFigures, WindowFigures, assess, chip_figures, thresholds
 from instances.models import ChipCapacity, ContactBinding, DeliveryEvent
-from instances.routing import route_contact
+from instances.routing import contact_route
 from instances.services import send_failure_observed, send_success_observed
 from tests.factories import chip_in_state
 from tests.instances.conftest import BUSINESS_TIME, production_chip
@@ -103,7 +103,7 @@ def test_a_chip_crossing_the_rest_threshold_rests_resumes_and_is_stopped_after_r
     ready = chip_in_state(status=S.READY, trust=95)
     ChipCapacity.objects.filter(chip=troubled).update(allowance_step=1)
     for n in range(3):  # the troubled chip's contacts, handed over when it is stopped
-        route_contact(contact=f"+5511977770{n:03d}")
+        contact_route(contact=f"+5511977770{n:03d}")
     ContactBinding.objects.update(chip=troubled)
     traffic(troubled, sent=34, failed=6, at=NOW - timedelta(minutes=50))  # 15 % failed in the hour: rest (>= 10)
     traffic(healthy, sent=40, failed=0, at=NOW - timedelta(minutes=50))

@@ -8,7 +8,7 @@ from chipfarm.models import OrchestratorOperation, PoolConfiguration
 from chips.models import Chip, ChipTransition
 from instances.health import instances_check
 from instances.models import Instance, InstanceLink
-from instances.routing import RoutingRefused, route_contact
+from instances.routing import RoutingRefused, contact_route
 
 pytestmark = pytest.mark.django_db
 OWN = "+55 61 98765-4321"
@@ -78,7 +78,7 @@ def test_a_logged_out_chip_is_relinked_and_routes_again_never_before(world, api,
     world.fake.close(chip.instance_name, 401)
     world.relay()
     with pytest.raises(RoutingRefused):
-        route_contact(contact="+5511988880001")  # unlinked: it takes no traffic
+        contact_route(contact="+5511988880001")  # unlinked: it takes no traffic
 
     link = api.post(f"/api/v1/chips/{chip.pk}/link").json()
     assert link["purpose"] == "relink"
@@ -86,7 +86,7 @@ def test_a_logged_out_chip_is_relinked_and_routes_again_never_before(world, api,
 
     chip.refresh_from_db()
     assert chip.is_connected and chip.status == "active"
-    assert route_contact(contact="+5511988880001").chip_id == chip.pk
+    assert contact_route(contact="+5511988880001").chip_id == chip.pk
 
 
 def test_a_chip_whose_instance_vanished_is_recreated_and_relinked(world, api, client, business_hours):
@@ -100,7 +100,7 @@ def test_a_chip_whose_instance_vanished_is_recreated_and_relinked(world, api, cl
     _scan(world, client, link["url"], chip)
 
     chip.refresh_from_db()
-    assert chip.is_connected and route_contact(contact="+5511988880002").chip_id == chip.pk
+    assert chip.is_connected and contact_route(contact="+5511988880002").chip_id == chip.pk
     assert InstanceLink.objects.get(instance__chip=chip).end_reason == "linked"
 
 

@@ -90,7 +90,7 @@ def test_an_operator_retries_or_cancels_a_stuck_pipeline_chip(operator_client, f
 def test_a_chip_that_lost_its_link_is_relinked_from_the_admin_and_routes_again(world, operator_client, lost,
                                                                                business_hours):
     from instances.health import instances_check
-    from instances.routing import RoutingRefused, route_contact
+    from instances.routing import RoutingRefused, contact_route
 
     world.fake.auto_qr = True
     chip = world.chip()
@@ -101,7 +101,7 @@ def test_a_chip_that_lost_its_link_is_relinked_from_the_admin_and_routes_again(w
         world.fake.forget(chip.instance_name)
         instances_check()
     with pytest.raises(RoutingRefused):
-        route_contact(contact="+5511988880001")
+        contact_route(contact="+5511988880001")
     assert 'id="link-chip"' in operator_client.get(reverse("admin:chips_chip_change", args=[chip.pk])).content.decode()
 
     operator_client.post(reverse("admin:chips_chip_link", args=[chip.pk]))
@@ -109,7 +109,7 @@ def test_a_chip_that_lost_its_link_is_relinked_from_the_admin_and_routes_again(w
     world.fake.scan(chip.instance_name, status["code"], chip.phone.lstrip("+"))
     world.relay()
 
-    assert route_contact(contact="+5511988880001").chip_id == chip.pk
+    assert contact_route(contact="+5511988880001").chip_id == chip.pk
 
 
 def test_a_degraded_chip_relinked_from_the_admin_rewarms_with_a_history_row(world, operator_client):

@@ -16,7 +16,7 @@ from chipfarm.orchestrator import run_cycle
 from chips.models import Chip, ChipAlert, ChipTransition, Notification, WarmingPhase
 from chips.notifications import notifications_deliver
 from instances.models import ContactBinding
-from instances.routing import route_contact
+from instances.routing import contact_route
 from tests.chipfarm.conftest import run_provisioning_tasks
 from tests.factories import chip_in_state
 from tests.instances.conftest import BUSINESS_TIME, production_chip
@@ -64,7 +64,7 @@ def test_degraded_active_chip_is_replaced_by_the_most_trusted_ready_chip(pool_co
     with time_machine.travel(BUSINESS_TIME, tick=False):
         old = production_chip(per_hour=50)
         for n in range(3):
-            route_contact(contact=f"+55119000000{n:02d}")
+            contact_route(contact=f"+55119000000{n:02d}")
         weaker = chip_in_state(status=S.READY, trust=88)
         best = chip_in_state(status=S.READY, trust=97)
         Chip.objects.filter(pk=old.pk).update(trust_score=30)

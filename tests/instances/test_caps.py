@@ -16,7 +16,7 @@ from chips.models import Chip, WarmingPhase
 from chips.services import Actor, chip_transition
 from instances.caps import NO_CAPS, Caps, caps_annotations, caps_in_effect, production_defaults
 from instances.models import ChipCapacity, ContactBinding
-from instances.routing import RoutingRefused, reserve_capacity, route_contact
+from instances.routing import RoutingRefused, capacity_reserve, contact_route
 from instances.services import instance_register
 from tests.factories import chip_in_state
 from tests.instances.conftest import BUSINESS_TIME
@@ -75,10 +75,10 @@ def test_a_chip_warmed_through_every_phase_and_promoted_routes_up_to_the_product
     assert caps_in_effect(chip) == production_defaults()
 
     with time_machine.travel(BUSINESS_TIME, tick=False):
-        decisions = [route_contact(contact=contact(n)) for n in range(20)]
+        decisions = [contact_route(contact=contact(n)) for n in range(20)]
         assert {d.chip_id for d in decisions} == {chip.pk}
         with pytest.raises(RoutingRefused) as refused:
-            route_contact(contact=contact(20))
+            contact_route(contact=contact(20))
     assert refused.value.code == "no_capacity"
     assert ChipCapacity.objects.get(chip=chip).hour_count == 20
 
@@ -120,11 +120,11 @@ def test_a_warming_chips_caps_follow_its_phase_and_the_reservation_holds_them_wi
             assert caps_in_effect(chip) == plan_caps(plan.phase)
         Chip.objects.filter(pk=chip.pk).update(warming_phase=WarmingPhase.REST)
         # the rest phase allows one message an hour: the reservation (the warmer's path) holds it
-        assert reserve_capacity(chip_id=chip.pk) is True
-        assert reserve_capacity(chip_id=chip.pk) is False
+        assert capacity_reserve(chip_id=chip.pk) is True
+        assert capacity_reserve(chip_id=chip.pk) is False
         # the phase plan is read when asked: an operator's change to it applies at once
         PhasePlan.objects.filter(phase=WarmingPhase.REST).update(messages_per_day=60)
-        assert reserve_capacity(chip_id=chip.pk) is True
+        assert capacity_reserve(chip_id=chip.pk) is True
     assert overrides(chip) == (None, None, None)
 
 
@@ -154,13 +154,13 @@ def test_binding_ttl_days_setting_makes_bindings_expire_after_that_many_days(set
     settings.BINDING_TTL_DAYS = 7
     with time_machine.travel(BUSINESS_TIME, tick=False):
         make_production_chip(per_hour=50)
-        first = route_contact(contact=contact(1))
+        first = contact_route(contact=contact(1))
     binding = ContactBinding.objects.get(pk=first.binding_id)
     assert binding.expires_at == BUSINESS_TIME + timedelta(days=7)
     with time_machine.travel(BUSINESS_TIME + timedelta(days=6), tick=False):
-        assert route_contact(contact=contact(1)).binding == "sticky"  # and the TTL runs again from here
+        assert contact_route(contact=contact(1)).binding == "sticky"  # and the TTL runs again from here
     with time_machine.travel(BUSINESS_TIME + timedelta(days=6 + 7), tick=False):
-        again = route_contact(contact=contact(1))
+        again = contact_route(contact=contact(1))
     assert again.binding == "moved"
     assert ContactBinding.objects.get(pk=again.binding_id).move_reason == "binding expired"
 
@@ -225,7 +225,7 @@ def test_every_binding_takes_the_policy_rows_ttl_which_the_setting_only_seeds(se
         assert RoutingPolicy.load().binding_ttl_days == 7  # a new policy row starts from the setting
         RoutingPolicy.objects.filter(pk=1).update(binding_ttl_days=3)  # then the operator's value holds
         settings.BINDING_TTL_DAYS = 30
-        routed = route_contact(contact=contact(2))
+        routed = contact_route(contact=contact(2))
         _binding(contact(3), chip, BUSINESS_TIME)  # a contact who wrote first
     assert ContactBinding.objects.get(pk=routed.binding_id).expires_at == BUSINESS_TIME + timedelta(days=3)
     assert ContactBinding.objects.get(contact=contact(3)).expires_at == BUSINESS_TIME + timedelta(days=3)

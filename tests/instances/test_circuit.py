@@ -12,7 +12,7 @@ import time_machine
 from instances import circuit
 from instances.gateway import GatewayError
 from instances.models import DeliveryEvent, InboundMessage, OutboundMessage
-from instances.routing import RoutingRefused, reserve_capacity, route_contact
+from instances.routing import RoutingRefused, capacity_reserve, contact_route
 from instances.services import message_send, send_failure_observed, send_success_observed
 from tests.instances.conftest import BUSINESS_TIME
 
@@ -42,21 +42,21 @@ def test_three_consecutive_failures_open_it_five_minutes_then_one_trial_closes_i
         assert (state.state, state.failures, state.open_until) == ("open", 3, NOW + FIVE_MINUTES)
 
         # No traffic for five minutes: new contacts go elsewhere, its own contacts move, the warmer is refused.
-        assert {route_contact(contact=contact(n)).chip_id for n in range(4)} == {other.pk}
-        assert reserve_capacity(chip_id=chip.pk) is False
+        assert {contact_route(contact=contact(n)).chip_id for n in range(4)} == {other.pk}
+        assert capacity_reserve(chip_id=chip.pk) is False
         clock.shift(FIVE_MINUTES - timedelta(seconds=1))
-        assert route_contact(contact=contact(10)).chip_id == other.pk
+        assert contact_route(contact=contact(10)).chip_id == other.pk
 
         # Half-open: exactly one trial goes through (least loaded: the idle chip is tried first).
         clock.shift(timedelta(seconds=1))
         assert circuit.circuit_state(chip_id=chip.pk).state == "half_open"
-        trial = route_contact(contact=contact(20))
+        trial = contact_route(contact=contact(20))
         assert trial.chip_id == chip.pk
         assert circuit.circuit_state(chip_id=chip.pk).trial_in_flight
-        assert route_contact(contact=contact(21)).chip_id == other.pk  # the trial is out: nobody else
+        assert contact_route(contact=contact(21)).chip_id == other.pk  # the trial is out: nobody else
         send_success_observed(chip_id=chip.pk)  # the trial passed
         assert circuit.circuit_state(chip_id=chip.pk).state == "closed"
-        assert route_contact(contact=contact(22)).chip_id == chip.pk
+        assert contact_route(contact=contact(22)).chip_id == chip.pk
 
 
 def test_a_failed_trial_opens_it_again_for_another_five_minutes(make_production_chip):
@@ -64,12 +64,12 @@ def test_a_failed_trial_opens_it_again_for_another_five_minutes(make_production_
         chip = make_production_chip(per_hour=50)
         fail(chip.pk, 3)
         clock.shift(FIVE_MINUTES)
-        assert route_contact(contact=contact(1)).chip_id == chip.pk  # the trial
+        assert contact_route(contact=contact(1)).chip_id == chip.pk  # the trial
         fail(chip.pk, 1)  # it failed
         state = circuit.circuit_state(chip_id=chip.pk)
         assert (state.state, state.open_until, state.times_opened) == ("open", NOW + 2 * FIVE_MINUTES, 2)
         with pytest.raises(RoutingRefused) as refused:
-            route_contact(contact=contact(2))
+            contact_route(contact=contact(2))
         assert refused.value.code == "no_capacity"
         clock.shift(FIVE_MINUTES)
         assert circuit.circuit_acquire(chip_id=chip.pk) == "trial"
@@ -143,7 +143,7 @@ def test_redis_down_never_blocks_sending_nor_breaks_routing(make_production_chip
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}
     with time_machine.travel(NOW, tick=True):
         fail(chip.pk, 5)  # recorded nowhere, raises nothing
-        assert route_contact(contact=contact(1)).chip_id == chip.pk
+        assert contact_route(contact=contact(1)).chip_id == chip.pk
     state = circuit.circuit_state(chip_id=chip.pk)
     assert (state.state, state.known) == ("closed", False)
     assert "failing open" in caplog.text
@@ -197,7 +197,7 @@ def test_failures_recorded_by_a_worker_open_the_circuit_for_this_process(
 
     # This process reads the worker's circuit: the chip takes no traffic.
     assert circuit.circuit_state(chip_id=chip.pk).state == "open"
-    assert {route_contact(contact=contact(10 + n)).chip_id for n in range(3)} == {other.pk}
+    assert {contact_route(contact=contact(10 + n)).chip_id for n in range(3)} == {other.pk}
     # Five minutes on, one trial from here closes what the worker opened.
     with time_machine.travel(datetime.now(UTC) + FIVE_MINUTES + timedelta(seconds=1), tick=False):
         outcome = message_send(contact=contact(20), text="Olá de novo", idempotency_key="trial")

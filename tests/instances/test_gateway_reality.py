@@ -18,7 +18,7 @@ from chips.services import Actor, chip_transition
 from instances.health import instances_check
 from instances.maintenance import instance_restart, receipts_prune, webhooks_heal
 from instances.models import ContactBinding, GatewayServer, Instance, WebhookReceipt
-from instances.routing import route_contact
+from instances.routing import contact_route
 from instances.services import message_send
 from tests.instances.conftest import payload
 
@@ -38,8 +38,8 @@ def post(client, body, settings, secret=None):
 
 def test_a_ban_whose_webhooks_were_dropped_is_found_by_the_next_check(world, business_hours):
     chip = world.chip()
-    route_contact(contact=A)
-    route_contact(contact=B)
+    contact_route(contact=A)
+    contact_route(contact=B)
     world.fake.drop_webhooks(None)
     world.fake.close(chip.instance_name, 403)
     assert world.relay() == []  # every webhook of the ban was lost
@@ -109,7 +109,7 @@ def test_retiring_a_connected_chip_raises_no_logged_out_alert(world, fake_salvy)
 
 def test_an_instance_deleted_behind_the_pools_back_leaves_routing_after_the_next_check(world, business_hours):
     lost, kept = world.chip(priority=10), world.chip()
-    assert route_contact(contact=A).chip_id == lost.pk
+    assert contact_route(contact=A).chip_id == lost.pk
     world.fake.forget(lost.instance_name)  # the gateway lost it; no webhook
 
     instances_check()
@@ -117,7 +117,7 @@ def test_an_instance_deleted_behind_the_pools_back_leaves_routing_after_the_next
 
     lost.refresh_from_db()
     assert not lost.is_connected and Instance.objects.get(chip=lost).state == "gone"
-    assert {route_contact(contact=c).chip_id for c in (A, B, "+5511988880003")} == {kept.pk}
+    assert {contact_route(contact=c).chip_id for c in (A, B, "+5511988880003")} == {kept.pk}
     alert = ChipAlert.objects.get(chip=lost, kind="instance_gone")
     assert alert.severity == "critical" and alert.occurrences == 1 and "Link" in alert.action_taken
 
@@ -125,7 +125,7 @@ def test_an_instance_deleted_behind_the_pools_back_leaves_routing_after_the_next
 def test_a_remove_instance_webhook_from_outside_takes_the_chip_out_with_one_critical_alert(world, client, settings,
                                                                                          business_hours):
     lost, kept = world.chip(priority=10), world.chip()
-    assert route_contact(contact=A).chip_id == lost.pk
+    assert contact_route(contact=A).chip_id == lost.pk
     world.fake.forget(lost.instance_name)  # deleted outside the pool (another client, the manager UI)
     body = payload("remove_instance", instance=lost.instance_name)  # what 2.3.7 sends then: data null
 
@@ -134,7 +134,7 @@ def test_a_remove_instance_webhook_from_outside_takes_the_chip_out_with_one_crit
 
     lost.refresh_from_db()
     assert Instance.objects.get(chip=lost).state == "gone" and not lost.is_connected  # by the webhook alone
-    assert {route_contact(contact=c).chip_id for c in (A, B, "+5511988880003")} == {kept.pk}
+    assert {contact_route(contact=c).chip_id for c in (A, B, "+5511988880003")} == {kept.pk}
     instances_check()  # the next check agrees (absent from the list) and raises nothing more
     alerts = ChipAlert.objects.filter(severity="critical")
     assert [(a.chip_id, a.kind, a.occurrences) for a in alerts] == [(lost.pk, "instance_gone", 1)]
@@ -149,8 +149,8 @@ def test_the_first_404_on_a_send_takes_the_chip_out_of_routing(world, business_h
     assert first.message.chip_id == lost.pk and first.message.status == "failed"
     lost.refresh_from_db()
     assert not lost.is_connected
-    assert route_contact(contact=B).chip_id == kept.pk
-    assert route_contact(contact=A).chip_id == kept.pk  # moved off the lost chip
+    assert contact_route(contact=B).chip_id == kept.pk
+    assert contact_route(contact=A).chip_id == kept.pk  # moved off the lost chip
     assert ChipAlert.objects.filter(chip=lost, kind="instance_gone").count() == 1
 
 
@@ -231,7 +231,7 @@ def test_a_send_failing_with_connection_closed_takes_the_chip_out_at_once_and_as
     assert "Connection Closed" in outcome.message.error
     dead.refresh_from_db()
     assert not dead.is_connected
-    assert route_contact(contact=B).chip_id == healthy.pk  # the next route picks another chip
+    assert contact_route(contact=B).chip_id == healthy.pk  # the next route picks another chip
     assert world.fake.request_count("sendText", instance=dead.instance_name) == 1  # never retried
     assert len(callbacks) == 1  # the restart task, queued after commit
     assert instances_check().changes == []  # it still reports open: not believed before the restart settles

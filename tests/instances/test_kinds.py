@@ -11,7 +11,7 @@ import time_machine
 from chips.models import Chip
 from chips.services import Actor, chip_transition
 from instances.models import ChipCapacity, ContactBinding, InboundMessage
-from instances.routing import RoutingRefused, route_contact
+from instances.routing import RoutingRefused, contact_route
 from tests.instances.conftest import BUSINESS_TIME
 
 pytestmark = pytest.mark.django_db
@@ -40,20 +40,20 @@ def wrote(number: str, chip: Chip) -> None:
 def test_a_prospecting_message_goes_to_a_chip_above_the_prospecting_trust(make_production_chip, frozen):
     low = make_production_chip(per_hour=50, trust=70)
     high = make_production_chip(per_hour=50, trust=85)
-    assert {route_contact(contact=contact(n), kind="prospecting").chip_id for n in range(3)} == {high.pk}
+    assert {contact_route(contact=contact(n), kind="prospecting").chip_id for n in range(3)} == {high.pk}
     # A contact bound to the low-trust chip moves for a prospecting message, and says why.
     bind(contact(9), low)
-    decision = route_contact(contact=contact(9), kind="prospecting")
+    decision = contact_route(contact=contact(9), kind="prospecting")
     assert (decision.chip_id, decision.binding) == (high.pk, "moved")
     assert "below the prospecting minimum 80" in ContactBinding.objects.current().get(contact=contact(9)).move_reason
     # A follow-up (trust >= 60) may use either.
-    assert route_contact(contact=contact(20), kind="follow_up").chip_id == low.pk
+    assert contact_route(contact=contact(20), kind="follow_up").chip_id == low.pk
 
 
 def test_without_a_chip_above_the_trust_the_refusal_names_the_kind(make_production_chip, frozen, api):
     chip = make_production_chip(per_hour=50, trust=70)
     with pytest.raises(RoutingRefused) as refused:
-        route_contact(contact=contact(1), kind="prospecting")
+        contact_route(contact=contact(1), kind="prospecting")
     assert refused.value.code == "no_capacity" and "prospecting" in refused.value.message
     assert ChipCapacity.objects.get(chip=chip).hour_count == 0
     response = api.post("/api/v1/route", {"contact": contact(1), "kind": "prospecting"})
@@ -66,25 +66,25 @@ def test_without_a_chip_above_the_trust_the_refusal_names_the_kind(make_producti
 def test_each_kind_stops_at_its_share_of_the_hour(make_production_chip, frozen):
     chip = make_production_chip(per_hour=20, per_day=100, new_contacts=100)
     for n in range(5):  # 25 % of 20
-        route_contact(contact=contact(n), kind="prospecting")
+        contact_route(contact=contact(n), kind="prospecting")
     with pytest.raises(RoutingRefused):
-        route_contact(contact=contact(5), kind="prospecting")
+        contact_route(contact=contact(5), kind="prospecting")
     for n in range(10):  # 50 % of 20, on its own count
-        route_contact(contact=contact(10 + n), kind="follow_up")
+        contact_route(contact=contact(10 + n), kind="follow_up")
     with pytest.raises(RoutingRefused):
-        route_contact(contact=contact(30), kind="follow_up")
+        contact_route(contact=contact(30), kind="follow_up")
     capacity = ChipCapacity.objects.get(chip=chip)
     assert (capacity.hour_prospecting, capacity.hour_follow_up, capacity.hour_count) == (5, 10, 15)
     # The quarter of the hour the proactive kinds leave is the replies'.
     for n in range(5):
         wrote(contact(40 + n), chip)
         bind(contact(40 + n), chip)
-        assert route_contact(contact=contact(40 + n), kind="reply").chip_id == chip.pk
+        assert contact_route(contact=contact(40 + n), kind="reply").chip_id == chip.pk
     capacity.refresh_from_db()
     assert (capacity.hour_reply, capacity.hour_count) == (5, 20)
     # The next hour starts every kind's count over.
     frozen.shift(timedelta(hours=1))
-    assert route_contact(contact=contact(50), kind="prospecting").chip_id == chip.pk
+    assert contact_route(contact=contact(50), kind="prospecting").chip_id == chip.pk
     capacity.refresh_from_db()
     assert (capacity.hour_prospecting, capacity.hour_follow_up, capacity.hour_reply) == (1, 0, 0)
 
@@ -99,13 +99,13 @@ def test_a_reply_always_goes_to_the_contacts_own_chip_while_it_is_in_production(
         wrote(contact(n), own)
         bind(contact(n), own)
     # Past the reply share, under the trust minimum, restricted from new contacts: still its own chip.
-    assert [route_contact(contact=contact(n), kind="reply").chip_id for n in range(4)] == [own.pk] * 4
+    assert [contact_route(contact=contact(n), kind="reply").chip_id for n in range(4)] == [own.pk] * 4
     # Resting (cooling) is still production: it answers the people who write to it.
     chip_transition(chip=own.pk, transition="cool_down", actor=Actor.system("t"))
-    decision = route_contact(contact=contact(0), kind="reply")
+    decision = contact_route(contact=contact(0), kind="reply")
     assert (decision.chip_id, decision.binding) == (own.pk, "sticky")
     # A follow-up to the same contact does not go to a resting chip.
-    assert route_contact(contact=contact(1), kind="follow_up").chip_id == other.pk
+    assert contact_route(contact=contact(1), kind="follow_up").chip_id == other.pk
 
 
 def test_a_reply_still_respects_the_hard_caps(make_production_chip, frozen):
@@ -114,5 +114,5 @@ def test_a_reply_still_respects_the_hard_caps(make_production_chip, frozen):
     for n in range(3):
         wrote(contact(n), own)
         bind(contact(n), own)
-    assert [route_contact(contact=contact(n), kind="reply").chip_id for n in range(3)] == [own.pk, own.pk, other.pk]
+    assert [contact_route(contact=contact(n), kind="reply").chip_id for n in range(3)] == [own.pk, own.pk, other.pk]
     assert ChipCapacity.objects.get(chip=own).hour_count == 2  # never past its hourly cap

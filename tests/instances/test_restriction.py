@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from chips.models import ChipAlert
 from instances.models import ChipCapacity, DeliveryEvent
-from instances.routing import route_contact
+from instances.routing import contact_route
 from instances.services import message_send
 from tests.inbox import drain_all
 from tests.instances.conftest import payload
@@ -53,7 +53,7 @@ def test_two_failed_first_contacts_within_six_hours_restrict_the_chip_from_new_c
     assert restricted(first) and not restricted(second)
     alert = ChipAlert.objects.open().get(chip=first, kind="restricted")
     assert alert.severity == "warning" and "2" in alert.message and "+5511*****0002" in alert.message
-    assert route_contact(contact=NEW3).chip_id == second.pk  # new contacts go elsewhere
+    assert contact_route(contact=NEW3).chip_id == second.pk  # new contacts go elsewhere
     assert send(OLD, "m-old-2").message.chip_id == first.pk  # its contacts still route to it
     sent = [m for m in world.fake.sent_messages if m["instance"] == first.instance_name]
     assert len(sent) == 4  # no send was retried
@@ -115,4 +115,4 @@ def test_a_receipt_that_carries_the_463_code_restricts_at_once(world, two_chips,
     drain_all()  # the drain applies it right after (the task the webhook kicked)
     assert restricted(first)
     assert "463" in ChipAlert.objects.get(chip=first, kind="restricted").message
-    assert route_contact(contact=NEW2).chip_id == second.pk
+    assert contact_route(contact=NEW2).chip_id == second.pk

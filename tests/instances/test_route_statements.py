@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from instances.caps import caps_in_effect, new_contacts_used
 from instances.models import ChipCapacity, ContactBinding
-from instances.routing import RoutingRefused, route_contact
+from instances.routing import RoutingRefused, contact_route
 from tests.instances.conftest import BUSINESS_TIME
 
 CONTACT = "+5511977776666"
@@ -27,12 +27,12 @@ def statements(ctx: CaptureQueriesContext) -> list[str]:
 def test_a_new_contact_takes_two_statements_and_so_does_a_sticky_one(make_production_chip):
     with time_machine.travel(BUSINESS_TIME, tick=False):
         chips = [make_production_chip(per_hour=20) for _ in range(3)]
-        route_contact(contact="+5511900000001")  # warm: the policy row exists, as in a running pool
+        contact_route(contact="+5511900000001")  # warm: the policy row exists, as in a running pool
 
         with CaptureQueriesContext(connection) as new:
-            first = route_contact(contact=CONTACT)
+            first = contact_route(contact=CONTACT)
         with CaptureQueriesContext(connection) as sticky:
-            again = route_contact(contact=CONTACT)
+            again = contact_route(contact=CONTACT)
 
     assert first.binding == "new" and again.binding == "sticky" and again.chip_id == first.chip_id
     assert first.chip_id in {c.pk for c in chips}
@@ -48,14 +48,14 @@ def test_a_move_stays_within_five_statements_and_tells_the_app(make_production_c
     with time_machine.travel(BUSINESS_TIME, tick=False):
         full = make_production_chip(per_hour=1)
         make_production_chip(per_hour=20)
-        first = route_contact(contact=CONTACT)
-        assert first.chip_id == full.pk or route_contact(contact="+5511900000002")
+        first = contact_route(contact=CONTACT)
+        assert first.chip_id == full.pk or contact_route(contact="+5511900000002")
         if first.chip_id != full.pk:  # make the bound chip the full one
             ContactBinding.objects.filter(contact=CONTACT).update(chip=full)
             ChipCapacity.objects.filter(chip=full).update(hour_count=1, hour_window=BUSINESS_TIME,
                                                           hour_follow_up=1)
         with CaptureQueriesContext(connection) as moved:
-            again = route_contact(contact=CONTACT)
+            again = contact_route(contact=CONTACT)
     assert again.binding == "moved" and again.chip_id != full.pk
     sent = [q for q in statements(moved) if q not in ("BEGIN", "COMMIT")]
     # read, why the bound chip refused, take, release, bind — and the contact.moved event with its deliveries
@@ -67,18 +67,18 @@ def test_new_contacts_count_over_a_rolling_24_hours_from_the_buckets(make_produc
     with time_machine.travel(BUSINESS_TIME, tick=False) as clock:
         chip = make_production_chip(per_hour=50, per_day=500, new_contacts=3)
         for n in range(3):
-            assert route_contact(contact=f"+55119000000{n:02d}").chip_id == chip.pk
+            assert contact_route(contact=f"+55119000000{n:02d}").chip_id == chip.pk
         capacity = ChipCapacity.objects.get(chip=chip)
         assert new_contacts_used(capacity, BUSINESS_TIME) == 3
         with pytest.raises(RoutingRefused):  # the allowance is used up
-            route_contact(contact="+5511900000099")
-        assert route_contact(contact="+5511900000001").binding == "sticky"  # a known contact still goes through
+            contact_route(contact="+5511900000099")
+        assert contact_route(contact="+5511900000001").binding == "sticky"  # a known contact still goes through
 
         clock.move_to(BUSINESS_TIME + timedelta(hours=23, minutes=59))  # still inside 24 h
         with pytest.raises(RoutingRefused):
-            route_contact(contact="+5511900000098")
+            contact_route(contact="+5511900000098")
         clock.move_to(BUSINESS_TIME + timedelta(hours=25, minutes=1))  # the first hour's bucket is out
-        assert route_contact(contact="+5511900000097").chip_id == chip.pk
+        assert contact_route(contact="+5511900000097").chip_id == chip.pk
     capacity.refresh_from_db()
     assert new_contacts_used(capacity, BUSINESS_TIME + timedelta(hours=25, minutes=1)) == 1
     assert caps_in_effect(chip, capacity).new_contacts_per_day == 3

@@ -14,7 +14,7 @@ from django.db.models import Sum
 from chips.models import Chip
 from chips.services import Actor, chip_transition
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
-from instances.routing import RoutingRefused, bindings_move, route_contact
+from instances.routing import RoutingRefused, bindings_move, contact_route
 from instances.services import sending_pause, sending_resume
 from tests.instances.conftest import BUSINESS_TIME
 
@@ -38,7 +38,7 @@ def test_fifty_threads_never_push_a_chip_over_its_caps(make_production_chip, bus
             barrier.wait(timeout=30)
             for j in range(4):
                 try:
-                    route_contact(contact=contact(i * 10 + j))
+                    contact_route(contact=contact(i * 10 + j))
                     outcome = "routed"
                 except RoutingRefused as exc:
                     outcome = exc.code
@@ -74,7 +74,7 @@ def test_fifty_threads_never_push_a_chip_over_its_kind_share(make_production_chi
             for j in range(4):
                 kind = "prospecting" if (i + j) % 2 else "follow_up"
                 try:
-                    route_contact(contact=contact(i * 10 + j), kind=kind)
+                    contact_route(contact=contact(i * 10 + j), kind=kind)
                     outcome = f"{kind} routed"
                 except RoutingRefused as exc:
                     outcome = f"{kind} {exc.code}"
@@ -99,44 +99,44 @@ def test_caps_hourly_then_daily_and_a_missed_reset_does_not_matter(make_producti
     settings.KIND_HOURLY_SHARE = {**settings.KIND_HOURLY_SHARE, "follow_up": 100}  # the hard caps, not the share
     chip = make_production_chip(per_hour=2, per_day=3, new_contacts=100)
     with time_machine.travel(BUSINESS_TIME, tick=False):
-        route_contact(contact=contact(1))
-        route_contact(contact=contact(2))
+        contact_route(contact=contact(1))
+        contact_route(contact=contact(2))
         with pytest.raises(RoutingRefused) as exc:
-            route_contact(contact=contact(3))
+            contact_route(contact=contact(3))
         assert exc.value.code == "no_capacity" and exc.value.retry_after == 3600
     # An hour later no reset job ran, yet the new hour counts from zero; the daily cap still holds.
     with time_machine.travel(BUSINESS_TIME + timedelta(hours=1), tick=False):
-        route_contact(contact=contact(3))
+        contact_route(contact=contact(3))
         with pytest.raises(RoutingRefused):
-            route_contact(contact=contact(4))
+            contact_route(contact=contact(4))
     # The next business day counts from zero too (the stale counters are simply an older window).
     with time_machine.travel(BUSINESS_TIME + timedelta(days=1), tick=False):
-        assert route_contact(contact=contact(4)).chip_id == chip.pk
+        assert contact_route(contact=contact(4)).chip_id == chip.pk
     capacity = ChipCapacity.objects.get(chip=chip)
     assert (capacity.day_count, capacity.hour_count) == (1, 1)
 
 
 def test_new_contacts_cap_per_rolling_24h_but_known_contacts_still_served(make_production_chip, business_hours):
     make_production_chip(per_hour=50, per_day=50, new_contacts=2)
-    route_contact(contact=contact(1))
-    route_contact(contact=contact(2))
+    contact_route(contact=contact(1))
+    contact_route(contact=contact(2))
     with pytest.raises(RoutingRefused):
-        route_contact(contact=contact(3))
-    assert route_contact(contact=contact(1)).binding == "sticky"
+        contact_route(contact=contact(3))
+    assert contact_route(contact=contact(1)).binding == "sticky"
 
 
 def test_sticky_until_the_chip_leaves_production_then_rebinds(make_production_chip, business_hours):
     first = make_production_chip(per_hour=50)
-    decision = route_contact(contact=contact(1))
+    decision = contact_route(contact=contact(1))
     assert (decision.chip_id, decision.binding) == (first.pk, "new")
     second = make_production_chip(per_hour=50)
     for _ in range(3):  # least-loaded would now prefer `second`, stickiness keeps `first`
-        d = route_contact(contact=contact(1))
+        d = contact_route(contact=contact(1))
         assert (d.chip_id, d.binding) == (first.pk, "sticky")
 
     chip_transition(chip=first.pk, transition="retire", actor=Actor.system("test"))
 
-    moved = route_contact(contact=contact(1))
+    moved = contact_route(contact=contact(1))
     assert (moved.chip_id, moved.binding) == (second.pk, "moved")
     old, new = ContactBinding.objects.filter(contact=contact(1)).order_by("id")
     assert old.released_at is not None and new.released_at is None
@@ -146,12 +146,12 @@ def test_sticky_until_the_chip_leaves_production_then_rebinds(make_production_ch
 def test_binding_ttl_passes_then_rebinds(make_production_chip):
     with time_machine.travel(BUSINESS_TIME, tick=False):
         make_production_chip(per_hour=50)
-        first = route_contact(contact=contact(1))
+        first = contact_route(contact=contact(1))
     with time_machine.travel(BUSINESS_TIME + timedelta(days=29), tick=False):
-        assert route_contact(contact=contact(1)).binding == "sticky"
+        assert contact_route(contact=contact(1)).binding == "sticky"
     # the TTL runs from the last use: 31 days of silence expire it
     with time_machine.travel(BUSINESS_TIME + timedelta(days=29 + 31), tick=False):
-        again = route_contact(contact=contact(1))
+        again = contact_route(contact=contact(1))
     assert again.binding == "moved" and again.chip_id == first.chip_id
     assert ContactBinding.objects.filter(contact=contact(1)).order_by("id").last().move_reason == "binding expired"
 
@@ -162,18 +162,18 @@ def test_banned_and_disconnected_chips_are_not_routed_to(make_production_chip, b
     offline = make_production_chip(per_hour=50)
     Chip.objects.filter(pk=offline.pk).update(is_connected=False)
     with pytest.raises(RoutingRefused) as exc:
-        route_contact(contact=contact(1))
+        contact_route(contact=contact(1))
     assert exc.value.code == "no_capacity"
     assert not ContactBinding.objects.exists()
 
 
 def test_restricted_chip_takes_no_new_contact(make_production_chip, business_hours):
     chip = make_production_chip(per_hour=50)
-    route_contact(contact=contact(1))
+    contact_route(contact=contact(1))
     ChipCapacity.objects.filter(chip=chip).update(restricted_until=BUSINESS_TIME + timedelta(hours=5))
     with pytest.raises(RoutingRefused):
-        route_contact(contact=contact(2))
-    assert route_contact(contact=contact(1)).binding == "sticky"
+        contact_route(contact=contact(2))
+    assert contact_route(contact=contact(1)).binding == "sticky"
 
 
 @pytest.mark.parametrize(
@@ -188,7 +188,7 @@ def test_restricted_chip_takes_no_new_contact(make_production_chip, business_hou
 def test_outside_hours_and_holidays_refuse_and_reserve_nothing(make_production_chip, moment, code):
     chip = make_production_chip(per_hour=50)
     with time_machine.travel(moment, tick=False), pytest.raises(RoutingRefused) as exc:
-        route_contact(contact=contact(1))
+        contact_route(contact=contact(1))
     assert exc.value.code == code and exc.value.retry_after > 0
     assert ChipCapacity.objects.get(chip=chip).hour_count == 0
     assert not ContactBinding.objects.exists()
@@ -198,7 +198,7 @@ def test_retry_after_points_at_the_next_opening(make_production_chip):
     make_production_chip()
     thursday_evening = datetime(2026, 11, 19, 23, 30, tzinfo=UTC)  # 20:30 in São Paulo
     with time_machine.travel(thursday_evening, tick=False), pytest.raises(RoutingRefused) as exc:
-        route_contact(contact=contact(1))
+        contact_route(contact=contact(1))
     # Friday the 20th is a holiday: the next opening is Saturday 08:00 BRT = 11:00 UTC.
     assert exc.value.retry_after == int((datetime(2026, 11, 21, 11, 0, tzinfo=UTC)
                                          - datetime(2026, 11, 19, 23, 30, tzinfo=UTC)).total_seconds())
@@ -208,12 +208,12 @@ def test_kill_switch_refuses_with_paused_and_resumes(make_production_chip, busin
     chip = make_production_chip(per_hour=50)
     sending_pause(reason="incident 42", by="ana")
     with pytest.raises(RoutingRefused) as exc:
-        route_contact(contact=contact(1))
+        contact_route(contact=contact(1))
     assert exc.value.code == "paused" and "incident 42" in exc.value.message
     assert ChipCapacity.objects.get(chip=chip).hour_count == 0
     policy = sending_resume(by="ana")
     assert not policy.is_paused
-    assert route_contact(contact=contact(1)).chip_id == chip.pk
+    assert contact_route(contact=contact(1)).chip_id == chip.pk
 
 
 @pytest.mark.parametrize(("strategy", "expected"), [("round_robin", [0, 1, 2, 0]), ("priority", [2, 2, 2, 2]),
@@ -221,15 +221,15 @@ def test_kill_switch_refuses_with_paused_and_resumes(make_production_chip, busin
 def test_strategies(make_production_chip, business_hours, strategy, expected):
     chips = [make_production_chip(per_hour=50, priority=p) for p in (0, 1, 5)]
     RoutingPolicy.objects.update_or_create(id=1, defaults={"strategy": strategy})
-    picked = [route_contact(contact=contact(n)).chip_id for n in range(4)]
+    picked = [contact_route(contact=contact(n)).chip_id for n in range(4)]
     assert picked == [chips[i].pk for i in expected]
 
 
 def test_bindings_move_moves_every_current_binding(make_production_chip, business_hours):
     old = make_production_chip(per_hour=50)
     for n in range(3):
-        route_contact(contact=contact(n))
+        contact_route(contact=contact(n))
     new = make_production_chip(per_hour=50)
     assert bindings_move(from_chip_id=old.pk, to_chip_id=new.pk, reason="replacement") == 3
     assert set(ContactBinding.objects.current().values_list("chip_id", flat=True)) == {new.pk}
-    assert route_contact(contact=contact(0)).chip_id == new.pk
+    assert contact_route(contact=contact(0)).chip_id == new.pk

@@ -9,7 +9,7 @@ from chips.demo import chip_walk
 from chips.models import Chip, ChipAlert
 from instances.health import instances_check
 from instances.models import GatewayServer, Instance
-from instances.routing import route_contact
+from instances.routing import contact_route
 from instances.servers import NoGatewayCapacity, server_place
 from sandbox.evolution import FakeEvolution
 from sandbox.server import FakeServer
@@ -67,7 +67,7 @@ def test_a_server_that_stops_answering_takes_only_its_chips_out_of_routing_until
     assert set(Chip.objects.filter(is_connected=False).values_list("pk", flat=True)) == on_big
     (alert,) = ChipAlert.objects.open().filter(kind="gateway_server_down")
     assert "evo-2" in alert.message and alert.chip is None and alert.severity == "critical"
-    routed = {route_contact(contact=f"+55119888800{i:02d}").chip_id for i in range(10)}
+    routed = {contact_route(contact=f"+55119888800{i:02d}").chip_id for i in range(10)}
     assert routed <= on_small and routed
     big.refresh_from_db()
     assert not big.is_reachable

@@ -8,7 +8,7 @@ import pytest
 
 from chips.models import Chip, ChipAlert, ChipTransition
 from instances.models import ChipCapacity, ContactBinding, DeliveryEvent, Instance, OutboundMessage, WebhookReceipt
-from instances.routing import route_contact
+from instances.routing import contact_route
 from tests.inbox import drain_all
 
 pytestmark = pytest.mark.django_db
@@ -39,7 +39,7 @@ def close(instance: str, code: int) -> dict:
 @pytest.mark.parametrize("code", [402, 403, 406])
 def test_final_ban_codes_ban_the_chip_with_a_history_row(post, make_production_chip, business_hours, code):
     chip = make_production_chip(per_hour=10)
-    route_contact(contact="+5511988887777")
+    contact_route(contact="+5511988887777")
 
     response = post(close(chip.instance_name, code))
 
@@ -103,7 +103,7 @@ def test_acks_update_the_message_and_record_outcomes(post, make_production_chip)
 
 def test_463_timelock_restricts_the_chip_from_new_contacts(post, make_production_chip, business_hours):
     chip = make_production_chip(per_hour=50)
-    route_contact(contact="+5511988880001")
+    contact_route(contact="+5511988880001")
     post(envelope(chip.instance_name, "messages.update",
                   {"keyId": "3EB0X", "status": "ERROR", "errorCode": 463, "errorMessage": "reach-out timelock"}))
     capacity = ChipCapacity.objects.get(chip=chip)
@@ -113,8 +113,8 @@ def test_463_timelock_restricts_the_chip_from_new_contacts(post, make_production
     from instances.routing import RoutingRefused
 
     with pytest.raises(RoutingRefused):
-        route_contact(contact="+5511988880002")
-    assert route_contact(contact="+5511988880001").chip_id == chip.pk
+        contact_route(contact="+5511988880002")
+    assert contact_route(contact="+5511988880001").chip_id == chip.pk
 
 
 def test_qrcode_is_stored(post, make_production_chip):

@@ -22,7 +22,7 @@ from instances.models import (
     OptOutRule,
     OutboundMessage,
 )
-from instances.routing import route_contact
+from instances.routing import contact_route
 from instances.services import message_send
 from instances.tasks import confirm_opt_out
 from outbox import delivery
@@ -78,7 +78,7 @@ def test_a_replaced_chip_moves_each_contact_with_both_numbers(world, consumer, e
     config.save()
     old = world.chip(priority=10)
     for contact in ("+5511988880001", "+5511988880002"):
-        route_contact(contact=contact)
+        contact_route(contact=contact)
     from chips.demo import chip_walk
 
     spare = chip_walk(chip=Chip.objects.create(area_code="11"), transitions=["provisioned", "start_activation",
