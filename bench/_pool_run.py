@@ -53,8 +53,9 @@ class RunResult:
     degraded: int = 0
     bought: int = 0
     demanded: int = 0
-    sent: int = 0
-    failed: int = 0
+    sent: int = 0                  # accepted by the gateway
+    failed_gateway: int = 0        # the gateway answered 500
+    failed_receipts: int = 0       # accepted, then an ERROR receipt
     delivered: int = 0
     refused: Counter = field(default_factory=Counter)
     violations: int = 0
@@ -63,6 +64,10 @@ class RunResult:
     ready_min: int = 0
     warmup_buffer: int = 0
     seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return self.failed_gateway + self.failed_receipts
 
     @property
     def refused_total(self) -> int:
@@ -176,7 +181,7 @@ class Simulation:
             self.new_contacts[chip_id].append(now)
             self.check_new_contacts(chip_id, now)
         if outcome.message.status == OutboundMessage.Status.FAILED:
-            self.result.failed += 1
+            self.result.failed_gateway += 1
         else:
             self.result.sent += 1
         for banned in self.gateway.banned_now:
@@ -189,7 +194,7 @@ class Simulation:
             self.send(now, **event.data)
         elif event.what == "receipt":
             if event.data["status"] == "ERROR":
-                self.result.failed += 1
+                self.result.failed_receipts += 1
             else:
                 self.result.delivered += 1
             self.webhook("messages.update", event.chip_id, {
@@ -351,6 +356,7 @@ class Simulation:
         started = time.perf_counter()
         crm = [f"+55219{n:08d}" for n in range(CRM_SEED)]
         next_contact = [CRM_SEED]
+        clock = START
         with time_machine.travel(START, tick=False) as traveller:
             self.setup(START)
             for day in range(self.days):
@@ -359,9 +365,12 @@ class Simulation:
                 self.result.demanded += self.sizes.prospecting + self.sizes.follow_ups
                 last_hour = None
                 for moment, business in self.ticks(day):
-                    for event in self.world.due(moment):
+                    while (event := self.world.next_due(moment)) is not None:
+                        assert event.at >= clock, (event, clock)  # the clock never goes back
+                        clock = event.at
                         traveller.move_to(event.at)
                         self.handle(event, event.at)
+                    clock = moment
                     traveller.move_to(moment)
                     live = set(Chip.objects.filter(status__in=Chip.LIVE_STATES).values_list("pk", flat=True))
                     for chip_id in self.world.random_bans(moment, live):
@@ -422,12 +431,13 @@ def reset_shared_state() -> None:
         client.delete(key)
 
 
-def simulate(*, days: int, seed: int, brain: bool, sizes: Sizes | None = None) -> RunResult:
-    """One run on a freshly flushed database (the caller has run setup_django)."""
+def simulate(*, days: int, seed: int, brain: bool, sizes: Sizes | None = None, flush: bool = True) -> RunResult:
+    """One run on the current database, flushed first unless `flush` is False (a test's empty database)."""
     from django.core.management import call_command
     from django.test.utils import override_settings
 
-    call_command("flush", interactive=False, verbosity=0)
+    if flush:
+        call_command("flush", interactive=False, verbosity=0)
     reset_shared_state()
     overrides = {"GATEWAY_EVENT_SHARDS": 1, **({} if brain else BRAIN_OFF)}
     with override_settings(**overrides):

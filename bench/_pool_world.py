@@ -35,11 +35,11 @@ from datetime import datetime, timedelta
 
 from _setup import NullGateway
 
-# Calibrated on the world alone (before any run of the pool): at the bench's default traffic (about 12 messages a
-# chip a day, 2 to 3 of them to new contacts) a production chip gets into trouble about once in 30 days, and a
-# troubled chip that keeps that pace reaches its ban in two to four days.
-EXPOSURE_FIRST_CONTACT = 0.01
-EXPOSURE_MESSAGE = 0.001
+# Calibrated once, on the world and the brain-off pool only: at the bench's default traffic (about 12 messages a
+# chip a day) a troubled chip that keeps that pace reaches its ban in two to four days, and the reactive pool (brain
+# off, the default targets) loses about one chip a week. (A first guess at twice these exposures lost two a week.)
+EXPOSURE_FIRST_CONTACT = 0.005
+EXPOSURE_MESSAGE = 0.0005
 TROUBLE_START = 0.03
 GROWTH = (0.008, 0.016)
 BASE_FAILURE = 0.02
@@ -140,11 +140,10 @@ class World:
     def schedule(self, at: datetime, what: str, chip_id: int, **data) -> None:
         heapq.heappush(self.events, Event(at=at, seq=next(self._seq), what=what, chip_id=chip_id, data=data))
 
-    def due(self, until: datetime) -> list[Event]:
-        out = []
-        while self.events and self.events[0].at <= until:
-            out.append(heapq.heappop(self.events))
-        return out
+    def next_due(self, until: datetime) -> Event | None:
+        """The earliest event at or before `until` (None: none left). One at a time: handling an event may schedule
+        another before `until` (a receipt, a reply, an answer), which must come before the later ones."""
+        return heapq.heappop(self.events) if self.events and self.events[0].at <= until else None
 
     def minutes(self, low: float, high: float) -> timedelta:
         return timedelta(minutes=self.rng.uniform(low, high))
