@@ -360,9 +360,10 @@ class Simulation:
         with time_machine.travel(START, tick=False) as traveller:
             self.setup(START)
             for day in range(self.days):
-                for at, kind, contact, text in demand(self.seed, day, self.sizes, crm, next_contact):
-                    self.world.schedule(at, "send", 0, kind=kind, contact=contact, text=text)
-                self.result.demanded += self.sizes.prospecting + self.sizes.follow_ups
+                if self.business(local(day, 12)):  # no campaign on a national holiday
+                    for at, kind, contact, text in demand(self.seed, day, self.sizes, crm, next_contact):
+                        self.world.schedule(at, "send", 0, kind=kind, contact=contact, text=text)
+                    self.result.demanded += self.sizes.prospecting + self.sizes.follow_ups
                 last_hour = None
                 for moment, business in self.ticks(day):
                     while (event := self.world.next_due(moment)) is not None:

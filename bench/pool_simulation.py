@@ -1,51 +1,59 @@
 """A pool under company traffic and a ban process, N simulated days, once with the pool brain off and once on.
 
-    .venv/bin/python bench/pool_simulation.py [--days 60] [--seed 7] [--production-min 10] [--ready 2]
-        [--warming 4] [--prospecting 50] [--follow-ups 150] [--step-minutes 15]
+    .venv/bin/python bench/pool_simulation.py [--days 60] [--seed 7] [--production-min 5] [--ready 2]
+        [--warming 4] [--prospecting 12] [--follow-ups 48] [--step-minutes 60] [--activation-days 1] [--serial]
 
-What runs is the pool itself, in process, on a dedicated bench database (bench/_setup.py), under time travel
-(time_machine, not ticking: the clock moves only when the simulation moves it):
+The two runs go side by side in two processes, each on its own bench database (BENCH_DATABASE_URL + `_off` /
+`_on`, created and migrated on first use) and its own cache keys; `--serial` runs them one after the other here.
+What runs is the pool itself, in process, under time travel (time_machine, not ticking: the clock moves only when
+the simulation moves it):
 
 - the company's traffic goes through `instances.services.message_send` (courtesy, the real `route_contact`, the
-  send circuit, the gateway call once), the way POST /api/v1/messages sends: each business day (08:00-20:00 in
-  São Paulo) `--prospecting` messages to contacts the company never wrote to (kind `prospecting`), `--follow-ups`
-  to contacts of its CRM (500 existing customers, then everyone it prospected; kind `follow_up`) at random moments,
-  and an answer (kind `reply`) to most contacts who reply; every text is unique. The traffic is drawn from the
-  seed and the day alone, so both runs get the same demand;
-- the gateway is the project's seam (`instances.gateway` interface; message_send(client=...), chip_provision(
-  evolution=...)): bench/_setup.py's null gateway with the world behind it (bench/_pool_world.py: who gets into
-  trouble, who fails, who is banned, who replies), no HTTP;
-- what WhatsApp says comes back as Evolution 2.3.7 webhooks through `instances.webhooks.evolution_event_process`:
-  `messages.update` (DELIVERY_ACK / ERROR), `messages.upsert` (replies), and a ban as `status.instance` +
-  `connection.update` close 403; message events are applied by the drain (`instances.inbox.receipts_drain`)
-  before the next send, as the drain task does seconds after a webhook in production;
-- the orchestrator's real cycle (`chipfarm.orchestrator.run_cycle`) every `--step-minutes` of business time and
-  every two hours at night; the trust score's real recompute (`warmer.services.trust_recompute`) every hour.
+  send circuit, the gateway called once), as POST /api/v1/messages sends. Each business day (08:00-20:00 in São
+  Paulo; national holidays have no campaign) `--prospecting` messages to contacts the company never wrote to
+  (kind `prospecting`) and `--follow-ups` to contacts of its CRM (500 existing customers, then everyone it
+  prospected; kind `follow_up`), at random moments, and an answer (kind `reply`) to most contacts who reply; every
+  text is unique. The demand is drawn from the seed and the day alone: both runs get the same;
+- the gateway is the project's seam (the `instances.gateway` interface, given as message_send(client=...) and
+  chip_provision(evolution=...)): bench/_setup.py's null gateway (bench/warmer_dispatch.py --null-gateway) with the
+  world behind it (bench/_pool_world.py: who gets into trouble, who fails, who is banned, who replies), no HTTP;
+- what WhatsApp says comes back as Evolution 2.3.7 webhook envelopes through
+  `instances.webhooks.evolution_event_process`: `messages.update` (DELIVERY_ACK / ERROR), `messages.upsert` (the
+  contacts' replies), and a ban as `status.instance` + `connection.update` close 403. Message events are applied by
+  the drain (`instances.inbox.receipts_drain`) at the end of each step and before an answer;
+- the orchestrator's real cycle (`chipfarm.orchestrator.run_cycle`) every `--step-minutes` from 08:00 to 20:00
+  and at 00:00, 03:00, 06:00 and 22:00; the trust score's real recompute (`warmer.services.trust_recompute`, for
+  ready and production chips) every two hours. Events (sends, receipts, replies) happen at their own moments
+  between the cycles.
 
-Shortcuts (the parts of the pool that talk to the outside or run for weeks, made cheap but with their lead time):
+Shortcuts (what talks to the outside or runs for weeks, made cheap but keeping its lead time):
 
-- purchase: the cycle's own provision step decides what to buy (buffer deficit, batch, daily budget) and creates
-  the chips; the provisioning task is played in process at once by `chip_provision` with an in-process Salvy;
+- purchase: the cycle's own provision step decides what to buy (the warming deficit, batch, daily budget) and
+  creates the chips; the provisioning task is played at once by `chip_provision` with an in-process Salvy;
 - activation: a bought chip is activated (start_activation, activation_succeeded) `--activation-days` after it
-  was bought (the SMS code, the activator);
-- warming: the warmer's conversations are not simulated. A warming chip reaches the final phase with trust 95
-  once it has warmed `warmup_days` (21) — what a clean ramp gives — and from then on (final phase, ready) each day
-  records what the warmer's traffic would (ChipDailyMetrics sent 30, 12 inbound events), so the real trust
+  was provisioned (the SMS code, the activator);
+- warming: the warmer's conversations are not simulated. A warming chip reaches the final phase with trust 95 once
+  it has warmed `warmup_days` (21) — what a clean ramp gives — and from then on (final phase, ready) each day
+  records what the warmer's traffic would (ChipDailyMetrics sent 30, 12 inbound events), so that the real trust
   recompute sees a warmed chip;
-- the periodic instance check and the other beat tasks do not run (no session drifts in this world);
-- GATEWAY_EVENT_SHARDS is 1 (one drain); degraded chips stay degraded (rewarm is the operators' call).
+- the periodic instance check and the other beat tasks do not run (this world has no session drift);
+  GATEWAY_EVENT_SHARDS is 1 (one drain); degraded chips stay degraded (a rewarm is the operators' call).
 
-Brain off: CIRCUIT_ENABLED, EARLY_WARNING_ENABLED off, NEW_CONTACT_ALLOWANCE_STEPS empty (a flat
-MAX_NEW_CONTACTS_PER_DAY), auto_reserve off, and the message kinds' trust minimums and hourly shares neutral
-(0 and 100 %): the pool before W2 5/7. Brain on: the settings' defaults and auto_reserve on. Same seed, same
-world: the n-th chip of either run has the same hidden fate, and the demand is the same.
+Brain off: CIRCUIT_ENABLED and EARLY_WARNING_ENABLED off, NEW_CONTACT_ALLOWANCE_STEPS empty (a flat
+MAX_NEW_CONTACTS_PER_DAY), auto_reserve off, and the message kinds' trust minimums and hourly shares neutral (0 and
+100 %): the pool before W2 5/7 (reach-out restrictions and the trust-based degrade of W2 1/7 act in both runs).
+Brain on: the settings' defaults and auto_reserve on. Same seed, same world: the n-th chip of either run has the
+same hidden fate, and the demand is the same.
 
-Figures: days with production below `production_min` (a business day on which any cycle found the pool critical:
-active < production_min after its replacements and promotions); chips banned (random bans apart); chips the early
-warning rested or stopped while they were in trouble and that were not banned afterwards ("rested before a ban");
-messages refused, by code; cap violations, checked after every step (each chip's ChipCapacity counters against
-`caps_in_effect`, the step's own tally of decisions per chip and hour / business day, and at every new contact
-the chip's new contacts of the last 24 h against its allowance at that moment) — they must be 0.
+Figures: days with production below `production_min` (business days on which a cycle found the pool critical:
+active < production_min after its replacements and promotions); chips banned (random bans among them); chips
+rested before a ban (the early warning rested or stopped them while they were in trouble, and they were not banned
+afterwards); messages refused, by code and kind; cap violations, checked at every step (each production chip's
+ChipCapacity counters against `caps_in_effect`, the run's own tally of routing decisions per chip in this hour and
+business day, and at every new contact the chip's new contacts of the last 24 h against its allowance then): 0.
+
+The default sizes fit the machine the bench was written on (2 shared cores: a send through the real router costs
+30-80 ms there); the default 60 days take about 4-8 minutes of wall time, depending on the machine's load.
 """
 
 from __future__ import annotations
