@@ -116,6 +116,9 @@ def demand(seed: int, day: int, sizes: Sizes, crm: list[str], next_contact: list
 
 
 class Simulation:
+    """One run: the pool set up at its targets, then day by day the world's events in time order and the cycle at
+    each tick; `run()` returns the figures."""
+
     def __init__(self, *, days: int, seed: int, brain: bool, sizes: Sizes) -> None:
         self.days, self.seed, self.brain, self.sizes = days, seed, brain, sizes
         self.world = World(seed)
