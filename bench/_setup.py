@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,15 +18,17 @@ sys.path.insert(0, str(ROOT))
 BENCH_DB = os.environ.get("BENCH_DATABASE_URL", "postgres://chipfarm:chipfarm@127.0.0.1:5432/chipfarm_bench")
 
 
-def setup_django(*, flush: bool = True) -> None:
+def setup_django(*, flush: bool = True, database_url: str | None = None) -> None:
+    """Django on the bench database (or `database_url`, another bench database), created and migrated."""
     import psycopg
 
-    name = BENCH_DB.rsplit("/", 1)[1]
-    admin_url = BENCH_DB.rsplit("/", 1)[0] + "/postgres"
+    url = database_url or BENCH_DB
+    name = url.rsplit("/", 1)[1]
+    admin_url = url.rsplit("/", 1)[0] + "/postgres"
     with psycopg.connect(admin_url, autocommit=True) as conn:
         if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
             conn.execute(f'CREATE DATABASE "{name}"')
-    os.environ["DATABASE_URL"] = BENCH_DB
+    os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     import django
@@ -61,3 +64,27 @@ class QueryCounter:
         from django.db import connection
 
         return connection.execute_wrapper(self._wrap)
+
+
+class NullGateway:
+    """A gateway (instances.gateway's interface) that accepts every send at once, in process: with it a bench
+    measures the pool's own work (bench/warmer_dispatch.py --null-gateway), or puts a world behind the seam
+    (bench/_pool_world.py)."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self._n = 0
+        self._lock = threading.Lock()
+
+    def send_text(self, name, *, number, text, delay_ms=None):
+        from instances.gateway import SendResult
+
+        with self._lock:
+            self._n += 1
+            self.texts.append(text)
+            n = self._n
+        return SendResult(message_id=f"NULL{n:012d}", remote_jid=f"{number}@s.whatsapp.net", status="PENDING",
+                          raw={})
+
+    def close(self) -> None:
+        pass

@@ -21,13 +21,12 @@ import multiprocessing
 import queue
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from _setup import ROOT, QueryCounter, setup_django
+from _setup import ROOT, NullGateway, QueryCounter, setup_django
 
 NOON = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)  # a Tuesday, 12:00 in São Paulo
 API_KEY = "bench-evolution-key"
@@ -52,28 +51,6 @@ def _run_workers(n: int, target) -> list:
     for w in workers:
         w.join()
     return results
-
-
-class NullGateway:
-    """Accepts every send at once, in process: what is left is the dispatcher's own work."""
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-        self._n = 0
-        self._lock = threading.Lock()
-
-    def send_text(self, name, *, number, text, delay_ms=None):
-        from instances.gateway import SendResult
-
-        with self._lock:
-            self._n += 1
-            self.texts.append(text)
-            n = self._n
-        return SendResult(message_id=f"NULL{n:012d}", remote_jid=f"{number}@s.whatsapp.net", status="PENDING",
-                          raw={})
-
-    def close(self) -> None:
-        pass
 
 
 def main() -> None:

@@ -81,6 +81,7 @@ TEMPLATES: dict[str, str] = {
                        "stop %(s)d%%)"),
     "health.delivered": _("delivered %(share)s%% of %(n)d sends in the last 24 h (watch below %(w)d%%, rest below "
                           "%(r)d%%, stop below %(s)d%%)"),
+    "health.too_few": _("%(reason)s (only %(n)d: a rest needs %(m)d)"),
     "health.replies": _("reply rate %(rate)s%% of %(n)d sends in the last 24 h (watch below %(w)d%%)"),
     "health.restrictions": _("%(n)d reach-out restriction(s) in the last 24 h (watch %(w)d, rest %(r)d)"),
     "health.restricted": _("restricted from new contacts now"),

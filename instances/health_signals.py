@@ -12,8 +12,13 @@ does about a level (watch, rest, stop) is the orchestrator's (chipfarm.brain).
 (settings EARLY_WARNING_FAILED_SHARE, _DELIVERED_SHARE, _REPLY_RATE, _RESTRICTIONS)
 
 A window says nothing until it holds EARLY_WARNING_MIN_SENDS attempts (a chip that sent three messages and lost one
-is not at 33 %). Events count from the chip's `signals_since` (the end of its last rest), so a rested chip is judged
-on what it does after the rest, not again on what put it there.
+is not at 33 %). And a share takes a chip past watch (a rest, a stop) only on EARLY_WARNING_MIN_FAILURES bad messages
+(failed, or not delivered) in the window: in a window of 10 to 20 sends one unlucky receipt is already 5-10 %, and a
+healthy chip that loses 2 % of its messages would be rested every few days and stopped within a week
+(bench/pool_simulation.py found it); fewer bad messages than that are a watch.
+
+Events count from the chip's `signals_since` (the end of its last rest), so a rested chip is judged on what it does
+after the rest, not again on what put it there.
 
 Sends come from the `sent` / `send_failed` events every sender writes through instances.services; a receipt for a
 message whose send was not recorded still counts as a send (the denominator is never smaller than the receipts).
@@ -46,6 +51,7 @@ class Thresholds:
     reply_rate: int                         # watch: below (percent)
     restrictions: tuple[int, int]           # watch, rest: at or above (count in 24 h)
     min_sends: int
+    min_failures: int = 3                   # bad messages a share needs to reach rest or stop
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +62,7 @@ def thresholds() -> Thresholds:
                       delivered_share=tuple(settings.EARLY_WARNING_DELIVERED_SHARE),
                       reply_rate=settings.EARLY_WARNING_REPLY_RATE,
                       restrictions=tuple(settings.EARLY_WARNING_RESTRICTIONS),
-                      min_sends=settings.EARLY_WARNING_MIN_SENDS)
+                      min_sends=settings.EARLY_WARNING_MIN_SENDS, min_failures=settings.EARLY_WARNING_MIN_FAILURES)
 
 
 @dataclass(frozen=True)
@@ -176,18 +182,26 @@ def assess(figures: ChipFigures, limits: Thresholds | None = None) -> Assessment
             level = max(level, rank)
             reasons.append(Text("health.level", level=Text(f"level.{LEVELS[rank]}"), reason=reason))
 
+    def evidenced(rank: int, bad: int, reason: Text) -> tuple[int, Text]:
+        """Past watch only on enough bad messages (see the module docstring)."""
+        if rank > 1 and bad < t.min_failures:
+            return 1, Text("health.too_few", reason=reason, n=bad, m=t.min_failures)
+        return rank, reason
+
     for name, window in ((Text("health.last_hour"), figures.hour), (Text("health.last_day"), figures.day)):
         share = window.failed_share
         if share is not None:
             rank = sum(share >= limit for limit in t.failed_share)
-            crossed(rank, Text("health.failed", share=share, n=window.attempted, window=name,
-                               w=t.failed_share[0], r=t.failed_share[1], s=t.failed_share[2]))
+            crossed(*evidenced(rank, window.failed, Text(
+                "health.failed", share=share, n=window.attempted, window=name, w=t.failed_share[0],
+                r=t.failed_share[1], s=t.failed_share[2])))
     day = figures.day
     delivered = day.delivered_share
     if delivered is not None:
         rank = sum(delivered < limit for limit in t.delivered_share)
-        crossed(rank, Text("health.delivered", share=delivered, n=day.settled, w=t.delivered_share[0],
-                           r=t.delivered_share[1], s=t.delivered_share[2]))
+        crossed(*evidenced(rank, day.settled - min(day.delivered, day.settled), Text(
+            "health.delivered", share=delivered, n=day.settled, w=t.delivered_share[0], r=t.delivered_share[1],
+            s=t.delivered_share[2])))
     replies = day.reply_rate
     if replies is not None and replies < t.reply_rate:
         crossed(1, Text("health.replies", rate=replies, n=day.sent, w=t.reply_rate))

@@ -306,8 +306,10 @@ EARLY_WARNING_FAILED_SHARE = _int_list("EARLY_WARNING_FAILED_SHARE", "5,10,20", 
 EARLY_WARNING_DELIVERED_SHARE = _int_list("EARLY_WARNING_DELIVERED_SHARE", "90,80,60", length=3, ascending=False)
 EARLY_WARNING_REPLY_RATE = env.int("EARLY_WARNING_REPLY_RATE", default=20)
 EARLY_WARNING_RESTRICTIONS = _int_list("EARLY_WARNING_RESTRICTIONS", "1,2", length=2, ascending=True)
-# A window is judged only once it holds this many attempted sends (fewer say nothing).
+# A window is judged only once it holds this many attempted sends (fewer say nothing), and a failed or delivered
+# share rests or stops a chip only on at least EARLY_WARNING_MIN_FAILURES bad messages (fewer: watch).
 EARLY_WARNING_MIN_SENDS = env.int("EARLY_WARNING_MIN_SENDS", default=10)
+EARLY_WARNING_MIN_FAILURES = env.int("EARLY_WARNING_MIN_FAILURES", default=3)
 # A rest cools the chip REST_MINUTES, doubled for each rest in the last REST_MEMORY_DAYS (at most REST_MAX_MINUTES);
 # a chip that needs more than REST_MAX_REPEATS rests within REST_MEMORY_DAYS is stopped (degraded, replaced).
 REST_MINUTES = env.int("REST_MINUTES", default=60)

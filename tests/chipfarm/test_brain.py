@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.test import override_settings
 
 from chipfarm.brain import chip_health_summary
 from chipfarm.models import ChipHealth, OrchestratorOperation
@@ -96,6 +97,43 @@ def test_a_window_with_too_few_sends_says_nothing_and_the_levels_follow_the_thre
     day = WindowFigures(attempted=100, sent=100, delivered=70, settled=100, replies=30)
     verdict = assess(ChipFigures(chip_id=1, day=day), limits)
     assert verdict.level == "rest" and "delivered 70.0% of 100 sends" in verdict.reasons[0]
+
+
+def test_one_or_two_unlucky_messages_are_a_watch_never_a_rest():
+    """In a window of 10 sends one failure is already 10 % (rest) and two are 20 % (stop): a healthy chip losing 2 %
+    of its messages would be rested every few days and stopped within a week (bench/pool_simulation.py found it).
+    A rest or a stop needs EARLY_WARNING_MIN_FAILURES bad messages; fewer are a watch."""
+    limits = thresholds()
+    assert limits.min_failures == 3
+
+    def verdict(**day):
+        return assess(ChipFigures(chip_id=1, day=WindowFigures(**day)), limits)
+
+    one = verdict(attempted=10, sent=9, failed=1, replies=3)
+    assert one.level == "watch"
+    assert "failed 10.0% of 10 sends in the last 24 h" in one.reasons[0] and "a rest needs 3" in one.reasons[0]
+    assert verdict(attempted=10, sent=8, failed=2, replies=3).level == "watch"  # 20 %, two messages
+    assert verdict(attempted=10, sent=7, failed=3, replies=3).level == "stop"   # 30 %, three: the evidence is there
+    assert verdict(attempted=20, sent=17, failed=3, replies=6).level == "rest"  # 15 %
+    # The delivered share too (it binds once EARLY_WARNING_MIN_SENDS is lowered): two undelivered of five.
+    with override_settings(EARLY_WARNING_MIN_SENDS=5):
+        few = assess(ChipFigures(chip_id=1, day=WindowFigures(attempted=5, sent=5, delivered=3, settled=5,
+                                                              replies=2)), thresholds())
+    assert few.level == "watch" and "delivered 60.0% of 5 sends" in few.reasons[0]
+
+
+def test_a_healthy_chip_with_one_failed_send_is_watched_and_a_troubled_one_stopped(pool, clock):
+    unlucky, troubled = production_chip(), production_chip()
+    traffic(unlucky, sent=9, failed=1, at=NOW - timedelta(minutes=50))    # 10 % of 10: one message
+    traffic(troubled, sent=9, failed=3, at=NOW - timedelta(minutes=50))   # 25 % of 12: three
+
+    run_cycle(now=NOW)
+
+    unlucky.refresh_from_db()
+    troubled.refresh_from_db()
+    assert unlucky.status == S.ACTIVE and ChipHealth.objects.get(chip=unlucky).level == "watch"
+    assert not ops(unlucky, Op.HEALTH_REST) and not ops(unlucky, Op.HEALTH_STOP)
+    assert troubled.status == S.DEGRADED and ops(troubled, Op.HEALTH_STOP)
 
 
 def test_a_chip_crossing_the_rest_threshold_rests_resumes_and_is_stopped_after_repeated_rests(pool, clock):
