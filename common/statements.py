@@ -125,19 +125,17 @@ class StatementCache:
                 flat[name] = value
         return flat
 
-    def _variant(self, key: Hashable, now: datetime, inputs: dict[str, Any], variant: int) -> tuple[str, list, dict]:
+    def _variant(self, key: Hashable, inputs: dict[str, Any], variant: int) -> tuple[str, list, dict]:
         stand_now = (_NOW_A, _NOW_B)[variant]
-        names = list(self._flat(inputs))
-        flat_real = self._flat(inputs)
-        stand = {name: _stand_in(flat_real[name], k, variant) for k, name in enumerate(names)}
+        stand = {name: _stand_in(value, k, variant) for k, (name, value) in enumerate(self._flat(inputs).items())}
         rebuilt = {name: ([stand[f"{name}[{i}]"] for i in range(len(value))] if isinstance(value, list | tuple)
                           else stand[name]) for name, value in inputs.items()}
         sql, params = self._build(key, now=stand_now, **rebuilt)
         return sql, list(params), {**self._derive(stand_now), **stand}
 
     def _compile(self, key: Hashable, now: datetime, inputs: dict[str, Any]) -> _Template:
-        sql_a, params_a, named_a = self._variant(key, now, inputs, 0)
-        sql_b, params_b, named_b = self._variant(key, now, inputs, 1)
+        sql_a, params_a, named_a = self._variant(key, inputs, 0)
+        sql_b, params_b, named_b = self._variant(key, inputs, 1)
         if sql_a != sql_b or len(params_a) != len(params_b):
             raise StatementShapeError(f"the SQL of shape {key!r} changes with its values: put them in the key")
         by_pair: dict[tuple[Any, Any], str] = {}

@@ -216,13 +216,6 @@ def allows(answer: str) -> bool:
     return answer in (CLOSED, "trial")
 
 
-def circuit_reset(*, chip_id: int) -> None:
-    """Close a chip's circuit by hand (an operator who fixed the session). Raises when Redis cannot be reached."""
-    client = _client()
-    client.delete(_key(chip_id))
-    client.srem(_tracked(), chip_id)
-
-
 def _read(chip_ids: list[int]) -> dict[int, list[Any]]:
     client = _client()
     pipe = client.pipeline(transaction=False)
@@ -282,8 +275,3 @@ def routing_gates(*, now: datetime | None = None) -> tuple[set[int], set[int]]:
                if s.state == OPEN or (s.state == HALF_OPEN and s.trial_in_flight)}
     trial = {chip_id for chip_id, s in states.items() if s.state == HALF_OPEN and not s.trial_in_flight}
     return blocked, trial
-
-
-def blocked_chips(*, now: datetime | None = None) -> set[int]:
-    """Chips the router must not try now: open, or half-open with their one trial already out. Fails open."""
-    return routing_gates(now=now)[0]

@@ -203,7 +203,6 @@ def _apply(rows: list[WebhookReceipt]) -> tuple[int, int, bool]:
     tried whole first (no savepoint per event); only when an event fails is it applied again with a savepoint per
     event, to keep the events before the failing one. Handlers act outside the database only on commit."""
     from config import counters
-    from instances.webhooks import HANDLERS
 
     instances = Instance.objects.select_related("chip").in_bulk({row.instance_id for row in rows})
     applied: list[int] = []
@@ -212,7 +211,7 @@ def _apply(rows: list[WebhookReceipt]) -> tuple[int, int, bool]:
     try:
         with transaction.atomic():
             for row in rows:
-                HANDLERS[row.event](instances[row.instance_id], row.data, row.received_at)
+                _handle(row, instances)
             _mark_applied([row.pk for row in rows], now)
         applied = [row.pk for row in rows]
     except Exception:  # some event failed: the whole batch was undone; again, one savepoint per event
@@ -221,7 +220,7 @@ def _apply(rows: list[WebhookReceipt]) -> tuple[int, int, bool]:
             for row in rows:
                 try:
                     with transaction.atomic():
-                        HANDLERS[row.event](instances[row.instance_id], row.data, row.received_at)
+                        _handle(row, instances)
                 except Exception as exc:  # this event only; the batch keeps what came before it
                     failure = (row, exc)
                     break
@@ -244,6 +243,12 @@ def _apply(rows: list[WebhookReceipt]) -> tuple[int, int, bool]:
                                                     outcome=WebhookReceipt.Outcome.ERROR)
     counters.incr("webhook_events", (row.event, "error"))
     return len(applied), 1, False
+
+
+def _handle(row: WebhookReceipt, instances: dict[int, Instance]) -> None:
+    from instances.webhooks import HANDLERS
+
+    HANDLERS[row.event](instances[row.instance_id], row.data, row.received_at)
 
 
 def _mark_applied(ids: list[int], now: datetime) -> None:

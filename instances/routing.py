@@ -121,19 +121,6 @@ def _wrote_lately(contact: str, now: datetime) -> QuerySet:
     return InboundMessage.objects.filter(contact=contact, received_at__gte=now - REPLY_WINDOW)
 
 
-def message_kind_check(*, contact: str, kind: str, now: datetime) -> None:
-    """The kind's contact-side rules on their own (the send path's check before it stores a message)."""
-    _kind_valid(kind)
-    _contact_refusal(contact=contact, kind=kind, suppressed=False if kind == REPLY else _suppressed(contact),
-                     wrote=kind != REPLY or _wrote_lately(contact, now).exists())
-
-
-def _suppressed(contact: str) -> bool:
-    from instances.optouts import is_suppressed
-
-    return is_suppressed(contact)
-
-
 _BINDING_FIELDS = {"b_id": "pk", "b_chip": "chip_id", "b_expires": "expires_at", "b_status": "chip__status",
                    "b_connected": "chip__is_connected", "b_phone": "chip__phone", "b_instance": "chip__instance_name"}
 
@@ -383,11 +370,6 @@ def contact_moved_emit(*, contact: str, old: tuple[int, str | None], new: tuple[
     event_emit(type="contact.moved", at=now, data={
         "contact": contact, "from_chip_id": old[0], "from_phone": old[1], "to_chip_id": new[0],
         "to_phone": new[1], "reason": reason})
-
-
-def _decision(chip: Chip, binding: ContactBinding, kind: str) -> RouteDecision:
-    return RouteDecision(chip_id=chip.pk, phone=chip.phone or "", instance=chip.instance_name or "",
-                         binding=kind, binding_id=binding.pk)
 
 
 def bindings_move(*, from_chip_id: int, to_chip_id: int, reason: str, now: datetime | None = None) -> int:
