@@ -30,15 +30,16 @@ _quick: dict[str, Any] = {}
 _quick_lock = threading.Lock()
 
 
-def quick_client() -> Any:
+def quick_client(url: str | None = None) -> Any:
     """A client on the default cache's (write) server with short timeouts and no retries, for the calls a request
     may give up (the drain's kick): a Redis that is hung or black-holed costs the request a quarter of a second,
-    not the cache's 2 s socket timeout per call. Thread-safe; one per server URL (its own small pool)."""
+    not the cache's 2 s socket timeout per call. Thread-safe; one per server URL (its own small pool): `url`, or the
+    default cache's server."""
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    url = cache._cache._servers[0]
+    url = url or cache._cache._servers[0]
     client = _quick.get(url)
     if client is None:
         with _quick_lock:

@@ -19,6 +19,8 @@ statement is never reused with a stale value.
 from __future__ import annotations
 
 import functools
+import itertools
+import re
 import threading
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -39,10 +41,9 @@ MAX_SHAPES = 512
 
 def _cursor() -> Any:
     """A cursor of the default connection (its transaction, Django's query log and execute wrappers) that binds
-    parameters on the server, so psycopg can prepare the statement. Only these cursors prepare: the rest of the
-    ORM keeps Django's client-side binding."""
-    if not settings.DATABASE_PREPARED_STATEMENTS:
-        return connection.cursor()
+    parameters on the server, so psycopg can prepare the statement, and takes the statement with its $1…$n
+    placeholders as it is (nothing to parse per call). Only these cursors prepare: the rest of the ORM keeps
+    Django's client-side binding."""
     connection.ensure_connection()
     raw = connection.connection
     if raw.prepare_threshold != 0:
@@ -53,8 +54,9 @@ def _cursor() -> Any:
 @functools.cache
 def _prepared_cursor_class() -> type:
     from django.db.backends.postgresql.base import ServerBindingCursor
+    from psycopg.raw_cursor import RawCursorMixin
 
-    class PreparedCursor(ServerBindingCursor):
+    class PreparedCursor(RawCursorMixin, ServerBindingCursor):
         def _send_query_prepared(self, name, pgq, *, binary=None):
             # psycopg keeps the query for Django's query log only when it is not prepared: keep it here too.
             self._query = pgq
@@ -69,8 +71,21 @@ class StatementShapeError(RuntimeError):
 
 @dataclass(frozen=True)
 class _Template:
-    sql: str
+    sql: str  # with %s placeholders (Django's client-side binding)
+    numbered: str  # the same with $1…$n (server-side binding, prepared)
     slots: tuple[tuple[bool, Any], ...]  # (from an input, input name) or (False, the constant)
+
+
+_PLACEHOLDER = re.compile(r"%([%s])")
+
+
+def _numbered(sql: str, n_params: int) -> str:
+    """`sql` with its %s placeholders numbered $1…$n and %% unescaped (psycopg's own conversion, done once)."""
+    numbers = itertools.count(1)
+    numbered = _PLACEHOLDER.sub(lambda m: "%" if m.group(1) == "%" else f"${next(numbers)}", sql)
+    if next(numbers) != n_params + 1:
+        raise StatementShapeError("the SQL's placeholders do not match its parameters")
+    return numbered
 
 
 def _stand_in(value: Any, k: int, variant: int) -> Any:
@@ -95,25 +110,33 @@ class StatementCache:
         self._build = build
         self._derive = derive or (lambda now: {"now": now})
         self._templates: dict[Hashable, _Template] = {}
+        self._names: dict[Hashable, list[str]] = {}  # the column names of each shape, read on its first run
         self._lock = threading.Lock()
 
-    def sql(self, key: Hashable, *, now: datetime, **inputs: Any) -> tuple[str, list]:
-        """The SQL of shape `key` and its parameters for `now` and `inputs` (the builder's keyword arguments
-        besides `key` and `now`, each a scalar or a list of scalars)."""
+    def _resolve(self, key: Hashable, now: datetime, inputs: dict[str, Any]) -> tuple[_Template, list]:
         template = self._templates.get(key)
         if template is None:
             template = self._compile(key, now, inputs)
         values = {**self._derive(now), **self._flat(inputs)}
-        return template.sql, [values[slot] if named else slot for named, slot in template.slots]
+        return template, [values[slot] if named else slot for named, slot in template.slots]
+
+    def sql(self, key: Hashable, *, now: datetime, **inputs: Any) -> tuple[str, list]:
+        """The SQL of shape `key` and its parameters for `now` and `inputs` (the builder's keyword arguments
+        besides `key` and `now`, each a scalar or a list of scalars)."""
+        template, params = self._resolve(key, now, inputs)
+        return template.sql, params
 
     def fetch(self, key: Hashable, *, now: datetime, **inputs: Any) -> tuple[list[tuple], list[str]]:
         """Run shape `key` for `now` and `inputs`: its rows and column names. Prepared on the server (once per
         connection and shape: PostgreSQL plans it once) unless DATABASE_PREPARED_STATEMENTS is off."""
-        sql, params = self.sql(key, now=now, **inputs)
-        with _cursor() as cursor:
-            cursor.execute(sql, params)
-            rows = cursor.fetchall() if cursor.description else []
-            return rows, [column.name for column in cursor.description or ()]
+        template, params = self._resolve(key, now, inputs)
+        prepared = settings.DATABASE_PREPARED_STATEMENTS
+        with _cursor() if prepared else connection.cursor() as cursor:
+            cursor.execute(template.numbered if prepared else template.sql, params)
+            names = self._names.get(key)
+            if names is None:
+                names = self._names[key] = [column.name for column in cursor.description or ()]
+            return (cursor.fetchall() if names else []), names
 
     @staticmethod
     def _flat(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -155,10 +178,11 @@ class StatementCache:
                 slots.append((True, by_pair[a, b]))
             else:
                 raise StatementShapeError(f"shape {key!r}: a parameter ({a!r}) comes from no known input")
-        template = _Template(sql=sql_a, slots=tuple(slots))
+        template = _Template(sql=sql_a, numbered=_numbered(sql_a, len(slots)), slots=tuple(slots))
         with self._lock:
             if len(self._templates) >= MAX_SHAPES:  # keys that hold a changed setting or plan: start afresh
                 self._templates.clear()
+                self._names.clear()
             self._templates.setdefault(key, template)
         return template
 

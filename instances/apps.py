@@ -12,3 +12,12 @@ class InstancesConfig(AppConfig):
         from instances.caps import capacity_summary
 
         selectors.register_detail_section("capacity", capacity_summary)
+
+        # A chip saved here (created, or moved into a state that sends) may still lack its capacity row: the next
+        # refused reservation looks for such chips at once instead of within ROWS_CHECK_SECONDS.
+        from django.db.models.signals import post_save
+
+        from chips.models import Chip
+        from instances.reservations import rows_check_soon
+
+        post_save.connect(rows_check_soon, sender=Chip, dispatch_uid="instances.rows_check_soon")

@@ -17,6 +17,7 @@ not run can neither block a chip nor let it pass a cap.
 
 from __future__ import annotations
 
+import time
 from datetime import datetime
 
 from django.db import connection, transaction
@@ -160,6 +161,30 @@ def _missing_rows_statement(key: tuple, *, now: datetime) -> tuple[str, list]:
 
 _MISSING_ROWS = StatementCache(_missing_rows_statement)
 ROW_STATES = (*SENDING, Chip.Status.COOLING, Chip.Status.WARMING, Chip.Status.READY)
+
+
+# How often a process's routing looks for chips without a capacity row when a reservation is refused. A refusal
+# is common (a saturated pool answers no_capacity all day) and the look is a query of its own; a chip is missing
+# a row only between its creation and its first reservation, and a chip saved in this process (`rows_check_soon`,
+# on Chip's post_save) makes the next refusal look at once.
+ROWS_CHECK_SECONDS = 5.0
+_rows_checked_at = float("-inf")
+
+
+def rows_check_soon(**_signal: object) -> None:
+    global _rows_checked_at
+    _rows_checked_at = float("-inf")
+
+
+def capacity_rows_ensure_due() -> int:
+    """`capacity_rows_ensure`, at most every ROWS_CHECK_SECONDS (0 when not due): the routing's look after a
+    refused reservation."""
+    global _rows_checked_at
+    moment = time.monotonic()
+    if moment - _rows_checked_at < ROWS_CHECK_SECONDS:
+        return 0
+    _rows_checked_at = moment
+    return capacity_rows_ensure()
 
 
 def capacity_rows_ensure() -> int:

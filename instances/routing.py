@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Exists, Q, QuerySet, Subquery, Value
+from django.db.models import Exists, F, Q, QuerySet, Value
 from django.utils import timezone
 
 from chips.models import Chip
@@ -37,7 +37,7 @@ from instances import circuit, hours
 from instances.caps import PRODUCTION_STATES, caps_in_effect, day_window, hour_window, usage_now
 from instances.kinds import DEFAULT_KIND, MESSAGE_KINDS, REPLY, kind_policy
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
-from instances.reservations import SENDING, capacity_rows_ensure, capacity_take_best, capacity_take_on
+from instances.reservations import SENDING, capacity_rows_ensure_due, capacity_take_best, capacity_take_on
 
 logger = logging.getLogger(__name__)
 
@@ -125,20 +125,26 @@ _BINDING_FIELDS = {"b_id": "pk", "b_chip": "chip_id", "b_expires": "expires_at",
                    "b_connected": "chip__is_connected", "b_phone": "chip__phone", "b_instance": "chip__instance_name"}
 
 
-_CONTEXT_COLUMNS = ("is_paused", "paused_reason", "strategy", "binding_ttl_days", "suppressed", "wrote",
-                    *_BINDING_FIELDS)
+_POLICY_COLUMNS = ("is_paused", "paused_reason", "strategy", "binding_ttl_days", "suppressed", "wrote")
 
 
 def _context_statement(reply: bool, *, now: datetime, contact: str) -> tuple[str, list]:
+    """The policy row with the contact's opt-out and last-24 h message, LEFT JOIN the contact's current binding
+    with its chip: one index lookup of the binding (at most one is current: the unique partial index), however
+    many of its fields the decision reads."""
     from instances.optouts import suppressions_of
 
-    current = ContactBinding.objects.current().filter(contact=contact)
-    query = (RoutingPolicy.objects.filter(pk=1)
-             .annotate(suppressed=Exists(suppressions_of(contact)),
-                       wrote=Exists(_wrote_lately(contact, now)) if reply else Value(True),
-                       **{name: Subquery(current.values(field)[:1]) for name, field in _BINDING_FIELDS.items()})
-             .values(*_CONTEXT_COLUMNS)).query
-    return query.get_compiler(connection=connection).as_sql()
+    policy = (RoutingPolicy.objects.filter(pk=1)
+              .annotate(suppressed=Exists(suppressions_of(contact)),
+                        wrote=Exists(_wrote_lately(contact, now)) if reply else Value(True))
+              .values(*_POLICY_COLUMNS))
+    binding = (ContactBinding.objects.current().filter(contact=contact).order_by()
+               .values(**{name: F(field) for name, field in _BINDING_FIELDS.items()})[:1])
+    policy_sql, policy_params = policy.query.get_compiler(connection=connection).as_sql()
+    binding_sql, binding_params = binding.query.get_compiler(connection=connection).as_sql()
+    columns = ", ".join([*(f'p."{c}"' for c in _POLICY_COLUMNS), *(f'b."{c}"' for c in _BINDING_FIELDS)])
+    return (f"SELECT {columns} FROM ({policy_sql}) p LEFT JOIN ({binding_sql}) b ON TRUE",
+            [*policy_params, *binding_params])
 
 
 _CONTEXT = StatementCache(_context_statement, derive=lambda now: {"now": now, "reply_since": now - REPLY_WINDOW})
@@ -252,7 +258,7 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecis
                        "then": (_BINDING_TOUCH, [now, now + ttl, now, ctx["b_id"]])}
             taken = capacity_take_on(chip_id, now, **options)
             reason = None if taken else _why_not(chip_id, now, kind=kind, bound_reply=bound_reply)
-            if not taken and reason is None and capacity_rows_ensure():
+            if not taken and reason is None and capacity_rows_ensure_due():
                 taken = capacity_take_on(chip_id, now, **options)
             if taken:
                 return RouteDecision(chip_id=chip_id, phone=ctx["b_phone"] or "", instance=ctx["b_instance"] or "",
@@ -269,7 +275,7 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecis
                 f"(SELECT instance_name FROM taken), id")
         then = (bind, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
         chosen = capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude, then=then)
-        if chosen is None and capacity_rows_ensure():
+        if chosen is None and capacity_rows_ensure_due():
             chosen = capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude, then=then)
         if chosen is None:
             _no_capacity(kind, now)
@@ -293,7 +299,7 @@ def _bind_elsewhere(contact: str, now: datetime, ctx: dict, kind: str, exclude: 
                     move_reason: str, ttl: timedelta) -> RouteDecision:
     bound = ctx["b_id"] is not None
     chosen = _take_best(now, ctx["strategy"], kind, exclude, trial)
-    if chosen is None and capacity_rows_ensure():
+    if chosen is None and capacity_rows_ensure_due():
         chosen = _take_best(now, ctx["strategy"], kind, exclude, trial)
     if chosen is None:
         _no_capacity(kind, now)

@@ -72,3 +72,20 @@ def test_the_hot_statements_are_prepared_on_the_server_unless_turned_off(setting
     settings.DATABASE_PREPARED_STATEMENTS = False
     assert routing._context("+5511911115555", "reply", MOMENTS[2])["strategy"]
     assert prepared() == before + 1  # the same statement, bound by the client: nothing more prepared
+
+
+def test_statements_go_to_the_server_numbered_as_compiled_once():
+    from common.statements import _numbered
+
+    assert (_numbered("SELECT %s WHERE a LIKE '%%x' AND b IN (%s, %s)", 3)
+            == "SELECT $1 WHERE a LIKE '%x' AND b IN ($2, $3)")
+    with pytest.raises(StatementShapeError, match="placeholders"):
+        _numbered("SELECT %s, %s", 3)
+
+
+@pytest.mark.django_db
+def test_a_prepared_statement_reads_back_its_columns_and_rows_on_every_call():
+    cache = StatementCache(lambda key, *, now, name: ("SELECT %s::text AS who, %s::timestamptz AS at, 1 AS one",
+                                                      [name, now]))
+    for n, now in enumerate(MOMENTS):
+        assert cache.fetch("k", now=now, name=f"n{n}") == ([(f"n{n}", now, 1)], ["who", "at", "one"])

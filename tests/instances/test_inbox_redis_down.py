@@ -49,7 +49,7 @@ def test_the_evolution_webhook_answers_well_under_2_s_with_redis_down(client, se
     alive_cache, alive_broker = settings.CACHES["default"]["LOCATION"], app.conf.broker_url
     # No back-off left by another test, and none left behind for the next (restored at teardown).
     monkeypatch.setattr(inbox, "_kick_skip_until", 0.0)
-    monkeypatch.setattr(counters, "_skip_until", 0.0)
+    monkeypatch.setattr(counters, "_skip_until", {})
     resolve(URL)  # a running pool: its URLconf is imported (the first request of a process imports it)
     inbox.instance_id_for(chip.instance_name)  # and the name → id cache is warm
     _point_cache_at(dead, settings)

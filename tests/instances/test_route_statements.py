@@ -3,6 +3,7 @@ new-contact allowance kept in hourly buckets of the capacity row."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -83,3 +84,38 @@ def test_new_contacts_count_over_a_rolling_24_hours_from_the_buckets(make_produc
     assert new_contacts_used(capacity, BUSINESS_TIME + timedelta(hours=25, minutes=1)) == 1
     assert caps_in_effect(chip, capacity).new_contacts_per_day == 3
     assert ContactBinding.objects.filter(chip=chip, origin="routed").count() == 4
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refusal_takes_two_statements_and_a_chip_without_its_capacity_row_is_still_found(make_production_chip,
+                                                                                          monkeypatch):
+    from chips.demo import chip_in_state
+    from chips.models import Chip
+    from instances import reservations
+    from instances.services import instance_register
+
+    with time_machine.travel(BUSINESS_TIME, tick=False):
+        make_production_chip(per_hour=2)
+        contact_route(contact="+5511900000001")  # the pool's one follow-up this hour (half the hourly cap)
+        with pytest.raises(RoutingRefused):
+            contact_route(contact="+5511900000002")  # looks for chips without a row: there are none
+        with CaptureQueriesContext(connection) as refused, pytest.raises(RoutingRefused):
+            contact_route(contact="+5511900000003")
+        # The read and the refused reservation: a saturated pool does not look for missing rows on every refusal.
+        assert len(statements(refused)) == 2, statements(refused)
+
+        # A chip saved in this process with no capacity row: the next refusal looks at once, and takes it.
+        saved = chip_in_state(status=Chip.Status.ACTIVE)
+        instance_register(chip=saved)
+        assert not ChipCapacity.objects.filter(chip=saved).exists()
+        assert contact_route(contact="+5511900000004").chip_id == saved.pk
+
+        # One made where this process did not see it (its post_save ran elsewhere): found within ROWS_CHECK_SECONDS.
+        unseen = chip_in_state(status=Chip.Status.ACTIVE)
+        instance_register(chip=unseen)
+        monkeypatch.setattr(reservations, "_rows_checked_at", time.monotonic())  # as if it were another process
+        ChipCapacity.objects.filter(chip=saved).update(hour_count=99)  # the saved chip is full
+        with pytest.raises(RoutingRefused):
+            contact_route(contact="+5511900000005")  # not due: refused without looking
+        monkeypatch.setattr(reservations, "_rows_checked_at", time.monotonic() - reservations.ROWS_CHECK_SECONDS)
+        assert contact_route(contact="+5511900000006").chip_id == unseen.pk
