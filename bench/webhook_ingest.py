@@ -155,15 +155,23 @@ def build_events(n: int, instances: list[dict], sent: list[tuple[str, dict, str]
     return bodies, kinds
 
 
+def _kind_label(body: bytes) -> str:
+    envelope = json.loads(body)
+    return {"messages.upsert": "inbound", "connection.update": "connection open"}.get(envelope["event"], "ack")
+
+
 # ----------------------------------------------------------------------------------------------- the load
 
 
-def timed(base_url: str, n_clients: int, n_requests: int, make_request) -> tuple[float, list[float], Counter]:
+def timed(base_url: str, n_clients: int, n_requests: int, make_request,
+          by_label: dict[str, list[float]] | None = None, label=None) -> tuple[float, list[float], Counter]:
     """Client c sends requests c, c + n_clients, ... (make_request(http, i) -> answer) over its own keep-alive
-    connection; returns (wall seconds, every request's latency, answers)."""
+    connection; returns (wall seconds, every request's latency, answers). With `label(i)`, each latency is also
+    added to `by_label[label(i)]`."""
     import httpx
 
     latencies: list[list[float]] = [[] for _ in range(n_clients)]
+    labelled: list[list[tuple[str, float]]] = [[] for _ in range(n_clients)]
     answers: list[Counter] = [Counter() for _ in range(n_clients)]
     errors: list[BaseException] = []
     barrier = threading.Barrier(n_clients + 1)
@@ -178,6 +186,8 @@ def timed(base_url: str, n_clients: int, n_requests: int, make_request) -> tuple
                     answer = make_request(http, i)
                     latencies[c].append(time.perf_counter() - started)
                     answers[c][answer] += 1
+                    if label is not None:
+                        labelled[c].append((label(i), latencies[c][-1]))
         except BaseException as exc:  # re-raised in the main thread
             errors.append(exc)
             barrier.abort()
@@ -193,6 +203,9 @@ def timed(base_url: str, n_clients: int, n_requests: int, make_request) -> tuple
     elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
+    for per in labelled:
+        for name, latency in per:
+            by_label.setdefault(name, []).append(latency)
     return elapsed, [x for per in latencies for x in per], sum(answers, Counter())
 
 
@@ -225,8 +238,7 @@ def queries_per_event(instances: list[dict], sent: list, rng: random.Random) -> 
     bodies, _kinds = build_events(300, instances, sent, rng, datetime.now(UTC))
     by_kind: dict[str, list[int]] = {}
     for body in bodies:
-        envelope = json.loads(body)
-        kind = {"messages.upsert": "inbound", "connection.update": "connection open"}.get(envelope["event"], "ack")
+        kind = _kind_label(body)
         with CaptureQueriesContext(connection) as ctx:
             client.post("/webhooks/evolution", data=body, content_type="application/json")
         by_kind.setdefault(kind, []).append(len(ctx.captured_queries))
@@ -304,6 +316,7 @@ def main() -> None:
     lags: list[float] = []
 
     hook_rates, hook_p50, hook_p99, base_rates, base_p50, base_p99 = [], [], [], [], [], []
+    by_kind: dict[str, list[float]] = {}  # every round's webhook latencies by kind of event
     answers: Counter = Counter()
     kinds: Counter = Counter()
     bad_health = 0
@@ -322,7 +335,12 @@ def main() -> None:
                 response = http.post("/webhooks/evolution", content=bodies[order[i]], headers=headers)
                 return response.json().get("status", "?") if response.status_code == 200 else response.status_code
 
-            elapsed, lat, got = timed(base_url, args.clients, n_requests, post)
+            seen: set[int] = set()
+            label_of = []
+            for i in order:  # a re-sent event is labelled as such (whichever of the two arrives first)
+                label_of.append(_kind_label(bodies[i]) + (" (re-sent)" if i in seen else ""))
+                seen.add(i)
+            elapsed, lat, got = timed(base_url, args.clients, n_requests, post, by_kind, label_of.__getitem__)
             answers.update(got)
             hook_rates.append(n_requests / elapsed)
             hook_p50.append(statistics.median(lat))
@@ -377,6 +395,9 @@ def main() -> None:
           f"p99 {median(base_p99) * ms:6.1f} ms")
     print(f"ratio webhook / baseline: throughput {h / b:.2f}, p50 {median(hook_p50) / median(base_p50):.2f}x, "
           f"p99 {median(hook_p99) / median(base_p99):.2f}x")
+    print("webhook latency by event (all rounds): " + "; ".join(
+        f"{name} n={len(lat)} p50 {statistics.median(lat) * ms:.1f} ms p99 {p99(lat) * ms:.1f} ms"
+        for name, lat in sorted(by_kind.items()) if len(lat) >= 2))
     print(f"answers: {dict(sorted(answers.items(), key=str))}; GET /health non-200: {bad_health}")
     print(f"duplicates posted: {dups}; distinct events posted: {distinct} -> "
           f"WebhookReceipt rows {receipts} (expected {expected_receipts}), "
