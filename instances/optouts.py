@@ -14,6 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from common.exceptions import DomainError, NotFound
+from common.memo import memoized
 from instances.models import ContactSuppression, InboundMessage, OptOutRule
 from instances.optout import classify
 from outbox.services import event_emit
@@ -83,7 +84,8 @@ def inbound_opt_check(*, message: InboundMessage, now: datetime) -> str | None:
     """Run the classifier on an inbound message; opt the contact out or back in. Returns what it did."""
     if not message.contact or not message.text:
         return None
-    rules = list(OptOutRule.objects.filter(is_enabled=True).values_list("kind", "text"))
+    rules = memoized("optout_rules", lambda: tuple(OptOutRule.objects.filter(is_enabled=True)
+                                                   .values_list("kind", "text")))
     decision = classify(message.text, extra_keywords=[t for k, t in rules if k == OptOutRule.Kind.KEYWORD],
                         extra_phrases=[t for k, t in rules if k == OptOutRule.Kind.PHRASE])
     if decision.kind == "opt_out":

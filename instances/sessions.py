@@ -40,6 +40,21 @@ def _set_connected(chip_id: int, connected: bool, now: datetime) -> None:
         is_connected=connected, connection_changed_at=now, updated_at=now)
 
 
+def session_report_is_news(instance: Instance, state: str) -> bool:
+    """Would a reported `state` change anything for `instance` (loaded with its chip)? False for an "open" of a
+    session that is open, clean and connected with no link waiting on it, and for a "connecting" of one that is
+    connecting: the webhook then opens no transaction at all (a stuck instance says "connecting" twice a second,
+    and every healthy one repeats "open"). The writes below stay conditional: this only spares the round trips."""
+    if state == "open":
+        if (instance.state != S.OPEN or instance.connecting_since or instance.dead_socket_at or instance.gone_at
+                or instance.closing_by_us_at or not instance.chip.is_connected):
+            return True
+        return InstanceLink.objects.filter(instance_id=instance.pk, ended_at__isnull=True).exists()
+    if state == "connecting":
+        return instance.state != S.CONNECTING
+    return True
+
+
 def session_opened(instance: Instance, now: datetime) -> None:
     """The session is open: the chip may route again (a re-link, a restart that healed a dead socket)."""
     changed = Instance.objects.filter(pk=instance.pk).exclude(

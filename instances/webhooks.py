@@ -115,8 +115,9 @@ def evolution_event_process(envelope: dict[str, Any], body: bytes, *, now: datet
         if instance is None:
             outcome = "unknown_instance"
         else:
-            with transaction.atomic():
-                handler(instance, data, now)
+            if event != "connection.update" or sessions.session_report_is_news(instance, _state_of(data)):
+                with transaction.atomic():
+                    handler(instance, data, now)
             outcome = "processed"
     if outcome == "unknown_instance":
         logger.warning("gateway webhook %s for unknown instance %s: ignored", event, name)
@@ -143,10 +144,12 @@ def _when(value: Any, fallback: datetime) -> datetime:
     return fallback
 
 
+def _state_of(data: Any) -> str:
+    return str(data.get("state") or "") if isinstance(data, dict) else ""
+
+
 def on_connection_update(instance: Instance, data: Any, now: datetime) -> None:
-    if not isinstance(data, dict):
-        return
-    state = str(data.get("state") or "")
+    state = _state_of(data)
     if state == "open":
         sessions.session_opened(instance, now)
     elif state == "connecting":

@@ -21,6 +21,7 @@ from django.utils.translation import gettext as _
 
 from common.exceptions import DomainError, InvalidInput, NotFound
 from common.inbound import strip_nul
+from common.memo import memoized
 from common.texts import Text
 from outbox.models import ALL_EVENTS, EVENT_TYPES, Delivery, Endpoint, Event
 from outbox.targets import TargetRefused, url_check
@@ -76,13 +77,17 @@ def _subscribed_endpoint_ids(event_type: str) -> list[int]:
 
     The lock only conflicts with a DELETE of the endpoint: without it, an endpoint deleted between this read and
     the insert of its delivery row would fail the caller's transaction on the foreign key. The SQL is the one
-    `EndpointQuerySet.subscribed_to` writes.
+    `EndpointQuerySet.subscribed_to` writes. Read once per type in a drain batch (common.memo: the lock holds
+    until the batch commits).
     """
-    query = Endpoint.objects.enabled().subscribed_to(event_type).order_by("pk").values_list("pk", flat=True)
-    sql, params = query.query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(f"{sql} FOR KEY SHARE", params)
-        return [row[0] for row in cursor.fetchall()]
+    def read() -> tuple[int, ...]:
+        query = Endpoint.objects.enabled().subscribed_to(event_type).order_by("pk").values_list("pk", flat=True)
+        sql, params = query.query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute(f"{sql} FOR KEY SHARE", params)
+            return tuple(row[0] for row in cursor.fetchall())
+
+    return list(memoized(("subscribed_endpoints", event_type), read))
 
 
 def event_emit(*, type: str, data: dict[str, Any], at: datetime | None = None) -> Event | None:

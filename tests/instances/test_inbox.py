@@ -101,6 +101,42 @@ def test_a_failing_event_stops_its_shard_is_retried_then_given_up(post, chip, mo
     assert sorted(DeliveryEvent.objects.filter(kind="inbound").values_list("message_id", flat=True)) == ["3A1", "3A3"]
 
 
+def test_a_batch_reads_the_policy_the_endpoints_and_the_opt_out_rules_once(post, chip):
+    from django.test.utils import CaptureQueriesContext
+
+    from instances.models import RoutingPolicy
+    from outbox.models import Endpoint
+
+    RoutingPolicy.load()  # a running pool has its policy row
+    Endpoint.objects.create(url="https://app.example.com/hooks")
+    for n in range(10):
+        body = inbound(chip.instance_name, f"3A{n:02d}", text=f"oi {n}")
+        body["data"]["key"]["remoteJid"] = f"55119888800{n:02d}@s.whatsapp.net"
+        assert post(body) == "accepted"
+    with CaptureQueriesContext(connection) as drained:
+        assert drain_all() == 10
+    sql = [q["sql"] for q in drained.captured_queries]
+    for table in ("instances_routingpolicy", "outbox_endpoint", "instances_optoutrule"):
+        assert sum(f'FROM "{table}"' in q for q in sql) == 1, table
+    # Each of the 10 messages still bound its contact and told the app.
+    from instances.models import ContactBinding
+    from outbox.models import Event
+
+    assert ContactBinding.objects.filter(chip=chip, origin="inbound").count() == 10
+    assert Event.objects.filter(type="message.received").count() == 10
+
+
+def test_a_memo_reads_once_inside_its_scope_and_every_time_outside():
+    from common.memo import memo_scope, memoized
+
+    reads = []
+    read = lambda: reads.append(1) or len(reads)  # noqa: E731
+    assert (memoized("k", read), memoized("k", read)) == (1, 2)
+    with memo_scope():
+        assert (memoized("k", read), memoized("k", read), memoized("j", read)) == (3, 3, 4)
+    assert memoized("k", read) == 5
+
+
 def test_an_event_for_an_instance_we_do_not_know_is_not_stored(post):
     assert post(inbound("not-ours", "3AX")) == "unknown_instance"
     assert not WebhookReceipt.objects.exists()

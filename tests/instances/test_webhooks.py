@@ -71,6 +71,41 @@ def test_open_marks_connected(post, make_production_chip):
     assert chip.is_connected and Instance.objects.get(chip=chip).state == "open"
 
 
+def test_a_repeated_open_or_connecting_report_opens_no_transaction(client, settings, post, make_production_chip):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from instances.inbox import instance_id_for
+    from instances.models import InstanceLink
+
+    def report(body):  # the request alone (no drain afterwards: a state event is applied in it)
+        return client.post(URL, data=json.dumps(body), content_type="application/json",
+                           headers={"X-Webhook-Secret": settings.EVOLUTION_WEBHOOK_SECRET})
+
+    chip = make_production_chip()
+    Instance.objects.filter(chip=chip).update(state="open")
+    instance_id_for(chip.instance_name)  # a running pool knows its instances' names
+    opened = envelope(chip.instance_name, "connection.update", {"state": "open", "statusReason": 200})
+    with CaptureQueriesContext(connection) as again:
+        assert report(opened).json()["status"] == "processed"
+    # The instance (with its chip), whether a link waits on the session — and nothing written.
+    assert len(again.captured_queries) == 2, [q["sql"][:80] for q in again.captured_queries]
+
+    instance = Instance.objects.get(chip=chip)
+    InstanceLink.objects.create(token="t" * 40, instance=instance, purpose=InstanceLink.Purpose.RELINK,
+                                expires_at=instance.updated_at)
+    post(opened)  # a link waits: the same report now ends it
+    assert not InstanceLink.objects.filter(instance=instance, ended_at__isnull=True).exists()
+
+    connecting = envelope(chip.instance_name, "connection.update", {"state": "connecting"})
+    post(connecting)
+    assert Instance.objects.get(chip=chip).state == "connecting"
+    with CaptureQueriesContext(connection) as flood:
+        for _ in range(5):
+            report(connecting)
+    assert len(flood.captured_queries) == 5  # one read per report, no transaction, no write
+
+
 def test_duplicates_are_processed_once(post, make_production_chip):
     chip = make_production_chip()
     inbound = envelope(chip.instance_name, "messages.upsert", {
