@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from chips.models import Chip
+from common.batch import insert_later
 from instances.models import ContactBinding, DeliveryEvent, InboundMessage, RoutingPolicy
 from instances.optouts import inbound_opt_check
 from outbox.services import event_emit
@@ -52,8 +53,8 @@ def inbound_receive(*, chip: Chip, data: dict[str, Any], key: dict[str, Any], ph
                     now: datetime) -> InboundMessage | None:
     """Record one inbound message (called by the webhook, in its transaction)."""
     message_id = str(key.get("id") or "")[:64]
-    DeliveryEvent.objects.create(chip=chip, kind=DeliveryEvent.Kind.INBOUND, message_id=message_id,
-                                 remote=phone.lstrip("+")[:32], remote_lid=lid[:32], occurred_at=now)
+    insert_later(DeliveryEvent(chip=chip, kind=DeliveryEvent.Kind.INBOUND, message_id=message_id,
+                               remote=phone.lstrip("+")[:32], remote_lid=lid[:32], occurred_at=now))
     if phone and Chip.objects.filter(phone=phone).exclude(status=Chip.Status.RETIRED).exists():
         return None  # one of the pool's own numbers: warming traffic, not a contact
     text, media = _text_and_media(data)

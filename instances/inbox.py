@@ -41,7 +41,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models.functions import Mod
 from django.utils import timezone
 
-from common.memo import memo_scope
+from common.batch import batch_scope
 from common.redis import quick_client, redis_client
 from instances.models import Instance, WebhookReceipt
 
@@ -211,8 +211,8 @@ def _apply(rows: list[WebhookReceipt]) -> tuple[int, int, bool]:
     now = timezone.now()
     try:
         # One transaction for the batch: what every handler reads the same (the binding TTL, the subscribed
-        # endpoints, the opt-out rules) is read once for it (common.memo).
-        with transaction.atomic(), memo_scope():
+        # endpoints, the opt-out rules) is read once for it (common.batch).
+        with transaction.atomic(), batch_scope():
             for row in rows:
                 _handle(row, instances)
             _mark_applied([row.pk for row in rows], now)

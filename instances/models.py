@@ -227,7 +227,7 @@ class RoutingPolicy(models.Model):
         """How long a contact stays with its chip after their last message, for every binding (routed or
         inbound): the policy row's value (BINDING_TTL_DAYS only seeds it; the operator edits it in the admin).
         The router reads the same column inside its one context query."""
-        from common.memo import memoized
+        from common.batch import memoized
 
         def read() -> timedelta:
             days = cls.objects.filter(pk=1).values_list("binding_ttl_days", flat=True).first()

@@ -13,8 +13,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.batch import memoized
 from common.exceptions import DomainError, NotFound
-from common.memo import memoized
 from instances.models import ContactSuppression, InboundMessage, OptOutRule
 from instances.optout import classify
 from outbox.services import event_emit

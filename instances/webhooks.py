@@ -27,6 +27,7 @@ from django.utils.translation import gettext as _
 
 from chips.models import ChipAlert
 from chips.services import alert_raise
+from common.batch import insert_later
 from common.exceptions import InvalidInput
 from common.inbound import parse_json_body
 from common.texts import Text
@@ -210,7 +211,8 @@ def on_messages_update(instance: Instance, data: Any, now: datetime) -> None:
         receipt_failed(chip=chip, key_id=key_id, remote=remote, now=now, coded=coded)
         status = "ERROR"
     elif status in ACK_KINDS:
-        DeliveryEvent.objects.create(chip=chip, kind=ACK_KINDS[status], message_id=key_id, occurred_at=now)
+        # Read only by the daily figures, never while a batch runs: inserted with the batch's others.
+        insert_later(DeliveryEvent(chip=chip, kind=ACK_KINDS[status], message_id=key_id, occurred_at=now))
     if key_id:
         _apply_ack(key_id, status, now)
 

@@ -19,9 +19,9 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
+from common.batch import memoized
 from common.exceptions import DomainError, InvalidInput, NotFound
 from common.inbound import strip_nul
-from common.memo import memoized
 from common.texts import Text
 from outbox.models import ALL_EVENTS, EVENT_TYPES, Delivery, Endpoint, Event
 from outbox.targets import TargetRefused, url_check
@@ -77,7 +77,7 @@ def _subscribed_endpoint_ids(event_type: str) -> list[int]:
 
     The lock only conflicts with a DELETE of the endpoint: without it, an endpoint deleted between this read and
     the insert of its delivery row would fail the caller's transaction on the foreign key. The SQL is the one
-    `EndpointQuerySet.subscribed_to` writes. Read once per type in a drain batch (common.memo: the lock holds
+    `EndpointQuerySet.subscribed_to` writes. Read once per type in a drain batch (common.batch: the lock holds
     until the batch commits).
     """
     def read() -> tuple[int, ...]:

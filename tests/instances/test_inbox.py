@@ -118,6 +118,9 @@ def test_a_batch_reads_the_policy_the_endpoints_and_the_opt_out_rules_once(post,
     sql = [q["sql"] for q in drained.captured_queries]
     for table in ("instances_routingpolicy", "outbox_endpoint", "instances_optoutrule"):
         assert sum(f'FROM "{table}"' in q for q in sql) == 1, table
+    # The ten messages' delivery events go in with one INSERT, inside the batch's transaction.
+    assert sum(q.startswith('INSERT INTO "instances_deliveryevent"') for q in sql) == 1
+    assert DeliveryEvent.objects.filter(chip=chip, kind="inbound").count() == 10
     # Each of the 10 messages still bound its contact and told the app.
     from instances.models import ContactBinding
     from outbox.models import Event
@@ -126,15 +129,26 @@ def test_a_batch_reads_the_policy_the_endpoints_and_the_opt_out_rules_once(post,
     assert Event.objects.filter(type="message.received").count() == 10
 
 
-def test_a_memo_reads_once_inside_its_scope_and_every_time_outside():
-    from common.memo import memo_scope, memoized
+def test_a_batch_scope_reads_once_and_inserts_at_its_end_and_outside_one_everything_is_at_once(chip):
+    from django.db import transaction
+
+    from common.batch import batch_scope, insert_later, memoized
 
     reads = []
     read = lambda: reads.append(1) or len(reads)  # noqa: E731
     assert (memoized("k", read), memoized("k", read)) == (1, 2)
-    with memo_scope():
+    with transaction.atomic(), batch_scope():
         assert (memoized("k", read), memoized("k", read), memoized("j", read)) == (3, 3, 4)
+        insert_later(DeliveryEvent(chip=chip, kind="inbound", message_id="A", occurred_at=timezone.now()))
+        assert not DeliveryEvent.objects.filter(message_id="A").exists()  # not yet
     assert memoized("k", read) == 5
+    assert DeliveryEvent.objects.filter(message_id="A").count() == 1
+    with pytest.raises(RuntimeError), transaction.atomic(), batch_scope():
+        insert_later(DeliveryEvent(chip=chip, kind="inbound", message_id="B", occurred_at=timezone.now()))
+        raise RuntimeError("the batch failed")
+    assert not DeliveryEvent.objects.filter(message_id="B").exists()  # a failed batch inserts nothing
+    insert_later(DeliveryEvent(chip=chip, kind="inbound", message_id="C", occurred_at=timezone.now()))
+    assert DeliveryEvent.objects.filter(message_id="C").exists()  # outside a scope: at once
 
 
 def test_an_event_for_an_instance_we_do_not_know_is_not_stored(post):

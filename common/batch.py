@@ -1,0 +1,71 @@
+"""A batch of work in one transaction: what every item reads the same is read once, and append-only rows are
+inserted together (W2 7/7).
+
+The drain applies a batch of gateway events in one transaction. Each event's handler reads the same few rows (the
+routing policy's binding TTL, the endpoints subscribed to an event type, the operator's opt-out rules) and
+appends a row nobody reads back while the batch runs (its DeliveryEvent). Inside `batch_scope()`:
+
+- `memoized(key, read)` reads once per key and reuses the value for the rest of the scope;
+- `insert_later(row)` keeps an unsaved model instance and inserts all of them, per model in the order given, with
+  one `bulk_create` when the scope ends (before the transaction commits; nothing when it fails).
+
+Outside a scope, every `memoized` call reads and `insert_later` saves at once, so callers need not know.
+
+Only what the scope's own work cannot change belongs in `memoized`, and only rows nothing reads back during the
+scope in `insert_later`. A scope is one transaction: a lock a read takes (the endpoints' FOR KEY SHARE) is held
+until its commit, so the remembered value stays covered by it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Hashable, Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from django.db import models
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Scope:
+    memo: dict[Hashable, Any] = field(default_factory=dict)
+    rows: dict[type[models.Model], list[models.Model]] = field(default_factory=dict)
+
+
+_scope: ContextVar[_Scope | None] = ContextVar("chipfarm_batch", default=None)
+
+
+@contextlib.contextmanager
+def batch_scope() -> Iterator[None]:
+    """Open inside the batch's transaction (`with transaction.atomic(), batch_scope():`)."""
+    scope = _Scope()
+    token = _scope.set(scope)
+    try:
+        yield
+        for model, rows in scope.rows.items():
+            model.objects.bulk_create(rows)
+    finally:
+        _scope.reset(token)
+
+
+def memoized(key: Hashable, read: Callable[[], T]) -> T:
+    """`read()`, once per `key` inside a `batch_scope`; every time outside one."""
+    scope = _scope.get()
+    if scope is None:
+        return read()
+    if key not in scope.memo:
+        scope.memo[key] = read()
+    return scope.memo[key]
+
+
+def insert_later(row: models.Model) -> None:
+    """Insert `row` (an unsaved model instance) when the scope ends, with the scope's other rows of its model; at
+    once outside a scope."""
+    scope = _scope.get()
+    if scope is None:
+        row.save(force_insert=True)
+    else:
+        scope.rows.setdefault(type(row), []).append(row)
