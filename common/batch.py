@@ -7,7 +7,8 @@ appends a row nobody reads back while the batch runs (its DeliveryEvent). Inside
 
 - `memoized(key, read)` reads once per key and reuses the value for the rest of the scope;
 - `insert_later(row)` keeps an unsaved model instance and inserts all of them, per model in the order given, with
-  one `bulk_create` when the scope ends (before the transaction commits; nothing when it fails).
+  one `bulk_create` when the scope ends (before the transaction commits; nothing when it fails); a row whose id
+  is needed at once is numbered from its model's sequence.
 
 Outside a scope, every `memoized` call reads and `insert_later` saves at once, so callers need not know.
 
@@ -24,15 +25,19 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from django.db import models
+from django.db import connection, models
 
 T = TypeVar("T")
+
+
+ID_BLOCK = 100  # ids taken from a model's sequence at a time, for the rows `insert_later` must number
 
 
 @dataclass
 class _Scope:
     memo: dict[Hashable, Any] = field(default_factory=dict)
     rows: dict[type[models.Model], list[models.Model]] = field(default_factory=dict)
+    ids: dict[type[models.Model], list[int]] = field(default_factory=dict)
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("chipfarm_batch", default=None)
@@ -61,11 +66,22 @@ def memoized(key: Hashable, read: Callable[[], T]) -> T:
     return scope.memo[key]
 
 
-def insert_later(row: models.Model) -> None:
+def insert_later(row: models.Model, *, numbered: bool = False) -> None:
     """Insert `row` (an unsaved model instance) when the scope ends, with the scope's other rows of its model; at
-    once outside a scope."""
+    once outside a scope. `numbered`: the caller needs `row.pk` now (another row or an event names it) — it is
+    taken from the model's own sequence (ID_BLOCK at a time), as the insert would have. A row that refers to it
+    inserts fine before it: the project's foreign keys are checked at commit (DEFERRABLE INITIALLY DEFERRED)."""
     scope = _scope.get()
     if scope is None:
         row.save(force_insert=True)
-    else:
-        scope.rows.setdefault(type(row), []).append(row)
+        return
+    model = type(row)
+    if numbered:
+        free = scope.ids.setdefault(model, [])
+        if not free:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+                               [model._meta.db_table, model._meta.pk.column, ID_BLOCK])
+                free.extend(sorted((n for (n,) in cursor.fetchall()), reverse=True))
+        row.pk = free.pop()
+    scope.rows.setdefault(model, []).append(row)

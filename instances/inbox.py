@@ -9,13 +9,16 @@ once per burst:
 - the drain of shard k applies the pending events of the instances with `id % GATEWAY_EVENT_SHARDS == k`,
   oldest first, under a PostgreSQL advisory lock of that shard: two drains never apply the same instance's
   events at once or out of order, and K shards run side by side on K workers;
-- a batch is one transaction: each event in a savepoint, then one UPDATE that stamps every applied row, so an
-  event is applied exactly once even if the worker dies mid-batch (nothing of the batch is committed);
+- a batch is one transaction (the events, then one UPDATE that stamps every applied row; a savepoint per event
+  only when one fails), so an event is applied exactly once even if the worker dies mid-batch (nothing of the
+  batch is committed); what every event of a batch reads the same is read once, and its append-only rows go in
+  together (common.batch);
 - an event whose handler raises stops its shard there (to keep the order) and is retried on the sweep's next kick,
   then given up after RECEIPT_MAX_ATTEMPTS, logged and counted;
 - the kick is a Redis flag (one task per burst, not one per event); the drain clears it before each read, so an
-  event stored after the last read always kicks a new drain. The beat's sweep re-kicks any shard with events
-  older than a few seconds (a lost kick, a worker that died).
+  event stored after the last read always kicks a new drain, queued GATEWAY_EVENT_DRAIN_DELAY_SECONDS later so
+  that the events of that moment make one batch. The beat's sweep re-kicks any shard with events older than a few
+  seconds (a lost kick, a worker that died).
 
 State events (connection.update, status.instance, ...) are not queued: they are small, idempotent, and applied in
 the request (instances.webhooks).
@@ -52,6 +55,7 @@ DRAIN_TASK = "instances.apply_gateway_events"
 RECEIPT_MAX_ATTEMPTS = 3
 KICK_TTL = 30  # seconds a kick flag lives: a lost kick delays a shard at most this long (the sweep also covers)
 _LOCK_CLASS = 0x4757  # pg_try_advisory_lock(_LOCK_CLASS, shard): "GW"
+BUSY_RETRY_SECONDS = 0.5  # a drain that found its shard's drain running asks again this much later
 
 
 def shards() -> int:
@@ -146,10 +150,15 @@ def drain_kick(shard: int) -> None:
         logger.warning("could not reach Redis to kick the drain of gateway events (shard %s: %s); the sweep will",
                        shard, exc.__class__.__name__)
         return
-    if not flagged:
-        return
+    if flagged:
+        # The flag stays set until the drain starts reading, so every event of the next moment is in that drain's
+        # batch without a task of its own.
+        _drain_queue(shard, delay=settings.GATEWAY_EVENT_DRAIN_DELAY_SECONDS)
+
+
+def _drain_queue(shard: int, *, delay: float) -> None:
     try:
-        current_app.send_task(DRAIN_TASK, args=[shard])
+        current_app.send_task(DRAIN_TASK, args=[shard], countdown=delay if delay > 0 else None)
     except Exception:
         logger.warning("could not queue the drain of gateway events (shard %s); the sweep will", shard,
                        exc_info=True)
@@ -166,13 +175,17 @@ class DrainReport:
 
 
 def receipts_drain(shard: int, *, batch: int = 100, budget_seconds: float = 20.0) -> DrainReport:
-    """Apply `shard`'s pending events, oldest first, until none is left or the budget is spent (then it kicks
-    itself again). Another drain of the shard running: returns at once with `busy` (that one reads after us)."""
+    """Apply `shard`'s pending events, oldest first, in batches while they come full; a batch that is not full was
+    the backlog's end (the events stored meanwhile kicked the next drain, GATEWAY_EVENT_DRAIN_DELAY_SECONDS from
+    now: one drain per moment, not one per event). When the budget is spent it kicks itself again. Another drain
+    of the shard running: returns at once with `busy`, and asks again a moment later (that one may have read its
+    last batch already)."""
     report = DrainReport()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [_LOCK_CLASS, shard])
         if not cursor.fetchone()[0]:
             report.busy = True
+            _drain_queue(shard, delay=max(BUSY_RETRY_SECONDS, settings.GATEWAY_EVENT_DRAIN_DELAY_SECONDS))
             return report
     try:
         deadline = time.monotonic() + budget_seconds
@@ -187,6 +200,8 @@ def receipts_drain(shard: int, *, batch: int = 100, budget_seconds: float = 20.0
             report.applied += applied
             report.failed += failed
             if stalled:  # an event failed and will be retried: by the sweep's next kick, not in a tight loop
+                break
+            if len(rows) < batch and not failed:  # the backlog's end: what came meanwhile kicked the next drain
                 break
             if time.monotonic() >= deadline:
                 report.more = True

@@ -37,6 +37,7 @@ from instances.inbound import inbound_receive
 from instances.models import DeliveryEvent, Instance, OutboundMessage
 from instances.restriction import explicit_code, receipt_failed
 from instances.services import message_status_emit
+from outbox.services import event_wanted
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +233,7 @@ def _apply_ack(key_id: str, status: str, now: datetime) -> None:
                                                      updated_at=now)
     else:
         return
-    if changed:
+    if changed and event_wanted("message.status"):  # the rows are read only for an app that listens
         for message in qs:
             message_status_emit(message, at=now)
 

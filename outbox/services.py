@@ -90,6 +90,12 @@ def _subscribed_endpoint_ids(event_type: str) -> list[int]:
     return list(memoized(("subscribed_endpoints", event_type), read))
 
 
+def event_wanted(type: str) -> bool:
+    """Is an enabled endpoint subscribed to `type`? For a caller whose event data costs a read: when none is,
+    `event_emit` would record nothing (the same read, so a batch makes it once)."""
+    return bool(_subscribed_endpoint_ids(type))
+
+
 def event_emit(*, type: str, data: dict[str, Any], at: datetime | None = None) -> Event | None:
     """Record an event for every enabled endpoint subscribed to `type`; None when no endpoint wants it.
 

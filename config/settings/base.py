@@ -180,6 +180,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
 # Message events from the gateway are stored by the webhook and applied by a drain task per shard of instances
 # (instances.inbox): shards drain side by side, one instance's events always in order. About one per worker.
 GATEWAY_EVENT_SHARDS = env.int("GATEWAY_EVENT_SHARDS", default=2)
+# A kick asks for the drain this long after the first event that found no drain asked for: the events of that
+# moment are applied together, in one batch (a drain per event would spend more on the task than on the events).
+GATEWAY_EVENT_DRAIN_DELAY_SECONDS = env.float("GATEWAY_EVENT_DRAIN_DELAY_SECONDS", default=0.25)
 # The webhook remembers instance name → id this long (per process).
 GATEWAY_INSTANCE_CACHE_SECONDS = env.int("GATEWAY_INSTANCE_CACHE_SECONDS", default=60)
 GATEWAY_BACKEND = env.str("GATEWAY_BACKEND", default="instances.gateway.evolution.EvolutionGateway")

@@ -216,7 +216,7 @@ def test_the_capacity_changelist_query_count_does_not_grow_with_chips(admin_clie
 
 
 def test_every_binding_takes_the_policy_rows_ttl_which_the_setting_only_seeds(settings, make_production_chip):
-    from instances.inbound import _binding
+    from instances.inbound import _relation
     from instances.models import RoutingPolicy
 
     settings.BINDING_TTL_DAYS = 7
@@ -226,6 +226,6 @@ def test_every_binding_takes_the_policy_rows_ttl_which_the_setting_only_seeds(se
         RoutingPolicy.objects.filter(pk=1).update(binding_ttl_days=3)  # then the operator's value holds
         settings.BINDING_TTL_DAYS = 30
         routed = contact_route(contact=contact(2))
-        _binding(contact(3), chip, BUSINESS_TIME)  # a contact who wrote first
+        _relation(contact(3), chip, BUSINESS_TIME)  # a contact who wrote first
     assert ContactBinding.objects.get(pk=routed.binding_id).expires_at == BUSINESS_TIME + timedelta(days=3)
     assert ContactBinding.objects.get(contact=contact(3)).expires_at == BUSINESS_TIME + timedelta(days=3)
