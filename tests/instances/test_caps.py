@@ -229,3 +229,24 @@ def test_every_binding_takes_the_policy_rows_ttl_which_the_setting_only_seeds(se
         _relation(contact(3), chip, BUSINESS_TIME)  # a contact who wrote first
     assert ContactBinding.objects.get(pk=routed.binding_id).expires_at == BUSINESS_TIME + timedelta(days=3)
     assert ContactBinding.objects.get(contact=contact(3)).expires_at == BUSINESS_TIME + timedelta(days=3)
+
+
+def test_the_sql_and_python_new_contact_counts_agree_on_any_buckets(make_production_chip):
+    import random
+
+    from instances.caps import epoch_hour, new_contacts_annotation, new_contacts_used
+    from instances.models import NEW_CONTACT_BUCKETS
+
+    rng = random.Random(7)
+    chip = make_production_chip()
+    capacity = ChipCapacity.objects.get(chip=chip)
+    for trial in range(40):
+        now = BUSINESS_TIME + timedelta(hours=rng.randrange(0, 200), minutes=rng.randrange(60))
+        hour = epoch_hour(now)
+        # Buckets written at any hour up to 60 before now (some in the window, some stale), or never.
+        capacity.new_contact_hours = [rng.choice([0, hour - rng.randrange(0, 60)]) for _ in range(NEW_CONTACT_BUCKETS)]
+        capacity.new_contact_counts = [rng.randrange(0, 9) for _ in range(NEW_CONTACT_BUCKETS)]
+        capacity.save(update_fields=["new_contact_hours", "new_contact_counts"])
+        in_sql = (ChipCapacity.objects.filter(pk=capacity.pk).annotate(n=new_contacts_annotation(now))
+                  .values_list("n", flat=True).get())
+        assert in_sql == new_contacts_used(capacity, now), trial
