@@ -11,14 +11,15 @@ import logging
 from datetime import datetime, timedelta
 
 from celery import current_app
-from django.db import transaction
-from django.db.models import F
+from django.db import connection, transaction
+from django.db.models import Exists, F, OuterRef
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from chips.models import Chip, ChipAlert
 from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import TransitionConflict, TransitionNotAllowed
+from common.statements import StatementCache
 from common.texts import Text
 from instances.models import DeliveryEvent, Instance, InstanceLink
 from instances.routing import bindings_release
@@ -40,19 +41,32 @@ def _set_connected(chip_id: int, connected: bool, now: datetime) -> None:
         is_connected=connected, connection_changed_at=now, updated_at=now)
 
 
-def session_report_is_news(instance: Instance, state: str) -> bool:
-    """Would a reported `state` change anything for `instance` (loaded with its chip)? False for an "open" of a
-    session that is open, clean and connected with no link waiting on it, and for a "connecting" of one that is
-    connecting: the webhook then opens no transaction at all (a stuck instance says "connecting" twice a second,
-    and every healthy one repeats "open"). The writes below stay conditional: this only spares the round trips."""
-    if state == "open":
-        if (instance.state != S.OPEN or instance.connecting_since or instance.dead_socket_at or instance.gone_at
-                or instance.closing_by_us_at or not instance.chip.is_connected):
-            return True
-        return InstanceLink.objects.filter(instance_id=instance.pk, ended_at__isnull=True).exists()
+def _report_statement(key: None, *, now: datetime, instance_id: int) -> tuple[str, list]:
+    waiting = InstanceLink.objects.filter(instance_id=OuterRef("pk"), ended_at__isnull=True)
+    query = (Instance.objects.filter(pk=instance_id).order_by().annotate(link_waits=Exists(waiting))
+             .values("state", "connecting_since", "dead_socket_at", "gone_at", "closing_by_us_at",
+                     "chip__is_connected", "link_waits")).query
+    return query.get_compiler(connection=connection).as_sql()
+
+
+_REPORT = StatementCache(_report_statement)
+
+
+def session_report_is_news(instance_id: int, state: str, now: datetime) -> bool:
+    """Would a reported `state` change anything for the instance? False for an "open" of a session that is open,
+    clean and connected with no link waiting on it, and for a "connecting" of one that is connecting: the webhook
+    then loads nothing more and opens no transaction (a stuck instance says "connecting" twice a second, and every
+    healthy one repeats "open"). One compiled read; the writes below stay conditional, this only spares them."""
+    if state not in ("open", "connecting"):
+        return True
+    rows, _names = _REPORT.fetch(None, now=now, instance_id=instance_id)
+    if not rows:
+        return True  # gone meanwhile: the caller finds out
+    current, connecting_since, dead_socket_at, gone_at, closing_by_us_at, connected, link_waits = rows[0]
     if state == "connecting":
-        return instance.state != S.CONNECTING
-    return True
+        return current != S.CONNECTING
+    return (current != S.OPEN or bool(connecting_since or dead_socket_at or gone_at or closing_by_us_at)
+            or not connected or link_waits)
 
 
 def session_opened(instance: Instance, now: datetime) -> None:

@@ -112,15 +112,18 @@ def evolution_event_process(envelope: dict[str, Any], body: bytes, *, now: datet
         outcome = inbox.receipt_store(name=name, event=event, key=_dedup_key(event, name, data), data=data, now=now)
     else:
         instance_id = inbox.instance_id_for(name)
-        instance = (Instance.objects.select_related("chip").filter(pk=instance_id).first()
-                    if instance_id is not None else None)
-        if instance is None:
-            outcome = "unknown_instance"
+        if (instance_id is not None and event == "connection.update"
+                and not sessions.session_report_is_news(instance_id, _state_of(data), now)):
+            outcome = "processed"  # nothing would change: nothing more to load, no transaction
         else:
-            if event != "connection.update" or sessions.session_report_is_news(instance, _state_of(data)):
+            instance = (Instance.objects.select_related("chip").filter(pk=instance_id).first()
+                        if instance_id is not None else None)
+            if instance is None:
+                outcome = "unknown_instance"
+            else:
                 with transaction.atomic():
                     handler(instance, data, now)
-            outcome = "processed"
+                outcome = "processed"
     if outcome == "unknown_instance":
         logger.warning("gateway webhook %s for unknown instance %s: ignored", event, name)
     return outcome
