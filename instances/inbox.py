@@ -119,7 +119,7 @@ def receipt_store(*, name: str, event: str, key: str | None, data: Any, now: dat
             continue
         if not stored:
             return "duplicate"
-        transaction.on_commit(partial(drain_kick, shard_of(instance_id)), robust=True)
+        transaction.on_commit(partial(drain_kick_for_event, shard_of(instance_id)), robust=True)
         return "accepted"
     return "unknown_instance"
 
@@ -135,33 +135,64 @@ KICK_BACKOFF_SECONDS = 5.0
 _kick_skip_until = 0.0
 
 
+# shard → until when (this process's monotonic clock) an event stored now is sure to be read by a drain already
+# queued: the webhook does not kick before then (instances.inbox.drain_kick_for_event).
+_covered_until: dict[int, float] = {}
+
+
+def drain_kick_for_event(shard: int) -> None:
+    """The kick after a stored event: none while a drain this process knows of is queued to start reading after
+    now (see `drain_kick`), so a burst costs Redis one command per drain, not one per event."""
+    if time.monotonic() < _covered_until.get(shard, 0.0):
+        return
+    drain_kick(shard)
+
+
 def drain_kick(shard: int) -> None:
     """Ask for a drain of `shard` unless one was asked for and has not started reading yet. Never raises and never
     blocks: the flag is set with short timeouts, and after Redis failed the kick is skipped for
     `KICK_BACKOFF_SECONDS`; when the broker is down the flag stays set (one slow publish per KICK_TTL, not one per
-    event). Either way the event is stored, and the sweep catches up once they are back."""
+    event). Either way the event is stored, and the sweep catches up once they are back.
+
+    The flag holds the moment its drain was queued for (GATEWAY_EVENT_DRAIN_DELAY_SECONDS after it was set; the
+    task's ETA). That drain reads no earlier, so an event committed before then is in its batch: until then, less
+    a margin of half the delay for clocks that disagree, this process's events need no kick of their own."""
     global _kick_skip_until
     if time.monotonic() < _kick_skip_until:
         return
+    delay = settings.GATEWAY_EVENT_DRAIN_DELAY_SECONDS
+    due = time.time() + delay
     try:
-        flagged = quick_client().set(_kick_key(shard), 1, nx=True, ex=KICK_TTL)
+        # SET … NX GET (Redis 7): sets the flag if absent, and answers the flag it found otherwise.
+        found = quick_client().set(_kick_key(shard), f"{due:.3f}", nx=True, ex=KICK_TTL, get=True)
     except Exception as exc:
         _kick_skip_until = time.monotonic() + KICK_BACKOFF_SECONDS
         logger.warning("could not reach Redis to kick the drain of gateway events (shard %s: %s); the sweep will",
                        shard, exc.__class__.__name__)
         return
-    if flagged:
+    if found is None:
         # The flag stays set until the drain starts reading, so every event of the next moment is in that drain's
         # batch without a task of its own.
-        _drain_queue(shard, delay=settings.GATEWAY_EVENT_DRAIN_DELAY_SECONDS)
+        if not _drain_queue(shard, delay=delay):
+            return
+    else:
+        try:
+            due = float(found)
+        except ValueError:
+            return
+    covered = due - time.time() - delay / 2
+    if covered > 0:
+        _covered_until[shard] = time.monotonic() + covered
 
 
-def _drain_queue(shard: int, *, delay: float) -> None:
+def _drain_queue(shard: int, *, delay: float) -> bool:
     try:
         current_app.send_task(DRAIN_TASK, args=[shard], countdown=delay if delay > 0 else None)
     except Exception:
         logger.warning("could not queue the drain of gateway events (shard %s); the sweep will", shard,
                        exc_info=True)
+        return False
+    return True
 
 
 # --- applying -----------------------------------------------------------------------------------------------

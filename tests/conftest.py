@@ -70,6 +70,17 @@ def _fresh_send_circuits():
         pass
 
 
+@pytest.fixture(autouse=True)
+def _no_drain_known_queued():
+    """What a process knows of queued drains (instances.inbox) is about the drains of its own moment: a test's
+    events never count on a drain another test queued (to a worker that may be gone)."""
+    from instances import inbox
+
+    inbox._covered_until.clear()
+    yield
+    inbox._covered_until.clear()
+
+
 @pytest.fixture(scope="session")
 def celery_worker_queue(django_db_setup, django_db_blocker, tmp_path_factory):
     """A real `celery worker` process on the test database and a queue of its own.

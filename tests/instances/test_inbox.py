@@ -244,5 +244,48 @@ def test_the_sweep_kicks_shards_whose_events_waited(chip, settings):
     shard = inbox.shard_of(chip.instance.pk)
     redis_client().set(inbox._kick_key(shard), "stale", ex=30)  # a kick whose task was lost
     assert inbox.receipts_sweep() == [shard]
-    assert redis_client().get(inbox._kick_key(shard)) == b"1"  # kicked again (the flag is the new kick's)
+    flag = float(redis_client().get(inbox._kick_key(shard)))  # kicked again: the flag is the new kick's moment
+    assert abs(flag - (time.time() + settings.GATEWAY_EVENT_DRAIN_DELAY_SECONDS)) < 5
+
+
+def test_events_stored_while_a_queued_drain_has_not_started_send_no_kick_of_their_own(
+        post, chip, monkeypatch, settings, django_capture_on_commit_callbacks):
+    from common import redis as shared_redis
+
+    sent: list[tuple] = []
+    real = shared_redis.quick_client
+
+    class Counting:
+        def __init__(self, client):
+            self.client = client
+
+        def set(self, *args, **kwargs):
+            sent.append(args)
+            return self.client.set(*args, **kwargs)
+
+    monkeypatch.setattr(inbox, "quick_client", lambda url=None: Counting(real(url)))
+    queued: list[int] = []
+    monkeypatch.setattr(inbox, "_drain_queue", lambda shard, *, delay: queued.append(shard) or True)
+    settings.GATEWAY_EVENT_DRAIN_DELAY_SECONDS = 10.0  # the drain queued below reads in 10 s, not before
+    shard = inbox.shard_of(chip.instance.pk)
+    redis_client().delete(inbox._kick_key(shard))
+
+    def burst(prefix: str, n: int) -> None:
+        for k in range(n):
+            with django_capture_on_commit_callbacks(execute=True):  # the kick runs on commit
+                assert post(inbound(chip.instance_name, f"{prefix}{k}")) == "accepted"
+
+    burst("3AK", 20)
+    assert (len(sent), queued) == (1, [shard])  # one flag, one drain for the burst
+
+    # Another process queued the drain: this one reads the flag's moment once, and is covered by it as well.
+    inbox._covered_until.clear()
+    burst("3AL", 5)
+    assert (len(sent), queued) == (2, [shard])
+
+    # A flag whose drain is (nearly) due covers nothing: each event asks again, and no drain is queued twice.
+    inbox._covered_until.clear()
+    redis_client().set(inbox._kick_key(shard), f"{time.time() + 1:.3f}", ex=30)
+    burst("3AM", 3)
+    assert (len(sent), queued) == (5, [shard])
     assert app.conf.beat_schedule["sweep-gateway-events"]["task"] == "instances.sweep_gateway_events"
