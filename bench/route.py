@@ -175,6 +175,23 @@ def main() -> None:
                         decision = contact_route(contact=contact)
                     assert decision.binding == path, (decision.binding, path)
                     per_path[path].append(len(ctx.captured_queries))
+            # Refused (the pool full for the hour, as most of a round's refusals are): the read and the refused take.
+            from django.utils import timezone
+
+            from instances.caps import hour_window
+
+            ChipCapacity.objects.filter(chip_id__in=chips).update(hour_window=hour_window(timezone.now()),
+                                                                  hour_count=10**6)
+            per_path["refused"] = []
+            for contact in [f"+55117{n:08d}" for n in range(sample)]:
+                with CaptureQueriesContext(connection) as ctx:
+                    try:
+                        contact_route(contact=contact)
+                    except RoutingRefused:
+                        pass
+                    else:
+                        raise AssertionError("a full pool routed")
+                per_path["refused"].append(len(ctx.captured_queries))
             return {path: median(counts) for path, counts in per_path.items()}
 
         contact_route(contact="+5511700000000")  # warm: the policy row exists, as in a running pool
@@ -220,8 +237,8 @@ def main() -> None:
     print(f"ratio route / UPDATE : {r / u:8.3f}")
     print(f"all rounds: decisions new {totals['new']}, sticky {totals['sticky']}, moved {totals['moved']}; "
           f"refused: {refused_codes or 'none'}; errors: deadlock detected {totals['deadlock']}")
-    print(f"queries per decision : new contact {queries['new']:.0f}, sticky {queries['sticky']:.0f} "
-          f"(statements sent, BEGIN/COMMIT included; median of 20 each, one thread)")
+    print(f"queries per decision : new contact {queries['new']:.0f}, sticky {queries['sticky']:.0f}, refused "
+          f"{queries['refused']:.0f} (statements sent, BEGIN/COMMIT included; median of 20 each, one thread)")
     print(f"cap violations       : {over_rows_total + over_decisions_total} (capacity rows over a cap: "
           f"{over_rows_total}, chips with more reservations than a cap: {over_decisions_total}); rounds where "
           f"recorded reservations != decisions: {mismatches}")
