@@ -224,16 +224,12 @@ class RoutingPolicy(models.Model):
 
     @classmethod
     def binding_ttl(cls) -> timedelta:
-        """How long a contact stays with its chip after their last message, for every binding (routed or
-        inbound): the policy row's value (BINDING_TTL_DAYS only seeds it; the operator edits it in the admin).
-        The router reads the same column inside its one context query."""
+        """How long a contact stays with its chip after their last message (routed or inbound binding): the policy
+        row's value, which BINDING_TTL_DAYS only seeds; the router reads it in its context query, a drain batch once."""
         from common.batch import memoized
 
-        def read() -> timedelta:
-            days = cls.objects.filter(pk=1).values_list("binding_ttl_days", flat=True).first()
-            return timedelta(days=days if days is not None else cls.load().binding_ttl_days)
-
-        return memoized("binding_ttl", read)
+        days = memoized("ttl", lambda: cls.objects.filter(pk=1).values_list("binding_ttl_days", flat=True).first())
+        return timedelta(days=days if days is not None else cls.load().binding_ttl_days)
 
 
 class SendingSwitch(models.Model):
@@ -492,14 +488,7 @@ class DeliveryEvent(models.Model):
         return _("%(kind)s on chip %(chip)s") % {"kind": self.get_kind_display(), "chip": self.chip_id}
 
 
-# The contacts' side (who wrote, who opted out, LIDs) lives in instances/contacts_models.py; imported here so
-# Django finds them as instances' models.
-from instances.contacts_models import (  # noqa: E402, F401
-    ContactIdentity,
-    ContactSuppression,
-    InboundMessage,
-    OptOutRule,
-)
-
-# The gateway's stored message events (the webhook's inbox) live in instances/inbox_models.py.
+# The contacts' side (who wrote, who opted out, LIDs) lives in instances/contacts_models.py and the gateway's stored
+# message events (the webhook's inbox) in instances/inbox_models.py; imported here so Django finds them.
+from instances.contacts_models import ContactIdentity, ContactSuppression, InboundMessage, OptOutRule  # noqa: E402, F401, I001
 from instances.inbox_models import WebhookReceipt  # noqa: E402, F401
