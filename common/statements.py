@@ -19,7 +19,6 @@ statement is never reused with a stale value.
 from __future__ import annotations
 
 import functools
-import itertools
 import re
 import threading
 from collections.abc import Callable, Hashable
@@ -69,23 +68,57 @@ class StatementShapeError(RuntimeError):
     """A builder's parameters cannot be mapped to its inputs (see the module docstring)."""
 
 
+Slot = tuple[bool, Any]  # (True, the input's name) or (False, the constant)
+
+
 @dataclass(frozen=True)
 class _Template:
     sql: str  # with %s placeholders (Django's client-side binding)
-    numbered: str  # the same with $1…$n (server-side binding, prepared)
-    slots: tuple[tuple[bool, Any], ...]  # (from an input, input name) or (False, the constant)
+    slots: tuple[Slot, ...]  # its parameters
+    numbered: str  # for the server (prepared): $1…$n, one per distinct input, the shape's constants written in
+    numbered_slots: tuple[Slot, ...]  # the parameters of `numbered`
 
 
 _PLACEHOLDER = re.compile(r"%([%s])")
 
 
-def _numbered(sql: str, n_params: int) -> str:
-    """`sql` with its %s placeholders numbered $1…$n and %% unescaped (psycopg's own conversion, done once)."""
-    numbers = itertools.count(1)
-    numbered = _PLACEHOLDER.sub(lambda m: "%" if m.group(1) == "%" else f"${next(numbers)}", sql)
-    if next(numbers) != n_params + 1:
-        raise StatementShapeError("the SQL's placeholders do not match its parameters")
-    return numbered
+def _literal(value: Any) -> str | None:
+    """`value` as an SQL literal, for the constants of a shape (a status, a cap, a flag); None: keep it a
+    parameter."""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, str) and len(value) <= 200 and value.isprintable():
+        return "'" + value.replace("'", "''") + "'"  # standard_conforming_strings: a backslash is a backslash
+    return None
+
+
+def _numbered(sql: str, slots: tuple[Slot, ...]) -> tuple[str, tuple[Slot, ...]]:
+    """`sql` for the server, converted once (psycopg would parse it on every call): each %s becomes $k — the same
+    $k wherever the same input goes (a statement that compares with the hour window eight times sends it once) —
+    or, for a constant of the shape, its literal; %% becomes %."""
+    numbers: dict[Slot, int] = {}
+    pending = iter(slots)
+
+    def placeholder(match: re.Match) -> str:
+        if match.group(1) == "%":
+            return "%"
+        try:
+            named, source = next(pending)
+        except StopIteration:
+            raise StatementShapeError("the SQL has more placeholders than parameters") from None
+        if not named and (literal := _literal(source)) is not None:
+            return literal
+        slot = (named, source) if named else (False, len(numbers), source)  # a kept constant is its own
+        if slot not in numbers:
+            numbers[slot] = len(numbers) + 1
+        return f"${numbers[slot]}"
+
+    numbered = _PLACEHOLDER.sub(placeholder, sql)
+    if next(pending, None) is not None:
+        raise StatementShapeError("the SQL has fewer placeholders than parameters")
+    return numbered, tuple((True, slot[1]) if slot[0] else (False, slot[2]) for slot in numbers)
 
 
 def _stand_in(value: Any, k: int, variant: int) -> Any:
@@ -113,12 +146,14 @@ class StatementCache:
         self._names: dict[Hashable, list[str]] = {}  # the column names of each shape, read on its first run
         self._lock = threading.Lock()
 
-    def _resolve(self, key: Hashable, now: datetime, inputs: dict[str, Any]) -> tuple[_Template, list]:
+    def _resolve(self, key: Hashable, now: datetime, inputs: dict[str, Any], *,
+                 numbered: bool = False) -> tuple[_Template, list]:
         template = self._templates.get(key)
         if template is None:
             template = self._compile(key, now, inputs)
         values = {**self._derive(now), **self._flat(inputs)}
-        return template, [values[slot] if named else slot for named, slot in template.slots]
+        slots = template.numbered_slots if numbered else template.slots
+        return template, [values[slot] if named else slot for named, slot in slots]
 
     def sql(self, key: Hashable, *, now: datetime, **inputs: Any) -> tuple[str, list]:
         """The SQL of shape `key` and its parameters for `now` and `inputs` (the builder's keyword arguments
@@ -129,8 +164,8 @@ class StatementCache:
     def fetch(self, key: Hashable, *, now: datetime, **inputs: Any) -> tuple[list[tuple], list[str]]:
         """Run shape `key` for `now` and `inputs`: its rows and column names. Prepared on the server (once per
         connection and shape: PostgreSQL plans it once) unless DATABASE_PREPARED_STATEMENTS is off."""
-        template, params = self._resolve(key, now, inputs)
         prepared = settings.DATABASE_PREPARED_STATEMENTS
+        template, params = self._resolve(key, now, inputs, numbered=prepared)
         with _cursor() if prepared else connection.cursor() as cursor:
             cursor.execute(template.numbered if prepared else template.sql, params)
             names = self._names.get(key)
@@ -178,7 +213,8 @@ class StatementCache:
                 slots.append((True, by_pair[a, b]))
             else:
                 raise StatementShapeError(f"shape {key!r}: a parameter ({a!r}) comes from no known input")
-        template = _Template(sql=sql_a, numbered=_numbered(sql_a, len(slots)), slots=tuple(slots))
+        numbered, numbered_slots = _numbered(sql_a, tuple(slots))
+        template = _Template(sql=sql_a, slots=tuple(slots), numbered=numbered, numbered_slots=numbered_slots)
         with self._lock:
             if len(self._templates) >= MAX_SHAPES:  # keys that hold a changed setting or plan: start afresh
                 self._templates.clear()

@@ -77,10 +77,16 @@ def test_the_hot_statements_are_prepared_on_the_server_unless_turned_off(setting
 def test_statements_go_to_the_server_numbered_as_compiled_once():
     from common.statements import _numbered
 
-    assert (_numbered("SELECT %s WHERE a LIKE '%%x' AND b IN (%s, %s)", 3)
-            == "SELECT $1 WHERE a LIKE '%x' AND b IN ($2, $3)")
+    slots = ((True, "now"), (False, "active"), (True, "name"), (True, "now"), (False, 3), (False, 2.5),
+             (False, "it's"))
+    assert _numbered("SELECT %s, %s WHERE a LIKE '%%x' AND b = %s AND c < %s AND d = %s AND e = %s AND f = %s",
+                     slots) == (
+        "SELECT $1, 'active' WHERE a LIKE '%x' AND b = $2 AND c < $1 AND d = 3 AND e = $3 AND f = 'it''s'",
+        ((True, "now"), (True, "name"), (False, 2.5)))
     with pytest.raises(StatementShapeError, match="placeholders"):
-        _numbered("SELECT %s, %s", 3)
+        _numbered("SELECT %s, %s", ((True, "a"),))
+    with pytest.raises(StatementShapeError, match="placeholders"):
+        _numbered("SELECT %s", ((True, "a"), (True, "b")))
 
 
 @pytest.mark.django_db
