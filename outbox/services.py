@@ -112,10 +112,10 @@ def event_emit(*, type: str, data: dict[str, Any], at: datetime | None = None) -
     """
     if type not in EVENT_TYPES:
         raise ValueError(f"unknown event type {type!r}; known: {', '.join(EVENT_TYPES)}")
-    payload = _json_ready(data)
     endpoint_ids = _subscribed_endpoint_ids(type)
     if not endpoint_ids:
         return None
+    payload = _json_ready(data)
     # Inside the caller's transaction no savepoint is needed (the rows go with the fact or not at all).
     with transaction.atomic(savepoint=False):
         now = timezone.now()
