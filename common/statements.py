@@ -136,6 +136,23 @@ def _stand_in(value: Any, k: int, variant: int) -> Any:
     raise StatementShapeError(f"no stand-in for an input of type {type(value).__name__}")
 
 
+class Statement:
+    """One fixed SQL text (%s placeholders), run as a StatementCache runs its shapes: prepared on the server with
+    its placeholders numbered once (unless DATABASE_PREPARED_STATEMENTS is off) — for a hot statement with no
+    shape to vary (the webhook's insert)."""
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        n_params = sum(1 for match in _PLACEHOLDER.finditer(sql) if match.group(1) == "s")
+        self.numbered, _slots = _numbered(sql, tuple((True, n) for n in range(n_params)))
+
+    def fetchone(self, params: list) -> tuple | None:
+        prepared = settings.DATABASE_PREPARED_STATEMENTS
+        with _cursor() if prepared else connection.cursor() as cursor:
+            cursor.execute(self.numbered if prepared else self.sql, params)
+            return cursor.fetchone()
+
+
 class StatementCache:
     """Shapes of one statement (key → SQL and where each parameter comes from), safe across threads."""
 

@@ -46,6 +46,7 @@ from django.utils import timezone
 
 from common.batch import batch_scope
 from common.redis import quick_client, redis_client
+from common.statements import Statement
 from instances.models import Instance, WebhookReceipt
 
 logger = logging.getLogger(__name__)
@@ -98,12 +99,14 @@ def instance_id_forget(name: str) -> None:
 
 # --- storing ------------------------------------------------------------------------------------------------
 
+_RECEIPT_INSERT = Statement(
+    f"INSERT INTO {WebhookReceipt._meta.db_table} (dedup_key, event, instance_name, instance_id, data, received_at, "
+    f"applied_at, outcome, attempts) VALUES (%s, %s, %s, %s, %s::jsonb, %s, NULL, '', 0) "
+    f"ON CONFLICT (dedup_key) DO NOTHING RETURNING id")
+
+
 def receipt_store(*, name: str, event: str, key: str | None, data: Any, now: datetime) -> str:
     """Store one message event for the drain: "accepted", "duplicate", or "unknown_instance"."""
-    table = WebhookReceipt._meta.db_table
-    sql = (f"INSERT INTO {table} (dedup_key, event, instance_name, instance_id, data, received_at, applied_at, "
-           f"outcome, attempts) VALUES (%s, %s, %s, %s, %s::jsonb, %s, NULL, '', 0) "
-           f"ON CONFLICT (dedup_key) DO NOTHING RETURNING id")
     for _attempt in range(2):
         instance_id = instance_id_for(name)
         if instance_id is None:
@@ -111,9 +114,9 @@ def receipt_store(*, name: str, event: str, key: str | None, data: Any, now: dat
         # A savepoint only when a caller's transaction is open (the webhook itself runs in autocommit).
         guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         try:
-            with guard, connection.cursor() as cursor:
-                cursor.execute(sql, [key, event[:40], name, instance_id, json.dumps(data), now])
-                stored = cursor.fetchone() is not None
+            with guard:
+                row = _RECEIPT_INSERT.fetchone([key, event[:40], name, instance_id, json.dumps(data), now])
+            stored = row is not None
         except IntegrityError:  # the cached instance was deleted meanwhile: ask again
             instance_id_forget(name)
             continue

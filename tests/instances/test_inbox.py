@@ -289,3 +289,19 @@ def test_events_stored_while_a_queued_drain_has_not_started_send_no_kick_of_thei
     burst("3AM", 3)
     assert (len(sent), queued) == (5, [shard])
     assert app.conf.beat_schedule["sweep-gateway-events"]["task"] == "instances.sweep_gateway_events"
+
+
+def test_the_webhook_stores_with_one_prepared_insert(post, chip, settings):
+    def prepared() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                           ["INSERT INTO instances_webhookreceipt%"])
+            return cursor.fetchone()[0]
+
+    assert post(inbound(chip.instance_name, "3AP1")) == "accepted"
+    assert post(inbound(chip.instance_name, "3AP2")) == "accepted"
+    assert post(inbound(chip.instance_name, "3AP2")) == "duplicate"
+    assert prepared() == 1  # planned once for this connection, whatever the values
+    settings.DATABASE_PREPARED_STATEMENTS = False  # behind a pooler that cannot keep them: bound by the client
+    assert post(inbound(chip.instance_name, "3AP3")) == "accepted"
+    assert WebhookReceipt.objects.filter(dedup_key__contains=":3AP").count() == 3
