@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from celery import current_app
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import BooleanField, Exists, ExpressionWrapper, F, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -41,11 +41,19 @@ def _set_connected(chip_id: int, connected: bool, now: datetime) -> None:
         is_connected=connected, connection_changed_at=now, updated_at=now)
 
 
+# An open session with nothing left to clear (what an "open" report changes otherwise), and one that is connecting
+# (what a "connecting" report sets): each written once, for the conditional writes and the read that spares them.
+OPEN_AND_CLEAN = Q(state=S.OPEN, connecting_since=None, dead_socket_at=None, gone_at=None, closing_by_us_at=None)
+CONNECTING = Q(state=S.CONNECTING)
+
+
 def _report_statement(key: None, *, now: datetime, instance_id: int) -> tuple[str, list]:
     waiting = InstanceLink.objects.filter(instance_id=OuterRef("pk"), ended_at__isnull=True)
-    query = (Instance.objects.filter(pk=instance_id).order_by().annotate(link_waits=Exists(waiting))
-             .values("state", "connecting_since", "dead_socket_at", "gone_at", "closing_by_us_at",
-                     "chip__is_connected", "link_waits")).query
+    query = (Instance.objects.filter(pk=instance_id).order_by()
+             .annotate(settled=ExpressionWrapper(OPEN_AND_CLEAN & Q(chip__is_connected=True) & ~Exists(waiting),
+                                                 output_field=BooleanField()),
+                       connecting=ExpressionWrapper(CONNECTING, output_field=BooleanField()))
+             .values("settled", "connecting")).query
     return query.get_compiler(connection=connection).as_sql()
 
 
@@ -62,18 +70,13 @@ def session_report_is_news(instance_id: int, state: str, now: datetime) -> bool:
     rows, _names = _REPORT.fetch(None, now=now, instance_id=instance_id)
     if not rows:
         return True  # gone meanwhile: the caller finds out
-    current, connecting_since, dead_socket_at, gone_at, closing_by_us_at, connected, link_waits = rows[0]
-    if state == "connecting":
-        return current != S.CONNECTING
-    return (current != S.OPEN or bool(connecting_since or dead_socket_at or gone_at or closing_by_us_at)
-            or not connected or link_waits)
+    settled, connecting = rows[0]
+    return not (settled if state == "open" else connecting)
 
 
 def session_opened(instance: Instance, now: datetime) -> None:
     """The session is open: the chip may route again (a re-link, a restart that healed a dead socket)."""
-    changed = Instance.objects.filter(pk=instance.pk).exclude(
-        state=S.OPEN, connecting_since=None, dead_socket_at=None, gone_at=None, closing_by_us_at=None,
-    ).update(
+    changed = Instance.objects.filter(pk=instance.pk).exclude(OPEN_AND_CLEAN).update(
         state=S.OPEN, connecting_since=None, dead_socket_at=None, restart_requests=0, gone_at=None,
         closing_by_us_at=None, qr_code="", qr_image="", updated_at=now,
         state_changed_at=now if instance.state != S.OPEN else F("state_changed_at"),
@@ -93,7 +96,7 @@ def session_opened(instance: Instance, now: datetime) -> None:
 def session_connecting(instance: Instance, now: datetime) -> None:
     """The session is (re)connecting. One UPDATE that touches no row when it already was: an instance that
     cannot reach WhatsApp sends this twice a second, forever (field notes §8)."""
-    Instance.objects.filter(pk=instance.pk).exclude(state=S.CONNECTING).update(
+    Instance.objects.filter(pk=instance.pk).exclude(CONNECTING).update(
         state=S.CONNECTING, state_changed_at=now, connecting_since=Coalesce(F("connecting_since"), now),
         updated_at=now)
     instance.state = S.CONNECTING
