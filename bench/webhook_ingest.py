@@ -378,6 +378,9 @@ def main() -> None:
                     and acked == expected_acked and answers["duplicate"] <= dups and not_applied == 0
                     and answers["accepted"] == expected_receipts
                     and answers["accepted"] + answers["processed"] + answers["duplicate"] == distinct + dups)
+    from config.celery import app
+
+    app.conf.task_default_queue = queue  # the counting's kicks go to the bench's queue, not a running pool's
     per_event = queries_per_event(instances, sent[args.rounds * n_acks:], rng)
 
     h, b = median(hook_rates), median(base_rates)
