@@ -53,6 +53,22 @@ def viewer_client(client, django_user_model):
     return client
 
 
+@pytest.fixture
+def isolated_cache(settings):
+    """A key prefix of this test's own on the real Redis: no other test sees or changes its keys (counters start at
+    zero and stay private); they are deleted afterwards."""
+    import uuid
+
+    from django.core.cache import cache
+
+    prefix = f"chipfarm-test-{uuid.uuid4().hex[:12]}"
+    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}}
+    yield prefix
+    client = cache._cache.get_client(write=True)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_send_circuits():
     """Send circuits live in Redis, outside the test database's rollback: each test starts with none."""

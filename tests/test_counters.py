@@ -4,23 +4,11 @@ FLUSH_SECONDS; a Redis outage keeps the counts until it is over, and never slows
 from __future__ import annotations
 
 import time
-import uuid
 
-import pytest
 from django.core.cache import cache
 
 from common.redis import redis_client
 from config import counters
-
-
-@pytest.fixture
-def prefix(settings):
-    name = f"chipfarm-test-{uuid.uuid4().hex[:12]}"
-    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": name}}
-    yield name
-    client = cache._cache.get_client(write=True)
-    for key in client.scan_iter(f"{name}:*"):
-        client.delete(key)
 
 
 def _stored(metric: str) -> dict[str, int]:
@@ -36,7 +24,7 @@ def _eventually(check, seconds: float = 5.0):
         time.sleep(0.05)
 
 
-def test_increments_reach_redis_in_the_background_in_one_batch(prefix):
+def test_increments_reach_redis_in_the_background_in_one_batch(isolated_cache):
     for _ in range(50):
         counters.incr("route_decisions", "routed")
     counters.incr("webhook_events", ("messages.upsert", "processed"), 3)
@@ -45,7 +33,7 @@ def test_increments_reach_redis_in_the_background_in_one_batch(prefix):
     assert counters.read("route_decisions") == {"routed": 50}  # nothing counted twice
 
 
-def test_a_redis_outage_keeps_the_counts_and_never_slows_the_counter(prefix, settings):
+def test_a_redis_outage_keeps_the_counts_and_never_slows_the_counter(isolated_cache, settings):
     alive = settings.CACHES["default"]["LOCATION"]
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": "redis://127.0.0.1:1/0"}}
     started = time.perf_counter()
@@ -55,16 +43,16 @@ def test_a_redis_outage_keeps_the_counts_and_never_slows_the_counter(prefix, set
     assert counters.flush() is False  # refused: kept
     with counters._lock:
         kept = {field: n for (url, key, field), n in counters._pending.items()
-                if url.endswith(":1/0") and key.startswith(prefix)}
+                if url.endswith(":1/0") and key.startswith(isolated_cache)}
     assert kept == {"no_capacity": 1000}
     # Redis back at the same address (here: the buffered entries moved to the live server) — all of them arrive.
     with counters._lock:
         for (url, key, field), n in list(counters._pending.items()):
-            if url.endswith(":1/0") and key.startswith(prefix):
+            if url.endswith(":1/0") and key.startswith(isolated_cache):
                 del counters._pending[url, key, field]
                 counters._pending[alive, key, field] += n
     settings.CACHES = {"default": {**settings.CACHES["default"], "LOCATION": alive}}
     counters.flush()
     assert _stored("route_decisions") == {"no_capacity": 1000}
     with counters._lock:
-        assert not [entry for entry in counters._pending if entry[1].startswith(prefix)]  # nothing left of ours
+        assert not [entry for entry in counters._pending if entry[1].startswith(isolated_cache)]  # nothing left of ours

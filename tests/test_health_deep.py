@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -19,17 +18,6 @@ pytestmark = pytest.mark.django_db
 URL = "/health/deep"
 CYCLE_KEY = "orchestrator:last_cycle"
 DEAD_REDIS = "redis://127.0.0.1:1/0"
-
-
-@pytest.fixture
-def isolated_cache(settings):
-    """A key prefix of this test's own on the real Redis (no other test run sees or changes its keys)."""
-    prefix = f"chipfarm-test-{uuid.uuid4().hex[:12]}"
-    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}}
-    yield prefix
-    client = cache._cache.get_client(write=True)
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import time_machine
 from celery.signals import task_failure
-from django.core.cache import cache
 from django.utils import timezone
 
 from chips.models import Chip
@@ -26,17 +25,6 @@ URL = "/metrics"
 # A Tuesday, 10:00 in São Paulo: inside business hours.
 BUSINESS_TIME = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
 SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"\\\n]|\\.)*",?)*\})? -?[0-9.e+-]+$')
-
-
-@pytest.fixture
-def isolated_cache(settings):
-    """A key prefix of this test's own on the real Redis, so counters start at zero and stay private."""
-    prefix = f"chipfarm-test-{uuid.uuid4().hex[:12]}"
-    settings.CACHES = {"default": {**settings.CACHES["default"], "KEY_PREFIX": prefix}}
-    yield prefix
-    client = cache._cache.get_client(write=True)
-    for key in client.scan_iter(f"{prefix}:*"):
-        client.delete(key)
 
 
 @pytest.fixture
