@@ -18,10 +18,11 @@ statement is never reused with a stale value.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import threading
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -48,6 +49,16 @@ def _cursor() -> Any:
     if raw.prepare_threshold != 0:
         raw.prepare_threshold = 0  # prepare on first use; client-binding cursors never prepare
     return connection._prepare_cursor(_prepared_cursor_class()(raw))
+
+
+@contextlib.contextmanager
+def _executed(numbered: str, sql: str, params: list) -> Iterator[Any]:
+    """A cursor that ran the statement: `numbered` prepared on the server, or `sql` bound by the client when
+    DATABASE_PREPARED_STATEMENTS is off (`params` are the ones of the form that runs)."""
+    prepared = settings.DATABASE_PREPARED_STATEMENTS
+    with _cursor() if prepared else connection.cursor() as cursor:
+        cursor.execute(numbered if prepared else sql, params)
+        yield cursor
 
 
 @functools.cache
@@ -147,9 +158,7 @@ class Statement:
         self.numbered, _slots = _numbered(sql, tuple((True, n) for n in range(n_params)))
 
     def fetchone(self, params: list) -> tuple | None:
-        prepared = settings.DATABASE_PREPARED_STATEMENTS
-        with _cursor() if prepared else connection.cursor() as cursor:
-            cursor.execute(self.numbered if prepared else self.sql, params)
+        with _executed(self.numbered, self.sql, params) as cursor:
             return cursor.fetchone()
 
 
@@ -181,10 +190,8 @@ class StatementCache:
     def fetch(self, key: Hashable, *, now: datetime, **inputs: Any) -> tuple[list[tuple], list[str]]:
         """Run shape `key` for `now` and `inputs`: its rows and column names. Prepared on the server (once per
         connection and shape: PostgreSQL plans it once) unless DATABASE_PREPARED_STATEMENTS is off."""
-        prepared = settings.DATABASE_PREPARED_STATEMENTS
-        template, params = self._resolve(key, now, inputs, numbered=prepared)
-        with _cursor() if prepared else connection.cursor() as cursor:
-            cursor.execute(template.numbered if prepared else template.sql, params)
+        template, params = self._resolve(key, now, inputs, numbered=settings.DATABASE_PREPARED_STATEMENTS)
+        with _executed(template.numbered, template.sql, params) as cursor:
             names = self._names.get(key)
             if names is None:
                 names = self._names[key] = [column.name for column in cursor.description or ()]
