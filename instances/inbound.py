@@ -47,10 +47,11 @@ def _relation_statement(key: None, *, now: datetime, contact: str, chip_id: int,
     current = ContactBinding.objects.current().filter(contact=contact).order_by().values("chip_id", "origin")[:1]
     own_sql, own_params = own.query.get_compiler(connection=connection).as_sql()
     cur_sql, cur_params = current.query.get_compiler(connection=connection).as_sql()
+    from instances.routing import BINDING_COLUMNS
+
     table = ContactBinding._meta.db_table
     sql = (f"WITH own AS (SELECT EXISTS ({own_sql}) AS own), cur AS ({cur_sql}), "
-           f"ins AS (INSERT INTO {table} (contact, chip_id, origin, previous_chip_id, move_reason, last_used_at, "
-           f"expires_at, released_at, created_at, updated_at) SELECT %s, %s, %s, NULL, '', %s, %s, NULL, %s, %s "
+           f"ins AS (INSERT INTO {table} ({BINDING_COLUMNS}) SELECT %s, %s, %s, NULL, '', %s, %s, NULL, %s, %s "
            f"WHERE %s = 1 AND NOT (SELECT own FROM own) AND NOT EXISTS (SELECT 1 FROM cur) "
            f"ON CONFLICT (contact) WHERE released_at IS NULL DO NOTHING RETURNING chip_id) "
            f"SELECT (SELECT own FROM own), (SELECT chip_id FROM cur), (SELECT origin FROM cur), "

@@ -44,8 +44,9 @@ logger = logging.getLogger(__name__)
 # Kept for callers that size their work by it: how many chips a new contact may be tried on (SKIP LOCKED picks).
 MAX_CANDIDATES = 3
 REPLY_WINDOW = timedelta(hours=24)
-_BINDING_COLUMNS = ("contact, chip_id, origin, previous_chip_id, move_reason, last_used_at, expires_at, released_at, "
-                    "created_at, updated_at")
+# The columns of a binding written in SQL (routing and the drain's inbound statement), in this order.
+BINDING_COLUMNS = ("contact, chip_id, origin, previous_chip_id, move_reason, last_used_at, expires_at, released_at, "
+                   "created_at, updated_at")
 KIND_COUNTERS = [f"hour_{k}" for k in MESSAGE_KINDS]
 _BINDING_TOUCH = (f"UPDATE {ContactBinding._meta.db_table} AS b SET last_used_at = %s, expires_at = %s, "
                   f"updated_at = %s FROM taken WHERE b.id = %s RETURNING b.id")
@@ -270,7 +271,7 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecis
     if bound and move_reason != "binding expired":
         exclude.add(ctx["b_chip"])
     if not bound and not trial:  # a new contact: the pick, the reservation and the binding in one statement
-        bind = (f"INSERT INTO {ContactBinding._meta.db_table} ({_BINDING_COLUMNS}) SELECT %s, taken.chip_id, %s, "
+        bind = (f"INSERT INTO {ContactBinding._meta.db_table} ({BINDING_COLUMNS}) SELECT %s, taken.chip_id, %s, "
                 f"NULL, '', %s, %s, NULL, %s, %s FROM taken RETURNING chip_id, (SELECT phone FROM taken), "
                 f"(SELECT instance_name FROM taken), id")
         then = (bind, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
@@ -321,7 +322,7 @@ class _Raced(IntegrityError):
 def _bind(contact: str, chip_id: int, *, now: datetime, ttl: timedelta, previous: int | None,
           move_reason: str) -> int:
     """The contact's new binding (one statement; a move releases the previous one in the same statement)."""
-    table, columns = ContactBinding._meta.db_table, _BINDING_COLUMNS
+    table, columns = ContactBinding._meta.db_table, BINDING_COLUMNS
     values = [contact, chip_id, ContactBinding.Origin.ROUTED, move_reason[:200], now, now + ttl, now, now]
     if previous is None:
         sql = f"INSERT INTO {table} ({columns}) VALUES (%s, %s, %s, NULL, %s, %s, %s, NULL, %s, %s) RETURNING id"
