@@ -15,6 +15,14 @@ One hash per chip (`circuit:<id>`: consecutive failures `f`, open until `u`, tri
 plus a set of the chips whose hash exists (`circuit:tracked`), so the router and /metrics read only the chips in
 trouble, never the pool. Times are the caller's `now` (epoch seconds), so time travel in tests moves them.
 
+The router reads the gates (which chips are open or half-open) once per decision, and a process keeps what it read
+for CIRCUIT_GATES_CACHE_SECONDS (1 s; 0 = read Redis every time): a route decision is a few hundred microseconds,
+and a Redis round trip was a third of it. What is kept are the raw times (open until, trial leased until), so an
+open period ends on time; a change this process makes (a circuit opened or closed, a trial leased) forgets them at once;
+a circuit another process opens is seen here within that second (a send or two more to a chip that just failed,
+which the gateway answers as it did the ones that opened it). The half-open trial is never taken on a kept view:
+`circuit_acquire` leases it in Redis.
+
 Redis down never blocks sending nor breaks routing: every call fails open (closed, allowed), logs a warning, and
 after a timeout skips Redis for a few seconds (a request must not wait a socket timeout per call).
 """
@@ -42,6 +50,10 @@ RATE_LIMITED, FORBIDDEN = 429, 403
 KEY_TTL = 24 * 3600
 _BACKOFF_SECONDS = 10.0
 _skip_until = 0.0
+# What this process last read of the gates: (monotonic time it goes stale, {chip id: its hash's fields}), and how
+# many times it forgot them (a read that began before a change this process made is not kept).
+_gates: tuple[float, dict[int, list[Any]]] | None = None
+_gates_forgotten = 0
 
 _FAILURE = """
 local now = tonumber(ARGV[1])
@@ -180,6 +192,7 @@ def circuit_failure(*, chip_id: int, error: Any = None, now: datetime | None = N
         _failed_open("a failure", exc)
         return False
     if opened:
+        gates_forget()
         logger.warning("chip %s: send circuit open after %s consecutive failures (%s)", chip_id, failures, reason)
     return bool(opened)
 
@@ -194,6 +207,7 @@ def circuit_success(*, chip_id: int, now: datetime | None = None) -> bool:
         _failed_open("a success", exc)
         return False
     if result == 2:
+        gates_forget()
         logger.info("chip %s: send circuit closed (the trial send passed)", chip_id)
     return result == 2
 
@@ -209,7 +223,10 @@ def circuit_acquire(*, chip_id: int, now: datetime | None = None) -> str:
     except Exception as exc:
         _failed_open("a routing check", exc)
         return CLOSED
-    return answer.decode() if isinstance(answer, bytes) else str(answer)
+    answer = answer.decode() if isinstance(answer, bytes) else str(answer)
+    if answer == "trial":
+        gates_forget()
+    return answer
 
 
 def allows(answer: str) -> bool:
@@ -245,9 +262,9 @@ def circuit_state(*, chip_id: int, now: datetime | None = None) -> CircuitState:
     return _state_of(chip_id, row, _epoch(now))
 
 
-def circuit_states(*, now: datetime | None = None) -> dict[int, CircuitState]:
-    """Every chip whose circuit is not plainly closed (failures counted, open, half-open): two round trips,
-    whatever the pool's size. Raises when Redis cannot be read (/metrics reports that)."""
+def _tracked_rows() -> dict[int, list[Any]]:
+    """The hashes of every tracked chip (two round trips, whatever the pool's size); the expired ones are dropped
+    from the set. Raises when Redis cannot be read."""
     client = _client()
     members = [int(m) for m in client.smembers(_tracked())]
     if not members:
@@ -256,22 +273,50 @@ def circuit_states(*, now: datetime | None = None) -> dict[int, CircuitState]:
     gone = [chip_id for chip_id, row in rows.items() if not any(row)]
     if gone:  # their hash expired: nothing to track any more
         client.srem(_tracked(), *gone)
+    return {chip_id: row for chip_id, row in rows.items() if any(row)}
+
+
+def circuit_states(*, now: datetime | None = None) -> dict[int, CircuitState]:
+    """Every chip whose circuit is not plainly closed (failures counted, open, half-open), read from Redis now.
+    Raises when Redis cannot be read (/metrics reports that)."""
     moment = _epoch(now)
-    return {chip_id: _state_of(chip_id, row, moment) for chip_id, row in rows.items() if any(row)}
+    return {chip_id: _state_of(chip_id, row, moment) for chip_id, row in _tracked_rows().items()}
+
+
+def gates_forget() -> None:
+    """Drop what this process kept of the gates: the next routing decision reads Redis."""
+    global _gates, _gates_forgotten
+    _gates_forgotten += 1
+    _gates = None
+
+
+def _gate_rows() -> dict[int, list[Any]]:
+    """The tracked chips' hashes as this process read them at most CIRCUIT_GATES_CACHE_SECONDS ago (see the module
+    docstring)."""
+    global _gates
+    kept, moment, generation = _gates, time.monotonic(), _gates_forgotten
+    if kept is not None and moment < kept[0]:
+        return kept[1]
+    rows = _tracked_rows()
+    if generation == _gates_forgotten:
+        _gates = (moment + settings.CIRCUIT_GATES_CACHE_SECONDS, rows)
+    return rows
 
 
 def routing_gates(*, now: datetime | None = None) -> tuple[set[int], set[int]]:
-    """What the router needs, in one read: (blocked, on trial) — the chips it must not try now (open, or half-open
-    with their one trial already out), and the half-open chips whose trial is free (taking one needs
-    `circuit_acquire`). Every other chip's circuit is closed. Fails open (nothing blocked)."""
+    """What the router needs: (blocked, on trial) — the chips it must not try now (open, or half-open with their one
+    trial already out), and the half-open chips whose trial is free (taking one needs `circuit_acquire`). Every
+    other chip's circuit is closed. Read at most every CIRCUIT_GATES_CACHE_SECONDS per process (the module
+    docstring); fails open (nothing blocked)."""
     if not _usable():
         return set(), set()
     try:
-        states = circuit_states(now=now)
+        rows = _gate_rows()
     except Exception as exc:
         _failed_open("the blocked chips", exc)
         return set(), set()
-    blocked = {chip_id for chip_id, s in states.items()
-               if s.state == OPEN or (s.state == HALF_OPEN and s.trial_in_flight)}
-    trial = {chip_id for chip_id, s in states.items() if s.state == HALF_OPEN and not s.trial_in_flight}
+    moment = _epoch(now)
+    states = [_state_of(chip_id, row, moment) for chip_id, row in rows.items()]
+    blocked = {s.chip_id for s in states if s.state == OPEN or (s.state == HALF_OPEN and s.trial_in_flight)}
+    trial = {s.chip_id for s in states if s.state == HALF_OPEN and not s.trial_in_flight}
     return blocked, trial

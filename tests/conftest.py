@@ -77,7 +77,9 @@ def _fresh_send_circuits():
     from instances import circuit
 
     circuit._skip_until = 0.0
+    circuit.gates_forget()
     yield
+    circuit.gates_forget()
     try:
         client = cache._cache.get_client(write=True)
         for key in client.scan_iter(cache.make_key("circuit:*")):

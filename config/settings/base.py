@@ -300,6 +300,9 @@ CIRCUIT_OPEN_SECONDS = env.int("CIRCUIT_OPEN_SECONDS", default=300)
 CIRCUIT_TRIAL_SECONDS = env.int("CIRCUIT_TRIAL_SECONDS", default=60)
 CIRCUIT_RATE_LIMITED_SECONDS = env.int("CIRCUIT_RATE_LIMITED_SECONDS", default=300)
 CIRCUIT_FORBIDDEN_SECONDS = env.int("CIRCUIT_FORBIDDEN_SECONDS", default=3600)
+# How long a process keeps what it read of the circuits for routing (0: read Redis on every decision); a circuit
+# another process opens is seen here that much later.
+CIRCUIT_GATES_CACHE_SECONDS = env.float("CIRCUIT_GATES_CACHE_SECONDS", default=1.0)
 # Early warning per production chip (instances.health_signals → chipfarm.brain), over the last hour and 24 h:
 # thresholds as watch,rest,stop. Failed share: failed sends / attempted (a level when it reaches the value).
 # Delivered share (24 h only: receipts take time): delivered / sent (a level when it falls below the value).

@@ -203,3 +203,53 @@ def test_failures_recorded_by_a_worker_open_the_circuit_for_this_process(
         outcome = message_send(contact=contact(20), text="Olá de novo", idempotency_key="trial")
         assert (outcome.message.chip_id, outcome.message.status) == (chip.pk, "sent")
         assert circuit.circuit_state(chip_id=chip.pk).state == "closed"
+
+
+def _opened_elsewhere(chip_id: int, now: datetime) -> None:
+    """What another process's three failures do in Redis (its own process forgets its kept gates, not this one)."""
+    for _ in range(3):
+        circuit._script("failure", circuit._FAILURE)(
+            keys=[circuit._key(chip_id), circuit._tracked()],
+            args=[now.timestamp(), 3, 300, 0, chip_id, "server (HTTP 503)", circuit.KEY_TTL])
+
+
+def test_routing_keeps_what_it_read_of_the_circuits_for_a_moment(make_production_chip, settings):
+    settings.CIRCUIT_GATES_CACHE_SECONDS = 0.3
+    with time_machine.travel(NOW, tick=False) as clock:
+        chip, other = make_production_chip(per_hour=50), make_production_chip(per_hour=50)
+        assert circuit.routing_gates(now=NOW) == (set(), set())  # read and kept
+        _opened_elsewhere(chip.pk, NOW)
+        assert circuit.routing_gates(now=NOW) == (set(), set())  # another process's change: not seen yet
+        import time
+
+        time.sleep(0.35)  # the kept view goes stale (real time: time travel does not move it)
+        assert circuit.routing_gates(now=NOW) == ({chip.pk}, set())
+        # The kept times still end the open period on time: half-open five minutes on, with no new read.
+        _opened_elsewhere(other.pk, NOW)
+        clock.shift(FIVE_MINUTES)
+        assert circuit.routing_gates(now=NOW + FIVE_MINUTES) == (set(), {chip.pk})
+
+
+def test_a_change_made_in_this_process_is_seen_by_its_next_decision(make_production_chip, settings):
+    settings.CIRCUIT_GATES_CACHE_SECONDS = 3600  # nothing goes stale by itself during this test
+    with time_machine.travel(NOW, tick=False) as clock:
+        chip, other = make_production_chip(per_hour=50), make_production_chip(per_hour=50)
+        assert circuit.routing_gates(now=NOW) == (set(), set())
+        fail(chip.pk, 3)  # opened here
+        assert circuit.routing_gates(now=NOW) == ({chip.pk}, set())
+        assert contact_route(contact=contact(1)).chip_id == other.pk
+        clock.shift(FIVE_MINUTES)
+        assert circuit.routing_gates(now=NOW + FIVE_MINUTES) == (set(), {chip.pk})
+        assert contact_route(contact=contact(2)).chip_id == chip.pk  # the trial, leased here
+        assert circuit.routing_gates(now=NOW + FIVE_MINUTES) == ({chip.pk}, set())  # its trial is out
+        send_success_observed(chip_id=chip.pk)  # closed here
+        assert circuit.routing_gates(now=NOW + FIVE_MINUTES) == (set(), set())
+
+
+def test_gates_read_with_no_keeping_see_every_change_at_once(make_production_chip, settings):
+    settings.CIRCUIT_GATES_CACHE_SECONDS = 0
+    with time_machine.travel(NOW, tick=False):
+        chip = make_production_chip(per_hour=50)
+        assert circuit.routing_gates(now=NOW) == (set(), set())
+        _opened_elsewhere(chip.pk, NOW)
+        assert circuit.routing_gates(now=NOW) == ({chip.pk}, set())
