@@ -37,10 +37,15 @@ def is_suppressed(contact: str) -> bool:
     return suppressions_of(contact).exists()
 
 
+def suppression_blocks(kind: str) -> bool:
+    """Whether an opt-out stops a message of this kind: an opted-out contact is only ever answered (`reply`)."""
+    return kind != "reply"
+
+
 def ensure_not_suppressed(contact: str, *, kind: str, suppressed: bool | None = None) -> None:
-    """The rule routing and sending apply: an opted-out contact is only ever answered (`reply`). `suppressed`:
-    already read by the caller (else it is read here)."""
-    if kind != "reply" and (suppressed if suppressed is not None else is_suppressed(contact)):
+    """The rule routing and sending apply (`suppression_blocks`). `suppressed`: already read by the caller (else it
+    is read here)."""
+    if suppression_blocks(kind) and (suppressed if suppressed is not None else is_suppressed(contact)):
         raise ContactOptedOut(_("The contact asked not to be contacted; only replies to their messages are sent."),
                               field="contact")
 

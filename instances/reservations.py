@@ -21,7 +21,8 @@ import time
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import BooleanField, F, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from chips.models import Chip
@@ -93,14 +94,18 @@ def room(now: datetime, *, kind: str | None = None, new_contact: bool = False, k
     return qs
 
 
-def _take_statement(key: tuple, *, now: datetime, chip_id: int | None = None, exclude: list[int] = (),
-                    then_params: list = ()) -> tuple[str, list]:
+def capacity_take_sql(now: datetime, *, kind: str | None, new_contact: bool, kind_rules: bool = True,
+                      statuses: tuple[str, ...] | None = SENDING, connected: bool = True,
+                      strategy: str | None = None, chip_id: int | None = None, exclude: list[int] = (),
+                      gate: str | None = None) -> tuple[str, list]:
     """The reservation as one statement: `UPDATE … SET <_sets> … WHERE chip_id = (<the row: `chip_id` if it has
-    room, or the strategy's best with room outside `exclude`> FOR UPDATE [SKIP LOCKED]) RETURNING` — and `then`,
-    a statement that runs only when the reservation did (its CTE is `taken`)."""
-    kind, new_contact, kind_rules, statuses, connected, strategy, then = key[:7]
+    room, or the strategy's best with room outside `exclude`> FOR UPDATE [SKIP LOCKED]) RETURNING c.chip_id,
+    ch.phone, ch.instance_name`. `gate`: an SQL condition the pick also needs (a statement that reads its context
+    in the same statement: false, and no row is even looked at)."""
     rows = room(now, kind=kind, new_contact=new_contact, kind_rules=kind_rules, statuses=statuses,
                 connected=connected)
+    if gate is not None:
+        rows = rows.filter(RawSQL(gate, [], output_field=BooleanField()))
     if strategy is None:
         chosen = rows.filter(chip_id=chip_id).values("chip_id")
     else:
@@ -112,7 +117,17 @@ def _take_statement(key: tuple, *, now: datetime, chip_id: int | None = None, ex
     sets, set_params = _sets(now, kind=kind, new_contact=new_contact)
     sql = (f"UPDATE {TABLE} AS c SET {sets} FROM {Chip._meta.db_table} AS ch WHERE ch.id = c.chip_id "
            f"AND c.chip_id = ({sub}) RETURNING c.chip_id, ch.phone, ch.instance_name")
-    params = [*set_params, *sub_params]
+    return sql, [*set_params, *sub_params]
+
+
+def _take_statement(key: tuple, *, now: datetime, chip_id: int | None = None, exclude: list[int] = (),
+                    then_params: list = ()) -> tuple[str, list]:
+    """`capacity_take_sql` for a shape, and `then`, a statement that runs only when the reservation did (its CTE
+    is `taken`)."""
+    kind, new_contact, kind_rules, statuses, connected, strategy, then = key[:7]
+    sql, params = capacity_take_sql(now, kind=kind, new_contact=new_contact, kind_rules=kind_rules,
+                                    statuses=statuses, connected=connected, strategy=strategy, chip_id=chip_id,
+                                    exclude=exclude)
     if then is not None:
         sql = f"WITH taken AS ({sql}) {then}"
         params += list(then_params)

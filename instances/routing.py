@@ -9,7 +9,11 @@ the same transaction:
    an UPDATE whose WHERE is the caps rule, re-checked by PostgreSQL under the row lock) with the binding's
    touch in the same statement;
 3. a new contact is one statement that picks the best chip with room and reserves it (`SKIP LOCKED`: concurrent
-   requests spread instead of queueing), and one that writes the binding.
+   requests spread instead of queueing), and writes the binding;
+4. and in business hours a contact who is new to the pool is routed in one statement: the read of (1) and the pick
+   of (3) together (`_fresh_route`). The pick runs only when that read clears it — the contact unbound and not
+   opted out, sending not paused, and the policy's strategy and binding TTL the ones the statement was built for
+   (the last ones this process read) — and otherwise the decision goes on from what it read, as above.
 
 Caps hold under any concurrency because the reservation's own WHERE decides, on the newest row version; no
 savepoint, no re-read, no lost update. A chip's send circuit (instances.circuit, in Redis) is read once per
@@ -34,10 +38,17 @@ from chips.models import Chip
 from common.exceptions import DomainError
 from common.statements import StatementCache
 from instances import circuit, hours
-from instances.caps import PRODUCTION_STATES, caps_in_effect, day_window, hour_window, usage_now
+from instances.caps import PRODUCTION_STATES, caps_in_effect, day_window, hour_window, moments, rule_version, usage_now
 from instances.kinds import DEFAULT_KIND, MESSAGE_KINDS, REPLY, kind_policy
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
-from instances.reservations import SENDING, capacity_rows_ensure_due, capacity_take_best, capacity_take_on
+from instances.optouts import suppression_blocks
+from instances.reservations import (
+    SENDING,
+    capacity_rows_ensure_due,
+    capacity_take_best,
+    capacity_take_on,
+    capacity_take_sql,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -159,7 +170,65 @@ def _context(contact: str, kind: str, now: datetime) -> dict:
     if row is None:  # a fresh database: the policy row is created with its defaults, then read again
         RoutingPolicy.load()
         return _context(contact, kind, now)
-    return dict(zip(names, row, strict=True))
+    return _policy_seen(dict(zip(names, row, strict=True)))
+
+
+# The routing policy's strategy and binding TTL (days) as this process last read them: what `_fresh_route` builds
+# its statement for (the statement checks them, so a changed policy costs one decision the slower way).
+_policy_last: tuple[str, int] | None = None
+
+
+def _policy_seen(ctx: dict) -> dict:
+    global _policy_last
+    _policy_last = (ctx["strategy"], ctx["binding_ttl_days"])
+    return ctx
+
+
+def _fresh_statement(key: tuple, *, now: datetime, contact: str, exclude: list[int], ttl_days: int,
+                     expires: datetime) -> tuple[str, list]:
+    """The context read (`_context_statement`) and, when it clears the pick (`go`), the new contact's reservation
+    on the best chip (instances.reservations) and their binding: one statement."""
+    kind, strategy = key[:2]
+    context_sql, context_params = _context_statement(False, now=now, contact=contact)
+    go = "q.b_id IS NULL AND NOT q.is_paused AND q.strategy = %s AND q.binding_ttl_days = %s"
+    if suppression_blocks(kind):
+        go += " AND NOT q.suppressed"
+    take_sql, take_params = capacity_take_sql(now, kind=kind, new_contact=True, strategy=strategy, exclude=exclude,
+                                              gate="(SELECT go FROM ctx)")
+    sql = (f"WITH ctx AS (SELECT q.*, {go} AS go FROM ({context_sql}) q), taken AS ({take_sql}), "
+           f"bound AS (INSERT INTO {ContactBinding._meta.db_table} ({BINDING_COLUMNS}) SELECT %s, taken.chip_id, "
+           f"%s, NULL, '', %s, %s, NULL, %s, %s FROM taken RETURNING id, chip_id) "
+           f"SELECT ctx.*, bound.chip_id AS t_chip, taken.phone AS t_phone, taken.instance_name AS t_instance, "
+           f"bound.id AS t_binding FROM ctx LEFT JOIN taken ON TRUE LEFT JOIN bound ON TRUE")
+    return sql, [strategy, ttl_days, *context_params, *take_params, contact, ContactBinding.Origin.ROUTED, now,
+                 expires, now, now]
+
+
+_FRESH = StatementCache(_fresh_statement, derive=moments)
+
+
+def _fresh_route(contact: str, kind: str, now: datetime) -> RouteDecision | dict | None:
+    """A contact new to the pool, in one statement (module docstring, 4): the decision, or the context it read
+    (the pick did not run — `go` false — or found no chip with room), or None when this path does not apply (a
+    reply, outside business hours, a half-open chip whose trial is free, no policy read yet)."""
+    policy = _policy_last
+    if policy is None or kind == REPLY or not hours.is_business_time(now):
+        return None
+    blocked, trial = circuit.routing_gates(now=now)
+    if trial:
+        return None
+    strategy, ttl_days = policy
+    rows, names = _FRESH.fetch((kind, strategy, len(blocked), rule_version(SENDING, kind)), now=now,
+                               contact=contact, exclude=sorted(blocked), ttl_days=ttl_days,
+                               expires=now + timedelta(days=ttl_days))
+    if not rows:  # no policy row yet
+        return None
+    ctx = _policy_seen(dict(zip(names, rows[0], strict=True)))
+    if ctx["t_binding"] is None:
+        return ctx
+    logger.info("contact bound to chip %s (new contact)", ctx["t_chip"])
+    return RouteDecision(chip_id=ctx["t_chip"], phone=ctx["t_phone"] or "", instance=ctx["t_instance"] or "",
+                         binding="new", binding_id=ctx["t_binding"])
 
 
 def _counted(route: Callable[..., RouteDecision]) -> Callable[..., RouteDecision]:
@@ -200,7 +269,10 @@ def contact_route(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | Non
         guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         try:
             with guard:
-                ctx = _context(contact, kind, now)
+                ctx = _fresh_route(contact, kind, now)
+                if isinstance(ctx, RouteDecision):
+                    return ctx
+                ctx = ctx or _context(contact, kind, now)
                 _contact_refusal(contact=contact, kind=kind, suppressed=ctx["suppressed"], wrote=ctx["wrote"])
                 _policy_refusal(is_paused=ctx["is_paused"], paused_reason=ctx["paused_reason"], now=now)
                 return _route_once(contact, now, ctx, kind)
@@ -275,7 +347,9 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecis
                 f"NULL, '', %s, %s, NULL, %s, %s FROM taken RETURNING chip_id, (SELECT phone FROM taken), "
                 f"(SELECT instance_name FROM taken), id")
         then = (bind, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
-        chosen = capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude, then=then)
+        # `go`: `_fresh_route` already ran this pick, and no chip had room.
+        chosen = None if ctx.get("go") else capacity_take_best(now, strategy=ctx["strategy"], kind=kind,
+                                                               exclude=exclude, then=then)
         if chosen is None and capacity_rows_ensure_due():
             chosen = capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude, then=then)
         if chosen is None:

@@ -25,7 +25,7 @@ def statements(ctx: CaptureQueriesContext) -> list[str]:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_new_contact_takes_two_statements_and_so_does_a_sticky_one(make_production_chip):
+def test_a_new_contact_takes_one_statement_and_a_sticky_one_two(make_production_chip):
     with time_machine.travel(BUSINESS_TIME, tick=False):
         chips = [make_production_chip(per_hour=20) for _ in range(3)]
         contact_route(contact="+5511900000001")  # warm: the policy row exists, as in a running pool
@@ -37,8 +37,10 @@ def test_a_new_contact_takes_two_statements_and_so_does_a_sticky_one(make_produc
 
     assert first.binding == "new" and again.binding == "sticky" and again.chip_id == first.chip_id
     assert first.chip_id in {c.pk for c in chips}
-    # One read (policy, opt-out, binding), then one statement that reserves and binds (or touches the binding).
-    assert len(statements(new)) == 2, statements(new)
+    # New to the pool: the read (policy, opt-out, binding), the pick, the reservation and the binding in one
+    # statement. Known: the same read finds the binding, then one statement reserves and touches it.
+    assert len(statements(new)) == 1, statements(new)
+    assert statements(new)[0].startswith("WITH ctx AS (")
     assert len(statements(sticky)) == 2, statements(sticky)
     assert statements(sticky)[1].startswith("WITH taken AS (UPDATE")
     assert ChipCapacity.objects.get(chip_id=first.chip_id).hour_count == 2
@@ -87,8 +89,8 @@ def test_new_contacts_count_over_a_rolling_24_hours_from_the_buckets(make_produc
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_refusal_takes_two_statements_and_a_chip_without_its_capacity_row_is_still_found(make_production_chip,
-                                                                                          monkeypatch):
+def test_a_refusal_takes_one_statement_and_a_chip_without_its_capacity_row_is_still_found(make_production_chip,
+                                                                                         monkeypatch):
     from chips.demo import chip_in_state
     from chips.models import Chip
     from instances import reservations
@@ -101,8 +103,8 @@ def test_a_refusal_takes_two_statements_and_a_chip_without_its_capacity_row_is_s
             contact_route(contact="+5511900000002")  # looks for chips without a row: there are none
         with CaptureQueriesContext(connection) as refused, pytest.raises(RoutingRefused):
             contact_route(contact="+5511900000003")
-        # The read and the refused reservation: a saturated pool does not look for missing rows on every refusal.
-        assert len(statements(refused)) == 2, statements(refused)
+        # The read with its refused pick: a saturated pool does not look for missing rows on every refusal.
+        assert len(statements(refused)) == 1, statements(refused)
 
         # A chip saved in this process with no capacity row: the next refusal looks at once, and takes it.
         saved = chip_in_state(status=Chip.Status.ACTIVE)
@@ -119,3 +121,53 @@ def test_a_refusal_takes_two_statements_and_a_chip_without_its_capacity_row_is_s
             contact_route(contact="+5511900000005")  # not due: refused without looking
         monkeypatch.setattr(reservations, "_rows_checked_at", time.monotonic() - reservations.ROWS_CHECK_SECONDS)
         assert contact_route(contact="+5511900000006").chip_id == unseen.pk
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_one_statement_path_goes_by_the_policy_and_the_contact_it_reads(make_production_chip):
+    """The one statement picks only when its own read clears it; otherwise the decision goes on from that read, so
+    a changed policy, an opt-out, the kill switch or a binding made meanwhile are never routed past."""
+    from instances import routing
+    from instances.models import ContactSuppression, RoutingPolicy
+    from instances.optouts import ContactOptedOut
+
+    with time_machine.travel(BUSINESS_TIME, tick=False):
+        busy, idle = make_production_chip(per_hour=20), make_production_chip(per_hour=20)
+        ChipCapacity.objects.filter(chip=busy).update(priority=9)
+        assert contact_route(contact="+5511900000001").chip_id == busy.pk  # least loaded: a tie, the first chip
+        assert routing._policy_last == ("least_loaded", RoutingPolicy.load().binding_ttl_days)
+
+        # Another process changed the strategy: this process's statement is for the old one, so it does not pick;
+        # the decision goes by the policy it just read (priority: the busy chip again, where least loaded would
+        # take the idle one), and the next one is one statement.
+        RoutingPolicy.objects.filter(pk=1).update(strategy=RoutingPolicy.Strategy.PRIORITY, binding_ttl_days=3)
+        with CaptureQueriesContext(connection) as changed:
+            first = contact_route(contact="+5511900000002")
+        assert first.chip_id == busy.pk and len(statements(changed)) == 2
+        binding = ContactBinding.objects.get(pk=first.binding_id)
+        assert binding.expires_at == BUSINESS_TIME + timedelta(days=3)
+        with CaptureQueriesContext(connection) as settled:
+            second = contact_route(contact="+5511900000003")
+        assert second.chip_id == busy.pk and len(statements(settled)) == 1
+        assert ContactBinding.objects.get(pk=second.binding_id).expires_at == BUSINESS_TIME + timedelta(days=3)
+
+        # An opted-out contact is refused, and nothing is reserved.
+        ContactSuppression.objects.create(contact="+5511900000004", source="api")
+        used = sorted(ChipCapacity.objects.values_list("hour_count", flat=True))
+        with pytest.raises(ContactOptedOut):
+            contact_route(contact="+5511900000004")
+        # Paused: refused, nothing reserved, nobody bound.
+        RoutingPolicy.objects.filter(pk=1).update(is_paused=True, paused_reason="incident")
+        with pytest.raises(RoutingRefused) as paused:
+            contact_route(contact="+5511900000005")
+        assert paused.value.code == "paused"
+        assert sorted(ChipCapacity.objects.values_list("hour_count", flat=True)) == used
+        assert not ContactBinding.objects.filter(contact__in=["+5511900000004", "+5511900000005"]).exists()
+
+        # A contact bound meanwhile (by an inbound message, say) is routed sticky, not bound twice.
+        RoutingPolicy.objects.filter(pk=1).update(is_paused=False)
+        ContactBinding.objects.create(contact="+5511900000006", chip=idle, origin="inbound",
+                                      last_used_at=BUSINESS_TIME, expires_at=BUSINESS_TIME + timedelta(days=3))
+        again = contact_route(contact="+5511900000006")
+        assert (again.binding, again.chip_id) == ("sticky", idle.pk)
+        assert ContactBinding.objects.filter(contact="+5511900000006").count() == 1
