@@ -21,10 +21,11 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections import Counter
 from typing import Any
 
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 
 from common.redis import quick_client
 from common.redis import redis_client as shared_client
@@ -52,11 +53,27 @@ def _key(metric: str) -> str:
     return cache.make_and_validate_key(f"counter:{metric}")
 
 
+# The calling thread's cache backend → {metric: (server URL, hash key)}: a hot counter (one per route decision)
+# does not build and validate its key every time. Weak: a backend dropped by a settings change takes its keys.
+_targets: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, str]]] = weakref.WeakKeyDictionary()
+
+
+def _target(metric: str) -> tuple[str, str]:
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    known = _targets.get(backend)
+    if known is None:
+        known = _targets.setdefault(backend, {})
+    target = known.get(metric)
+    if target is None:
+        target = known[metric] = (backend._cache._servers[0], _key(metric))
+    return target
+
+
 def incr(metric: str, label: str | tuple[str, ...], amount: int = 1) -> None:
     """Add `amount` to `metric{label}` (buffered; sent within FLUSH_SECONDS). Never raises."""
     field = SEPARATOR.join(label) if isinstance(label, tuple) else label
     try:
-        entry = (cache._cache._servers[0], _key(metric), field)
+        entry = (*_target(metric), field)
     except Exception as exc:  # a misconfigured cache: nothing to count into
         logger.debug("counter %s{%s} not counted: %s", metric, field, exc.__class__.__name__)
         return

@@ -16,6 +16,7 @@ def _national_holidays(year: int) -> holidays.HolidayBase:
     return holidays.country_holidays("BR", years=year)
 
 
+@lru_cache(maxsize=4096)
 def is_holiday(day: date) -> bool:
     return day in _national_holidays(day.year)
 

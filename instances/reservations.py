@@ -8,7 +8,9 @@ once it holds the lock, so the caps hold under any concurrency without a savepoi
 
 - `capacity_take_on(chip_id)`: that chip (the sticky path, the warmer's single reservations); waits for its lock;
 - `capacity_take_best(strategy)`: the best chip the strategy orders first among those with room, rows other
-  requests hold skipped (`SKIP LOCKED`), so concurrent requests spread over the pool instead of queueing;
+  requests hold skipped (`SKIP LOCKED`), so concurrent requests spread over the pool instead of queueing; when
+  every row with room was held at that moment, it waits for them once (a pool with room never refuses because
+  its rows were busy);
 - `capacity_reserve_batch`: many messages of a few chips at once (the warming dispatcher).
 
 A counter of an older window counts as 0 in the same statement (the CASE in each SET), so a reset job that did
@@ -97,11 +99,12 @@ def room(now: datetime, *, kind: str | None = None, new_contact: bool = False, k
 def capacity_take_sql(now: datetime, *, kind: str | None, new_contact: bool, kind_rules: bool = True,
                       statuses: tuple[str, ...] | None = SENDING, connected: bool = True,
                       strategy: str | None = None, chip_id: int | None = None, exclude: list[int] = (),
-                      gate: str | None = None) -> tuple[str, list]:
+                      gate: str | None = None, wait: bool = False) -> tuple[str, list]:
     """The reservation as one statement: `UPDATE … SET <_sets> … WHERE chip_id = (<the row: `chip_id` if it has
     room, or the strategy's best with room outside `exclude`> FOR UPDATE [SKIP LOCKED]) RETURNING c.chip_id,
     ch.phone, ch.instance_name`. `gate`: an SQL condition the pick also needs (a statement that reads its context
-    in the same statement: false, and no row is even looked at)."""
+    in the same statement: false, and no row is even looked at). `wait`: a pick waits for the rows other requests
+    hold instead of skipping them (PostgreSQL re-checks the room on each row it waited for)."""
     rows = room(now, kind=kind, new_contact=new_contact, kind_rules=kind_rules, statuses=statuses,
                 connected=connected)
     if gate is not None:
@@ -113,7 +116,7 @@ def capacity_take_sql(now: datetime, *, kind: str | None, new_contact: bool, kin
     sub, sub_params = chosen.query.get_compiler(connection=connection).as_sql()
     # FOR UPDATE written here, so the statement also runs in autocommit (it is its own transaction); a pick skips
     # the rows other requests hold.
-    sub += f" FOR UPDATE OF {TABLE}" + (" SKIP LOCKED" if strategy is not None else "")
+    sub += f" FOR UPDATE OF {TABLE}" + (" SKIP LOCKED" if strategy is not None and not wait else "")
     sets, set_params = _sets(now, kind=kind, new_contact=new_contact)
     sql = (f"UPDATE {TABLE} AS c SET {sets} FROM {Chip._meta.db_table} AS ch WHERE ch.id = c.chip_id "
            f"AND c.chip_id = ({sub}) RETURNING c.chip_id, ch.phone, ch.instance_name")
@@ -127,7 +130,7 @@ def _take_statement(key: tuple, *, now: datetime, chip_id: int | None = None, ex
     kind, new_contact, kind_rules, statuses, connected, strategy, then = key[:7]
     sql, params = capacity_take_sql(now, kind=kind, new_contact=new_contact, kind_rules=kind_rules,
                                     statuses=statuses, connected=connected, strategy=strategy, chip_id=chip_id,
-                                    exclude=exclude)
+                                    exclude=exclude, wait=key[-1] == "wait")
     if then is not None:
         sql = f"WITH taken AS ({sql}) {then}"
         params += list(then_params)
@@ -162,10 +165,21 @@ def _order(qs: QuerySet, strategy: str) -> QuerySet:
 def capacity_take_best(now: datetime, *, strategy: str, kind: str, exclude: set[int],
                        then: tuple[str, list] | None = None) -> tuple | None:
     """One new contact's message on the best chip with room (the strategy's order; rows held by other requests
-    skipped): (chip id, phone, instance name) — or `then`'s row — or None when no chip can take it."""
+    skipped, then waited for if that left none): (chip id, phone, instance name) — or `then`'s row — or None when no
+    chip can take it."""
     key = (kind, True, True, SENDING, True, strategy, then and then[0], rule_version(SENDING, kind), len(exclude))
-    rows = _take(key, now, exclude=sorted(exclude), then_params=then[1] if then else [])
+    inputs = {"exclude": sorted(exclude), "then_params": then[1] if then else []}
+    rows = _take(key, now, **inputs) or _take((*key, "wait"), now, **inputs)
     return rows[0] if rows else None
+
+
+def capacity_room_sql(now: datetime, *, kind: str, exclude: list[int] = ()) -> tuple[str, list]:
+    """`SELECT chip_id` of one chip with room for a new contact's message of `kind` outside `exclude`, locking
+    nothing: the pick's own rows (`capacity_take_sql`), for a statement that must tell "no room" from "the rows with
+    room were held by other requests"."""
+    rows = room(now, kind=kind, new_contact=True)
+    query = (rows.exclude(chip_id__in=exclude) if exclude else rows).values("chip_id")[:1].query
+    return query.get_compiler(connection=connection).as_sql()
 
 
 def _missing_rows_statement(key: tuple, *, now: datetime) -> tuple[str, list]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,6 +45,7 @@ from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
 from instances.optouts import suppression_blocks
 from instances.reservations import (
     SENDING,
+    capacity_room_sql,
     capacity_rows_ensure_due,
     capacity_take_best,
     capacity_take_on,
@@ -92,11 +94,12 @@ def _seconds_until_next_hour(now: datetime) -> int:
     return max(1, int((hour_window(now) + timedelta(hours=1) - now).total_seconds()))
 
 
-def _policy_refusal(*, is_paused: bool, paused_reason: str, now: datetime) -> None:
-    """The kill switch and business hours (one rule for `contact_route` and `sending_ensure_allowed`)."""
+def _policy_refusal(*, is_paused: bool, paused_reason: str, now: datetime, open_now: bool | None = None) -> None:
+    """The kill switch and business hours (one rule for `contact_route` and `sending_ensure_allowed`). `open_now`:
+    whether `now` is business time, when the caller already knows."""
     if is_paused:
         raise RoutingRefused(f"Sending is paused: {paused_reason or 'no reason given'}.", code="paused")
-    if not hours.is_business_time(now):
+    if not (hours.is_business_time(now) if open_now is None else open_now):
         opens = hours.next_business_start(now)
         raise RoutingRefused(
             f"Outside business hours; sending opens at {opens.isoformat()}.",
@@ -188,43 +191,63 @@ def _fresh_statement(key: tuple, *, now: datetime, contact: str, exclude: list[i
                      expires: datetime) -> tuple[str, list]:
     """The context read (`_context_statement`) and, when it clears the pick (`go`), the new contact's reservation
     on the best chip (instances.reservations) and their binding: one statement."""
-    kind, strategy = key[:2]
+    kind, strategy, check_room = key[:3]
     context_sql, context_params = _context_statement(False, now=now, contact=contact)
     go = "q.b_id IS NULL AND NOT q.is_paused AND q.strategy = %s AND q.binding_ttl_days = %s"
     if suppression_blocks(kind):
         go += " AND NOT q.suppressed"
     take_sql, take_params = capacity_take_sql(now, kind=kind, new_contact=True, strategy=strategy, exclude=exclude,
                                               gate="(SELECT go FROM ctx)")
+    room_sql, room_params = capacity_room_sql(now, kind=kind, exclude=exclude) if check_room else ("", [])
+    locked_out = f"(bound.id IS NULL AND ctx.go AND EXISTS ({room_sql}))" if check_room else "FALSE"
     sql = (f"WITH ctx AS (SELECT q.*, {go} AS go FROM ({context_sql}) q), taken AS ({take_sql}), "
            f"bound AS (INSERT INTO {ContactBinding._meta.db_table} ({BINDING_COLUMNS}) SELECT %s, taken.chip_id, "
            f"%s, NULL, '', %s, %s, NULL, %s, %s FROM taken RETURNING id, chip_id) "
            f"SELECT ctx.*, bound.chip_id AS t_chip, taken.phone AS t_phone, taken.instance_name AS t_instance, "
-           f"bound.id AS t_binding FROM ctx LEFT JOIN taken ON TRUE LEFT JOIN bound ON TRUE")
+           f"bound.id AS t_binding, {locked_out} AS locked_out "
+           f"FROM ctx LEFT JOIN taken ON TRUE LEFT JOIN bound ON TRUE")
     return sql, [strategy, ttl_days, *context_params, *take_params, contact, ContactBinding.Origin.ROUTED, now,
-                 expires, now, now]
+                 expires, now, now, *room_params]
 
 
 _FRESH = StatementCache(_fresh_statement, derive=moments)
 
+# A pick that finds no chip with room tells "no room" from "the chips with room were all held by other requests this
+# instant" (`locked_out`: then it is tried again, waiting for them) by reading the room again, unlocked. A pool
+# that is full for the hour answers every new contact no_capacity, and its rows only lose room until the hour turns
+# (or a chip or a cap is added); so once a refusal found no room at all, this process skips that second read for a
+# kind for FULL_CHECK_SECONDS: in that second a chip that gains room and is held at that very instant could be
+# missed once (a refusal, never a cap passed).
+FULL_CHECK_SECONDS = 1.0
+_full_until: dict[tuple[str, datetime], float] = {}
 
-def _fresh_route(contact: str, kind: str, now: datetime) -> RouteDecision | dict | None:
+
+def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool) -> RouteDecision | dict | None:
     """A contact new to the pool, in one statement (module docstring, 4): the decision, or the context it read
-    (the pick did not run — `go` false — or found no chip with room), or None when this path does not apply (a
-    reply, outside business hours, a half-open chip whose trial is free, no policy read yet)."""
+    (the pick did not run — `go` false — or found no chip with room: `locked_out` when chips with room were held by
+    other requests at that moment, and the pick is tried again waiting for them), or None when this path does not
+    apply (a reply, outside business hours — `open_now` false —, a half-open chip whose trial is free, no policy
+    read yet)."""
     policy = _policy_last
-    if policy is None or kind == REPLY or not hours.is_business_time(now):
+    if policy is None or kind == REPLY or not open_now:
         return None
     blocked, trial = circuit.routing_gates(now=now)
     if trial:
         return None
     strategy, ttl_days = policy
-    rows, names = _FRESH.fetch((kind, strategy, len(blocked), rule_version(SENDING, kind)), now=now,
+    full_key = (kind, hour_window(now))
+    check_room = _full_until.get(full_key, 0.0) <= time.monotonic()
+    rows, names = _FRESH.fetch((kind, strategy, check_room, len(blocked), rule_version(SENDING, kind)), now=now,
                                contact=contact, exclude=sorted(blocked), ttl_days=ttl_days,
                                expires=now + timedelta(days=ttl_days))
     if not rows:  # no policy row yet
         return None
     ctx = _policy_seen(dict(zip(names, rows[0], strict=True)))
     if ctx["t_binding"] is None:
+        if ctx["go"] and check_room and not ctx["locked_out"]:
+            if len(_full_until) > 64:
+                _full_until.clear()
+            _full_until[full_key] = time.monotonic() + FULL_CHECK_SECONDS
         return ctx
     logger.info("contact bound to chip %s (new contact)", ctx["t_chip"])
     return RouteDecision(chip_id=ctx["t_chip"], phone=ctx["t_phone"] or "", instance=ctx["t_instance"] or "",
@@ -263,18 +286,20 @@ def contact_route(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | Non
     """
     now = now or timezone.now()
     _kind_valid(kind)
+    open_now = hours.is_business_time(now)
     for _attempt in range(3):
         # Each step below is one statement (its own transaction) or opens its own; inside a caller's transaction
         # an attempt runs in a savepoint, so a lost race is undone without breaking the caller's.
         guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         try:
             with guard:
-                ctx = _fresh_route(contact, kind, now)
+                ctx = _fresh_route(contact, kind, now, open_now)
                 if isinstance(ctx, RouteDecision):
                     return ctx
                 ctx = ctx or _context(contact, kind, now)
                 _contact_refusal(contact=contact, kind=kind, suppressed=ctx["suppressed"], wrote=ctx["wrote"])
-                _policy_refusal(is_paused=ctx["is_paused"], paused_reason=ctx["paused_reason"], now=now)
+                _policy_refusal(is_paused=ctx["is_paused"], paused_reason=ctx["paused_reason"], now=now,
+                                open_now=open_now)
                 return _route_once(contact, now, ctx, kind)
         except IntegrityError:
             # Another request bound this contact between our read and our insert: route again, sticky.
@@ -347,9 +372,10 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecis
                 f"NULL, '', %s, %s, NULL, %s, %s FROM taken RETURNING chip_id, (SELECT phone FROM taken), "
                 f"(SELECT instance_name FROM taken), id")
         then = (bind, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
-        # `go`: `_fresh_route` already ran this pick, and no chip had room.
-        chosen = None if ctx.get("go") else capacity_take_best(now, strategy=ctx["strategy"], kind=kind,
-                                                               exclude=exclude, then=then)
+        # `go`: `_fresh_route` already ran this pick, and no chip had room (unless the ones with room were held).
+        tried = ctx.get("go") and not ctx["locked_out"]
+        chosen = None if tried else capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude,
+                                                       then=then)
         if chosen is None and capacity_rows_ensure_due():
             chosen = capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude, then=then)
         if chosen is None:

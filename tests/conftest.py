@@ -89,6 +89,17 @@ def _fresh_send_circuits():
 
 
 @pytest.fixture(autouse=True)
+def _no_pool_known_full():
+    """What a process knows of a full pool (instances.routing._full_until) is about its own moment and hour: a
+    test's refusals never skip a check because another test filled its pool."""
+    from instances import routing
+
+    routing._full_until.clear()
+    yield
+    routing._full_until.clear()
+
+
+@pytest.fixture(autouse=True)
 def _no_drain_known_queued():
     """What a process knows of queued drains (instances.inbox) is about the drains of its own moment: a test's
     events never count on a drain another test queued (to a worker that may be gone)."""

@@ -233,3 +233,78 @@ def test_bindings_move_moves_every_current_binding(make_production_chip, busines
     assert bindings_move(from_chip_id=old.pk, to_chip_id=new.pk, reason="replacement") == 3
     assert set(ContactBinding.objects.current().values_list("chip_id", flat=True)) == {new.pk}
     assert contact_route(contact=contact(0)).chip_id == new.pk
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("fresh", [True, False], ids=["one-statement path", "after a policy change"])
+def test_a_pick_that_finds_every_chip_with_room_held_waits_for_them_instead_of_refusing(make_production_chip,
+                                                                                         fresh):
+    """`SKIP LOCKED` spreads concurrent requests over the pool; when it skips every chip with room (other requests
+    hold their rows this instant), the pick waits for them once: a pool with room never answers no_capacity."""
+    import psycopg
+    from django.db import connections
+
+    from instances import routing
+
+    with time_machine.travel(BUSINESS_TIME, tick=False):
+        free, full = make_production_chip(per_hour=20), make_production_chip(per_hour=20)
+        contact_route(contact=contact(1))  # the policy is read (this process's one-statement path is on)
+        ChipCapacity.objects.filter(chip=full).update(hour_count=20, hour_window=BUSINESS_TIME)
+        if not fresh:
+            routing._policy_last = ("round_robin", 30)  # as if another process had just changed it
+        used = ChipCapacity.objects.get(chip=free).hour_count
+        params = connections["default"].get_connection_params()
+        holder = psycopg.connect(**{k: v for k, v in params.items() if k != "cursor_factory"})
+        holder.execute("SELECT 1 FROM instances_chipcapacity WHERE chip_id = %s FOR UPDATE", [free.pk])
+        outcome: dict = {}
+
+        def route() -> None:
+            try:
+                outcome["decision"] = contact_route(contact=contact(2))
+            except RoutingRefused as exc:
+                outcome["refused"] = exc.code
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=route)
+        try:
+            thread.start()
+            thread.join(timeout=1.0)
+            assert thread.is_alive(), outcome  # waiting for the held row, not refused
+        finally:
+            holder.commit()  # the other request is done with it
+            holder.close()
+            thread.join(timeout=10)
+    assert outcome["decision"].chip_id == free.pk, outcome
+    assert ChipCapacity.objects.get(chip=free).hour_count == used + 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pool_found_full_is_not_read_twice_per_refusal_for_a_second(make_production_chip, monkeypatch):
+    """Telling "no room" from "rooms held" reads the room again; once a refusal found none at all, the next
+    refusals of that kind within FULL_CHECK_SECONDS are one plain statement — and capacity that comes back is
+    still taken at once (the pick itself runs every time)."""
+    from django.test.utils import CaptureQueriesContext
+
+    from instances import routing
+
+    with time_machine.travel(BUSINESS_TIME, tick=False):
+        chip = make_production_chip(per_hour=20)
+        contact_route(contact=contact(1))
+        ChipCapacity.objects.filter(chip=chip).update(hour_count=20, hour_window=BUSINESS_TIME)
+        with CaptureQueriesContext(connection) as first, pytest.raises(RoutingRefused):
+            contact_route(contact=contact(2))
+        with CaptureQueriesContext(connection) as second, pytest.raises(RoutingRefused):
+            contact_route(contact=contact(3))
+        assert "AS locked_out" in first.captured_queries[0]["sql"]
+        assert "EXISTS" in first.captured_queries[0]["sql"].split("AS t_binding,")[1]
+        assert "FALSE AS locked_out" in second.captured_queries[0]["sql"]
+        ChipCapacity.objects.filter(chip=chip).update(hour_count=0)  # room again (an operator raised the cap, say)
+        assert contact_route(contact=contact(4)).chip_id == chip.pk
+        monkeypatch.setattr(routing, "FULL_CHECK_SECONDS", 0.0)
+        routing._full_until.clear()
+        ChipCapacity.objects.filter(chip=chip).update(hour_count=20)
+        for n in (5, 6):
+            with CaptureQueriesContext(connection) as refused, pytest.raises(RoutingRefused):
+                contact_route(contact=contact(n))
+            assert "FALSE AS locked_out" not in refused.captured_queries[0]["sql"]
