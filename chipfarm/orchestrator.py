@@ -37,7 +37,7 @@ from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import DomainError
 from common.texts import Text, from_row, stored
 from instances import hours
-from instances.routing import bindings_move
+from instances.bindings import bindings_move
 
 logger = logging.getLogger(__name__)
 

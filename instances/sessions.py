@@ -21,8 +21,8 @@ from chips.services import Actor, alert_raise, chip_transition
 from common.exceptions import TransitionConflict, TransitionNotAllowed
 from common.statements import StatementCache
 from common.texts import Text
+from instances.bindings import bindings_release
 from instances.models import DeliveryEvent, Instance, InstanceLink
-from instances.routing import bindings_release
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ def check_instances() -> dict:
 @shared_task(name="instances.reset_counters", ignore_result=True)
 def reset_counters() -> int:
     """Zero usage counters of windows that are over (cosmetic: reservations already ignore old windows)."""
-    from instances.routing import counters_reset
+    from instances.bindings import counters_reset
 
     return counters_reset()
 

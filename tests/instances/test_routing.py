@@ -13,8 +13,9 @@ from django.db.models import Sum
 
 from chips.models import Chip
 from chips.services import Actor, chip_transition
+from instances.bindings import bindings_move
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
-from instances.routing import RoutingRefused, bindings_move, contact_route
+from instances.routing import RoutingRefused, contact_route
 from instances.services import sending_pause, sending_resume
 from tests.instances.conftest import BUSINESS_TIME
 
