@@ -16,8 +16,8 @@ the same transaction:
    (the last ones this process read) — and otherwise the decision goes on from what it read, as above.
 
 Caps hold under any concurrency because the reservation's own WHERE decides, on the newest row version; no
-savepoint, no re-read, no lost update. A chip's send circuit (instances.circuit, in Redis) is read once per
-decision; a half-open chip's one trial is leased before it is used.
+savepoint, no re-read, no lost update. A chip's send circuit (instances.circuit, in Redis) is read at most once a
+second per process (CIRCUIT_GATES_CACHE_SECONDS); a half-open chip's one trial is leased before it is used.
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ REPLY_WINDOW = timedelta(hours=24)
 # The columns of a binding written in SQL (routing and the drain's inbound statement), in this order.
 BINDING_COLUMNS = ("contact, chip_id, origin, previous_chip_id, move_reason, last_used_at, expires_at, released_at, "
                    "created_at, updated_at")
+# A new contact's binding on the chip a reservation took (its CTE is `taken`); RETURNING is the caller's.
+_BIND_TAKEN = (f"INSERT INTO {ContactBinding._meta.db_table} ({BINDING_COLUMNS}) SELECT %s, taken.chip_id, %s, NULL, "
+               f"'', %s, %s, NULL, %s, %s FROM taken")
 _BINDING_TOUCH = (f"UPDATE {ContactBinding._meta.db_table} AS b SET last_used_at = %s, expires_at = %s, "
                   f"updated_at = %s FROM taken WHERE b.id = %s RETURNING b.id")
 
@@ -201,8 +204,7 @@ def _fresh_statement(key: tuple, *, now: datetime, contact: str, exclude: list[i
     room_sql, room_params = capacity_room_sql(now, kind=kind, exclude=exclude) if check_room else ("", [])
     locked_out = f"(bound.id IS NULL AND ctx.go AND EXISTS ({room_sql}))" if check_room else "FALSE"
     sql = (f"WITH ctx AS (SELECT q.*, {go} AS go FROM ({context_sql}) q), taken AS ({take_sql}), "
-           f"bound AS (INSERT INTO {ContactBinding._meta.db_table} ({BINDING_COLUMNS}) SELECT %s, taken.chip_id, "
-           f"%s, NULL, '', %s, %s, NULL, %s, %s FROM taken RETURNING id, chip_id) "
+           f"bound AS ({_BIND_TAKEN} RETURNING id, chip_id) "
            f"SELECT ctx.*, bound.chip_id AS t_chip, taken.phone AS t_phone, taken.instance_name AS t_instance, "
            f"bound.id AS t_binding, {locked_out} AS locked_out "
            f"FROM ctx LEFT JOIN taken ON TRUE LEFT JOIN bound ON TRUE")
@@ -368,9 +370,7 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecis
     if bound and move_reason != "binding expired":
         exclude.add(ctx["b_chip"])
     if not bound and not trial:  # a new contact: the pick, the reservation and the binding in one statement
-        bind = (f"INSERT INTO {ContactBinding._meta.db_table} ({BINDING_COLUMNS}) SELECT %s, taken.chip_id, %s, "
-                f"NULL, '', %s, %s, NULL, %s, %s FROM taken RETURNING chip_id, (SELECT phone FROM taken), "
-                f"(SELECT instance_name FROM taken), id")
+        bind = f"{_BIND_TAKEN} RETURNING chip_id, (SELECT phone FROM taken), (SELECT instance_name FROM taken), id"
         then = (bind, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
         # `go`: `_fresh_route` already ran this pick, and no chip had room (unless the ones with room were held).
         tried = ctx.get("go") and not ctx["locked_out"]
