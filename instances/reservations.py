@@ -163,13 +163,13 @@ def _order(qs: QuerySet, strategy: str) -> QuerySet:
 
 
 def capacity_take_best(now: datetime, *, strategy: str, kind: str, exclude: set[int],
-                       then: tuple[str, list] | None = None) -> tuple | None:
+                       then: tuple[str, list] | None = None, wait_if_held: bool = True) -> tuple | None:
     """One new contact's message on the best chip with room (the strategy's order; rows held by other requests
-    skipped, then waited for if that left none): (chip id, phone, instance name) — or `then`'s row — or None when no
-    chip can take it."""
+    skipped, then — `wait_if_held` — waited for if that left none): (chip id, phone, instance name) — or `then`'s
+    row — or None when no chip can take it."""
     key = (kind, True, True, SENDING, True, strategy, then and then[0], rule_version(SENDING, kind), len(exclude))
     inputs = {"exclude": sorted(exclude), "then_params": then[1] if then else []}
-    rows = _take(key, now, **inputs) or _take((*key, "wait"), now, **inputs)
+    rows = _take(key, now, **inputs) or (_take((*key, "wait"), now, **inputs) if wait_if_held else [])
     return rows[0] if rows else None
 
 

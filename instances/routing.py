@@ -224,6 +224,27 @@ FULL_CHECK_SECONDS = 1.0
 _full_until: dict[tuple[str, datetime], float] = {}
 
 
+def _pool_known_full(kind: str, now: datetime) -> bool:
+    return _full_until.get((kind, hour_window(now)), 0.0) > time.monotonic()
+
+
+def _pool_found_full(kind: str, now: datetime) -> None:
+    if len(_full_until) > 64:
+        _full_until.clear()
+    _full_until[kind, hour_window(now)] = time.monotonic() + FULL_CHECK_SECONDS
+
+
+def _pick(now: datetime, strategy: str, kind: str, exclude: set[int], then: tuple[str, list] | None = None
+          ) -> tuple | None:
+    """`capacity_take_best`, waiting for the rows other requests hold when it skipped them all — unless this
+    process found the pool full for the kind within FULL_CHECK_SECONDS (see above)."""
+    wait = not _pool_known_full(kind, now)
+    chosen = capacity_take_best(now, strategy=strategy, kind=kind, exclude=exclude, then=then, wait_if_held=wait)
+    if chosen is None and wait:
+        _pool_found_full(kind, now)
+    return chosen
+
+
 def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool) -> RouteDecision | dict | None:
     """A contact new to the pool, in one statement (module docstring, 4): the decision, or the context it read
     (the pick did not run — `go` false — or found no chip with room: `locked_out` when chips with room were held by
@@ -237,8 +258,7 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool) -> Rout
     if trial:
         return None
     strategy, ttl_days = policy
-    full_key = (kind, hour_window(now))
-    check_room = _full_until.get(full_key, 0.0) <= time.monotonic()
+    check_room = not _pool_known_full(kind, now)
     rows, names = _FRESH.fetch((kind, strategy, check_room, len(blocked), rule_version(SENDING, kind)), now=now,
                                contact=contact, exclude=sorted(blocked), ttl_days=ttl_days,
                                expires=now + timedelta(days=ttl_days))
@@ -247,9 +267,7 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool) -> Rout
     ctx = _policy_seen(dict(zip(names, rows[0], strict=True)))
     if ctx["t_binding"] is None:
         if ctx["go"] and check_room and not ctx["locked_out"]:
-            if len(_full_until) > 64:
-                _full_until.clear()
-            _full_until[full_key] = time.monotonic() + FULL_CHECK_SECONDS
+            _pool_found_full(kind, now)
         return ctx
     logger.info("contact bound to chip %s (new contact)", ctx["t_chip"])
     return RouteDecision(chip_id=ctx["t_chip"], phone=ctx["t_phone"] or "", instance=ctx["t_instance"] or "",
@@ -316,8 +334,8 @@ def contact_route(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | Non
 
 
 def _why_not(chip_id: int, now: datetime, *, kind: str, bound_reply: bool) -> str | None:
-    """Why the bound chip refused (the contact's move reason): the caps rule read back in Python (rare path).
-    None: the chip has no capacity row yet (the caller creates the rows and tries again)."""
+    """Why the bound chip refused (the contact's move reason): the caps rule read back in Python, once the contact
+    does move. None: the chip has no capacity row."""
     capacity = ChipCapacity.objects.select_related("chip").filter(chip_id=chip_id).first()
     if capacity is None:
         return None
@@ -357,27 +375,26 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecis
                        "statuses": PRODUCTION_STATES if bound_reply else SENDING,
                        "then": (_BINDING_TOUCH, [now, now + ttl, now, ctx["b_id"]])}
             taken = capacity_take_on(chip_id, now, **options)
-            reason = None if taken else _why_not(chip_id, now, kind=kind, bound_reply=bound_reply)
-            if not taken and reason is None and capacity_rows_ensure_due():
+            if not taken and capacity_rows_ensure_due():  # the chip may have had no capacity row yet
                 taken = capacity_take_on(chip_id, now, **options)
             if taken:
                 return RouteDecision(chip_id=chip_id, phone=ctx["b_phone"] or "", instance=ctx["b_instance"] or "",
                                      binding="sticky", binding_id=ctx["b_id"])
-            move_reason = reason or "chip at its cap"
+            # Why it refused is read only if the contact does move (a saturated pool refuses them instead).
+            move_reason = functools.partial(_why_not, chip_id, now, kind=kind, bound_reply=bound_reply)
 
     # An expired binding's chip may well be picked again; a chip that just refused is not retried.
     exclude = set(blocked)
-    if bound and move_reason != "binding expired":
+    if bound and move_reason != "binding expired":  # (a refusal's reason is not: the chip refused)
         exclude.add(ctx["b_chip"])
     if not bound and not trial:  # a new contact: the pick, the reservation and the binding in one statement
         bind = f"{_BIND_TAKEN} RETURNING chip_id, (SELECT phone FROM taken), (SELECT instance_name FROM taken), id"
         then = (bind, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
         # `go`: `_fresh_route` already ran this pick, and no chip had room (unless the ones with room were held).
         tried = ctx.get("go") and not ctx["locked_out"]
-        chosen = None if tried else capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude,
-                                                       then=then)
+        chosen = None if tried else _pick(now, ctx["strategy"], kind, exclude, then)
         if chosen is None and capacity_rows_ensure_due():
-            chosen = capacity_take_best(now, strategy=ctx["strategy"], kind=kind, exclude=exclude, then=then)
+            chosen = _pick(now, ctx["strategy"], kind, exclude, then)
         if chosen is None:
             _no_capacity(kind, now)
         logger.info("contact bound to chip %s (new contact)", chosen[0])
@@ -397,13 +414,16 @@ def _no_capacity(kind: str, now: datetime) -> None:
 
 
 def _bind_elsewhere(contact: str, now: datetime, ctx: dict, kind: str, exclude: set[int], trial: set[int],
-                    move_reason: str, ttl: timedelta) -> RouteDecision:
+                    move_reason: str | Callable[[], str | None], ttl: timedelta) -> RouteDecision:
+    """`move_reason`: why the contact leaves their chip, or how to read it (the chip refused: `_why_not`)."""
     bound = ctx["b_id"] is not None
     chosen = _take_best(now, ctx["strategy"], kind, exclude, trial)
     if chosen is None and capacity_rows_ensure_due():
         chosen = _take_best(now, ctx["strategy"], kind, exclude, trial)
     if chosen is None:
         _no_capacity(kind, now)
+    if callable(move_reason):
+        move_reason = move_reason() or "chip at its cap"
     chip_id, phone, instance = chosen
     binding_id = _bind(contact, chip_id, now=now, ttl=ttl, previous=ctx["b_id"] if bound else None,
                        move_reason=move_reason)
@@ -445,9 +465,9 @@ def _take_best(now: datetime, strategy: str, kind: str, exclude: set[int], trial
     another request leased first undoes this one's reservation and the next chip is tried."""
     for _attempt in range(MAX_CANDIDATES):
         if not trial:
-            return capacity_take_best(now, strategy=strategy, kind=kind, exclude=exclude)
+            return _pick(now, strategy, kind, exclude)
         savepoint = transaction.savepoint()
-        chosen = capacity_take_best(now, strategy=strategy, kind=kind, exclude=exclude)
+        chosen = _pick(now, strategy, kind, exclude)
         if chosen is None or _gate(chosen[0], trial, now):
             transaction.savepoint_commit(savepoint)
             return chosen
