@@ -39,26 +39,38 @@ _NOW_B = datetime(2003, 5, 7, 11, 13, 17, 19, tzinfo=UTC)
 MAX_SHAPES = 512
 
 
+_RAW_CURSOR = "_chipfarm_prepared_cursor"
+
+
 def _cursor() -> Any:
     """A cursor of the default connection (its transaction, Django's query log and execute wrappers) that binds
     parameters on the server, so psycopg can prepare the statement, and takes the statement with its $1…$n
     placeholders as it is (nothing to parse per call). Only these cursors prepare: the rest of the ORM keeps
-    Django's client-side binding."""
+    Django's client-side binding. The psycopg cursor is made once per connection (kept on it, so it goes with
+    it) and wrapped afresh by Django each time; the caller does not close it."""
     connection.ensure_connection()
     raw = connection.connection
-    if raw.prepare_threshold != 0:
-        raw.prepare_threshold = 0  # prepare on first use; client-binding cursors never prepare
-    return connection._prepare_cursor(_prepared_cursor_class()(raw))
+    cursor = getattr(raw, _RAW_CURSOR, None)
+    if cursor is None or cursor.closed:
+        if raw.prepare_threshold != 0:
+            raw.prepare_threshold = 0  # prepare on first use; client-binding cursors never prepare
+        cursor = _prepared_cursor_class()(raw)
+        setattr(raw, _RAW_CURSOR, cursor)
+    return connection._prepare_cursor(cursor)
 
 
 @contextlib.contextmanager
 def _executed(numbered: str, sql: str, params: list) -> Iterator[Any]:
     """A cursor that ran the statement: `numbered` prepared on the server, or `sql` bound by the client when
     DATABASE_PREPARED_STATEMENTS is off (`params` are the ones of the form that runs)."""
-    prepared = settings.DATABASE_PREPARED_STATEMENTS
-    with _cursor() if prepared else connection.cursor() as cursor:
-        cursor.execute(numbered if prepared else sql, params)
-        yield cursor
+    if not settings.DATABASE_PREPARED_STATEMENTS:
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            yield cursor
+        return
+    cursor = _cursor()  # kept for the connection's next statement: not closed
+    cursor.execute(numbered, params)
+    yield cursor
 
 
 @functools.cache

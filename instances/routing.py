@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import Exists, F, QuerySet, Value
+from django.db.models import BooleanField, Exists, ExpressionWrapper, F, Q, QuerySet, Value
 from django.utils import timezone
 
 from chips.models import Chip
@@ -139,7 +139,7 @@ def _wrote_lately(contact: str, now: datetime) -> QuerySet:
     return InboundMessage.objects.filter(contact=contact, received_at__gte=now - REPLY_WINDOW)
 
 
-_BINDING_FIELDS = {"b_id": "pk", "b_chip": "chip_id", "b_expires": "expires_at", "b_status": "chip__status",
+_BINDING_FIELDS = {"b_id": "pk", "b_chip": "chip_id", "b_status": "chip__status",
                    "b_connected": "chip__is_connected", "b_phone": "chip__phone", "b_instance": "chip__instance_name"}
 
 
@@ -156,11 +156,14 @@ def _context_statement(reply: bool, *, now: datetime, contact: str) -> tuple[str
               .annotate(suppressed=Exists(suppressions_of(contact)),
                         wrote=Exists(_wrote_lately(contact, now)) if reply else Value(True))
               .values(*_POLICY_COLUMNS))
+    # `b_live`: the binding has not expired (past its TTL, the contact's chip is chosen afresh).
     binding = (ContactBinding.objects.current().filter(contact=contact).order_by()
-               .values(**{name: F(field) for name, field in _BINDING_FIELDS.items()})[:1])
+               .values(**{name: F(field) for name, field in _BINDING_FIELDS.items()},
+                       b_live=ExpressionWrapper(Q(expires_at__gt=now), output_field=BooleanField()))[:1])
     policy_sql, policy_params = policy.query.get_compiler(connection=connection).as_sql()
     binding_sql, binding_params = binding.query.get_compiler(connection=connection).as_sql()
-    columns = ", ".join([*(f'p."{c}"' for c in _POLICY_COLUMNS), *(f'b."{c}"' for c in _BINDING_FIELDS)])
+    columns = ", ".join([*(f'p."{c}"' for c in _POLICY_COLUMNS),
+                         *(f'b."{c}"' for c in [*_BINDING_FIELDS, "b_live"])])
     return (f"SELECT {columns} FROM ({policy_sql}) p LEFT JOIN ({binding_sql}) b ON TRUE",
             [*policy_params, *binding_params])
 
@@ -364,7 +367,7 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecis
         chip_id, status, connected = ctx["b_chip"], ctx["b_status"], ctx["b_connected"]
         # The contact wrote within 24 h: their own chip answers while it is in production (resting included).
         bound_reply = kind == REPLY and status in PRODUCTION_STATES and connected
-        if ctx["b_expires"] <= now and not bound_reply:
+        if not ctx["b_live"] and not bound_reply:
             move_reason = "binding expired"
         elif not bound_reply and (status != Chip.Status.ACTIVE or not connected):
             move_reason = f"chip left production ({status}{'' if connected else ', disconnected'})"
