@@ -315,6 +315,8 @@ def routing_gates(*, now: datetime | None = None) -> tuple[set[int], set[int]]:
     except Exception as exc:
         _failed_open("the blocked chips", exc)
         return set(), set()
+    if not rows:  # every circuit closed: the usual answer
+        return set(), set()
     moment = _epoch(now)
     states = [_state_of(chip_id, row, moment) for chip_id, row in rows.items()]
     blocked = {s.chip_id for s in states if s.state == OPEN or (s.state == HALF_OPEN and s.trial_in_flight)}
