@@ -51,6 +51,7 @@ from instances.reservations import (
     capacity_take_best,
     capacity_take_on,
     capacity_take_sql,
+    capacity_taken,
 )
 
 logger = logging.getLogger(__name__)
@@ -272,6 +273,7 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool) -> Rout
         if ctx["go"] and check_room and not ctx["locked_out"]:
             _pool_found_full(kind, now)
         return ctx
+    capacity_taken()
     logger.info("contact bound to chip %s (new contact)", ctx["t_chip"])
     return RouteDecision(chip_id=ctx["t_chip"], phone=ctx["t_phone"] or "", instance=ctx["t_instance"] or "",
                          binding="new", binding_id=ctx["t_binding"])

@@ -303,6 +303,9 @@ CIRCUIT_FORBIDDEN_SECONDS = env.int("CIRCUIT_FORBIDDEN_SECONDS", default=3600)
 # How long a process keeps what it read of the circuits for routing (0: read Redis on every decision); a circuit
 # another process opens is seen here that much later.
 CIRCUIT_GATES_CACHE_SECONDS = env.float("CIRCUIT_GATES_CACHE_SECONDS", default=1.0)
+# After this many reservations a process has the capacity table vacuumed (instances.reservations: its hot rows'
+# old versions slow every pick down); 0: leave it to autovacuum.
+CAPACITY_VACUUM_EVERY = env.int("CAPACITY_VACUUM_EVERY", default=1000)
 # Early warning per production chip (instances.health_signals → chipfarm.brain), over the last hour and 24 h:
 # thresholds as watch,rest,stop. Failed share: failed sends / attempted (a level when it reaches the value).
 # Delivered share (24 h only: receipts take time): delivered / sent (a level when it falls below the value).

@@ -14,3 +14,6 @@ LANGUAGE_CODE = "en"
 WEBHOOK_ALLOW_PRIVATE_TARGETS = True
 # Static files are not collected for tests; whitenoise would warn on every request.
 MIDDLEWARE = [m for m in MIDDLEWARE if m != "whitenoise.middleware.WhiteNoiseMiddleware"]  # noqa: F405
+# No background vacuum of the capacity table (its own connection would outlive a test and hold the test database
+# open at teardown); the test of it turns it on.
+CAPACITY_VACUUM_EVERY = 0

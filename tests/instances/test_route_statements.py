@@ -178,3 +178,34 @@ def test_the_one_statement_path_goes_by_the_policy_and_the_contact_it_reads(make
         again = contact_route(contact="+5511900000006")
         assert (again.binding, again.chip_id) == ("sticky", idle.pk)
         assert ContactBinding.objects.filter(contact="+5511900000006").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_process_that_made_many_reservations_has_the_capacity_table_vacuumed(make_production_chip, settings,
+                                                                                   monkeypatch):
+    """Hot rows keep their old versions until a vacuum (instances.reservations): every CAPACITY_VACUUM_EVERY
+    reservations a process has the table vacuumed, in the background, on a connection of its own."""
+    from instances import reservations
+
+    def vacuums() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_stat_clear_snapshot()")
+            cursor.execute("SELECT vacuum_count FROM pg_stat_user_tables WHERE relname = %s", [reservations.TABLE])
+            return cursor.fetchone()[0]
+
+    settings.CAPACITY_VACUUM_EVERY = 5
+    with time_machine.travel(BUSINESS_TIME, tick=False):
+        make_production_chip(per_hour=50, per_day=500, new_contacts=500)
+        monkeypatch.setattr(reservations, "_taken_since_vacuum", 0)  # what earlier tests reserved does not count
+        before = vacuums()
+        for n in range(4):
+            contact_route(contact=f"+55119000001{n:02d}")
+        time.sleep(0.5)
+        assert vacuums() == before  # four: not yet
+        contact_route(contact="+5511900000199")  # the fifth
+        deadline = time.monotonic() + 10
+        while vacuums() == before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert vacuums() == before + 1
+    while reservations._vacuum_running:  # its connection is closed before the test database is torn down
+        time.sleep(0.05)
