@@ -6,10 +6,12 @@ postgres://chipfarm:chipfarm@127.0.0.1:5432/chipfarm_bench), created and migrate
 
 from __future__ import annotations
 
+import contextlib
 import os
 import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,3 +90,36 @@ class NullGateway:
 
     def close(self) -> None:
         pass
+
+
+def run_threads(n_threads: int, work) -> tuple[float, list]:
+    """Run work(i) in n threads, each with its own (already opened) connection; (seconds, results)."""
+    results: list = [None] * n_threads
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n_threads + 1)
+
+    def target(i: int) -> None:
+        from django.db import connection
+
+        try:
+            connection.ensure_connection()  # connecting is not part of the measurement
+            barrier.wait()
+            results[i] = work(i)
+        except BaseException as exc:  # re-raised in the main thread
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: its error is raised below
+        barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    if errors:
+        raise errors[0]
+    return elapsed, results

@@ -19,49 +19,13 @@ chip); the round is then reset (bindings deleted, counters zeroed) so every roun
 from __future__ import annotations
 
 import argparse
-import contextlib
-import threading
-import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from _setup import median, setup_django
+from _setup import median, run_threads, setup_django
 
 # A Tuesday, 10:00 in São Paulo (13:00 UTC): inside business hours, not a holiday.
 BUSINESS_TIME = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
-
-
-def run_threads(n_threads: int, work) -> tuple[float, list]:
-    """Run work(i) in n threads, each with its own (already opened) connection; (seconds, results)."""
-    results: list = [None] * n_threads
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n_threads + 1)
-
-    def target(i: int) -> None:
-        from django.db import connection
-
-        try:
-            connection.ensure_connection()  # connecting is not part of the measurement
-            barrier.wait()
-            results[i] = work(i)
-        except BaseException as exc:  # re-raised in the main thread
-            errors.append(exc)
-            barrier.abort()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: its error is raised below
-        barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise errors[0]
-    return elapsed, results
 
 
 def main() -> None:

@@ -13,12 +13,11 @@ day (on a national holiday it travels to the next business day).
 from __future__ import annotations
 
 import argparse
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 
-from _setup import setup_django
+from _setup import run_threads, setup_django
 
 
 def main() -> None:
@@ -32,7 +31,6 @@ def main() -> None:
 
     import time_machine
     from django.conf import settings
-    from django.db import connection
 
     from chips.demo import chip_in_state
     from chips.models import Chip
@@ -58,26 +56,16 @@ def main() -> None:
             ChipCapacity.objects.create(chip=chip, max_per_hour=big, max_per_day=big, max_new_contacts_per_day=big)
             chips.append(chip.pk)
         contact_route(contact=f"+5511{tag}00000000")  # the policy row exists, as in a running pool
-        stamps: list[list[float]] = [[] for _ in range(args.threads)]
-        barrier = threading.Barrier(args.threads + 1)
 
-        def work(i: int) -> None:
-            connection.ensure_connection()
-            barrier.wait()
-            stop, n = time.monotonic() + args.seconds, 0
+        def work(i: int) -> list[float]:
+            stamps, stop, n = [], time.monotonic() + args.seconds, 0
             while time.monotonic() < stop:
                 contact_route(contact=f"+551{tag}{i}{n:08d}")
-                stamps[i].append(time.monotonic())
+                stamps.append(time.monotonic())
                 n += 1
-            connection.close()
+            return stamps
 
-        threads = [threading.Thread(target=work, args=(i,)) for i in range(args.threads)]
-        for t in threads:
-            t.start()
-        barrier.wait()
-        began = time.monotonic()
-        for t in threads:
-            t.join()
+        elapsed, stamps = run_threads(args.threads, work)
         ended = max(s[-1] for s in stamps if s)
         total = sum(len(s) for s in stamps)
         last = sum(1 for s in stamps for x in s if x >= ended - 1.0)
@@ -85,7 +73,7 @@ def main() -> None:
             time.sleep(0.05)
         ContactBinding.objects.filter(chip_id__in=chips).delete()
         Chip.objects.filter(pk__in=chips).delete()
-        return total / (ended - began), float(last)
+        return total / elapsed, float(last)
 
     import contextlib
 
