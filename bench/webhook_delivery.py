@@ -23,12 +23,11 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime
 
-from _setup import ROOT, median, setup_django
+from _setup import ROOT, median, run_threads, setup_django
 
 
 def start_consumer(port: int) -> subprocess.Popen:
@@ -44,39 +43,6 @@ def start_consumer(port: int) -> subprocess.Popen:
         time.sleep(0.1)
     proc.kill()
     raise RuntimeError("the consumer did not start")
-
-
-def run_threads(n_threads: int, work) -> tuple[float, list]:
-    """Run work(i) in n threads, each with its own (already opened) connection; (seconds, results)."""
-    results: list = [None] * n_threads
-    errors: list[BaseException] = []
-    barrier = threading.Barrier(n_threads + 1)
-
-    def target(i: int) -> None:
-        from django.db import connection
-
-        try:
-            connection.ensure_connection()  # connecting is not part of the measurement
-            barrier.wait()
-            results[i] = work(i)
-        except BaseException as exc:  # re-raised in the main thread
-            errors.append(exc)
-            barrier.abort()
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
-    with contextlib.suppress(threading.BrokenBarrierError):
-        barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    if errors:
-        raise errors[0]
-    return elapsed, results
 
 
 def main() -> None:
