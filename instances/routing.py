@@ -249,7 +249,8 @@ def _pick(now: datetime, strategy: str, kind: str, exclude: set[int], then: tupl
     return chosen
 
 
-def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool) -> RouteDecision | dict | None:
+def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: tuple[set[int], set[int]]
+                 ) -> RouteDecision | dict | None:
     """A contact new to the pool, in one statement (module docstring, 4): the decision, or the context it read
     (the pick did not run — `go` false — or found no chip with room: `locked_out` when chips with room were held by
     other requests at that moment, and the pick is tried again waiting for them), or None when this path does not
@@ -258,7 +259,7 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool) -> Rout
     policy = _policy_last
     if policy is None or kind == REPLY or not open_now:
         return None
-    blocked, trial = circuit.routing_gates(now=now)
+    blocked, trial = gates
     if trial:
         return None
     strategy, ttl_days = policy
@@ -318,14 +319,15 @@ def contact_route(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | Non
         guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         try:
             with guard:
-                ctx = _fresh_route(contact, kind, now, open_now)
+                gates = circuit.routing_gates(now=now)  # (blocked, on trial): instances.circuit
+                ctx = _fresh_route(contact, kind, now, open_now, gates)
                 if isinstance(ctx, RouteDecision):
                     return ctx
                 ctx = ctx or _context(contact, kind, now)
                 _contact_refusal(contact=contact, kind=kind, suppressed=ctx["suppressed"], wrote=ctx["wrote"])
                 _policy_refusal(is_paused=ctx["is_paused"], paused_reason=ctx["paused_reason"], now=now,
                                 open_now=open_now)
-                return _route_once(contact, now, ctx, kind)
+                return _route_once(contact, now, ctx, kind, gates)
         except IntegrityError:
             # Another request bound this contact between our read and our insert: route again, sticky.
             continue
@@ -360,9 +362,10 @@ def _gate(chip_id: int, trial: set[int], now: datetime) -> bool:
     return chip_id not in trial or circuit.allows(circuit.circuit_acquire(chip_id=chip_id, now=now))
 
 
-def _route_once(contact: str, now: datetime, ctx: dict, kind: str) -> RouteDecision:
+def _route_once(contact: str, now: datetime, ctx: dict, kind: str, gates: tuple[set[int], set[int]]
+                ) -> RouteDecision:
     ttl = timedelta(days=ctx["binding_ttl_days"])
-    blocked, trial = circuit.routing_gates(now=now)
+    blocked, trial = gates
     move_reason = ""
     bound = ctx["b_id"] is not None
     if bound:
