@@ -55,6 +55,7 @@ from instances.reservations import (
 )
 
 logger = logging.getLogger(__name__)
+Gates = tuple[set[int], set[int]]  # (blocked, on trial): instances.circuit.routing_gates
 
 # Kept for callers that size their work by it: how many chips a new contact may be tried on (SKIP LOCKED picks).
 MAX_CANDIDATES = 3
@@ -249,8 +250,7 @@ def _pick(now: datetime, strategy: str, kind: str, exclude: set[int], then: tupl
     return chosen
 
 
-def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: tuple[set[int], set[int]]
-                 ) -> RouteDecision | dict | None:
+def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: Gates) -> RouteDecision | dict | None:
     """A contact new to the pool, in one statement (module docstring, 4): the decision, or the context it read
     (the pick did not run — `go` false — or found no chip with room: `locked_out` when chips with room were held by
     other requests at that moment, and the pick is tried again waiting for them), or None when this path does not
@@ -319,7 +319,7 @@ def contact_route(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | Non
         guard = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
         try:
             with guard:
-                gates = circuit.routing_gates(now=now)  # (blocked, on trial): instances.circuit
+                gates = circuit.routing_gates(now=now)
                 ctx = _fresh_route(contact, kind, now, open_now, gates)
                 if isinstance(ctx, RouteDecision):
                     return ctx
@@ -362,8 +362,7 @@ def _gate(chip_id: int, trial: set[int], now: datetime) -> bool:
     return chip_id not in trial or circuit.allows(circuit.circuit_acquire(chip_id=chip_id, now=now))
 
 
-def _route_once(contact: str, now: datetime, ctx: dict, kind: str, gates: tuple[set[int], set[int]]
-                ) -> RouteDecision:
+def _route_once(contact: str, now: datetime, ctx: dict, kind: str, gates: Gates) -> RouteDecision:
     ttl = timedelta(days=ctx["binding_ttl_days"])
     blocked, trial = gates
     move_reason = ""
@@ -496,7 +495,5 @@ def capacity_reserve(*, chip_id: int, now: datetime | None = None) -> bool:
         return bool(capacity_take_on(chip_id, now, statuses=None, connected=False))
 
 
-__all__ = [
-    "MAX_CANDIDATES", "RouteDecision", "RoutingRefused", "capacity_reserve", "contact_route",
-    "sending_ensure_allowed",
-]
+__all__ = ["MAX_CANDIDATES", "RouteDecision", "RoutingRefused", "capacity_reserve", "contact_route",
+           "sending_ensure_allowed"]
