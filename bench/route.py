@@ -51,6 +51,7 @@ def main() -> None:
     from chips.models import Chip
     from instances.caps import caps_in_effect
     from instances.models import NEW_CONTACT_BUCKETS, ChipCapacity, ContactBinding, RoutingPolicy
+    from instances.pool_full import pool_room_changed
     from instances.routing import RoutingRefused, contact_route
     from instances.services import instance_register
 
@@ -127,6 +128,9 @@ def main() -> None:
                                         last_routed_at=None, hour_prospecting=0, hour_follow_up=0, hour_reply=0,
                                         new_contact_hours=[0] * NEW_CONTACT_BUCKETS,
                                         new_contact_counts=[0] * NEW_CONTACT_BUCKETS)
+            # The counters were zeroed behind the routing's back, as a new hour would: what this process knew of a
+            # full pool (instances.pool_full, keyed by the hour) no longer holds.
+            pool_room_changed()
 
         def queries_per_decision(sample: int = 20) -> dict[str, float]:
             """Statements one decision sends (transaction control included), by path, on a fresh round."""

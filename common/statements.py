@@ -59,8 +59,25 @@ def _cursor() -> Any:
     return connection._prepare_cursor(cursor)
 
 
+class EncodedSQL(bytes):
+    """A prepared statement's SQL, encoded once: psycopg would encode a str on every call, then hash it twice to
+    find its prepared statement (a bytes object hashes once, and keeps it); Django's query log (DEBUG, tests)
+    decodes it again on every call, so the text is kept for it."""
+
+    text: str
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self.text
+
+
+def encoded(sql: str) -> EncodedSQL:
+    sent = EncodedSQL(sql.encode())
+    sent.text = sql
+    return sent
+
+
 @contextlib.contextmanager
-def _executed(numbered: str, sql: str, params: list) -> Iterator[Any]:
+def _executed(numbered: EncodedSQL, sql: str, params: list) -> Iterator[Any]:
     """A cursor that ran the statement: `numbered` prepared on the server, or `sql` bound by the client when
     DATABASE_PREPARED_STATEMENTS is off (`params` are the ones of the form that runs)."""
     if not settings.DATABASE_PREPARED_STATEMENTS:
@@ -98,7 +115,7 @@ Slot = tuple[bool, Any]  # (True, the input's name) or (False, the constant)
 class _Template:
     sql: str  # with %s placeholders (Django's client-side binding)
     slots: tuple[Slot, ...]  # its parameters
-    numbered: str  # for the server (prepared): $1…$n, one per distinct input, the shape's constants written in
+    numbered: EncodedSQL  # for the server (prepared): $1…$n, one per distinct input, the shape's constants written in
     numbered_slots: tuple[Slot, ...]  # the parameters of `numbered`
 
 
@@ -167,7 +184,8 @@ class Statement:
     def __init__(self, sql: str) -> None:
         self.sql = sql
         n_params = sum(1 for match in _PLACEHOLDER.finditer(sql) if match.group(1) == "s")
-        self.numbered, _slots = _numbered(sql, tuple((True, n) for n in range(n_params)))
+        numbered, _slots = _numbered(sql, tuple((True, n) for n in range(n_params)))
+        self.numbered = encoded(numbered)
 
     def fetchone(self, params: list) -> tuple | None:
         with _executed(self.numbered, self.sql, params) as cursor:
@@ -250,7 +268,7 @@ class StatementCache:
             else:
                 raise StatementShapeError(f"shape {key!r}: a parameter ({a!r}) comes from no known input")
         numbered, numbered_slots = _numbered(sql_a, tuple(slots))
-        template = _Template(sql=sql_a, slots=tuple(slots), numbered=numbered, numbered_slots=numbered_slots)
+        template = _Template(sql=sql_a, slots=tuple(slots), numbered=encoded(numbered), numbered_slots=numbered_slots)
         with self._lock:
             if len(self._templates) >= MAX_SHAPES:  # keys that hold a changed setting or plan: start afresh
                 self._templates.clear()

@@ -17,6 +17,7 @@ from django.db.models.functions import Greatest, Least
 from common.texts import stored
 from instances.caps import allowance_steps
 from instances.models import ChipCapacity
+from instances.pool_full import pool_room_changed
 
 
 def _move(chip_id: int, *, delta: int | None, reason: str, now: datetime) -> int | None:
@@ -33,6 +34,8 @@ def _move(chip_id: int, *, delta: int | None, reason: str, now: datetime) -> int
     if not qs.update(allowance_step=target, **stored("allowance_reason", reason, 200), allowance_changed_at=now,
                      updated_at=now):
         return None
+    if delta is not None and delta > 0:
+        pool_room_changed()  # more new contacts for the chip (instances.pool_full)
     return ChipCapacity.objects.filter(chip_id=chip_id).values_list("allowance_step", flat=True).first()
 
 

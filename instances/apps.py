@@ -18,6 +18,12 @@ class InstancesConfig(AppConfig):
         from django.db.models.signals import post_save
 
         from chips.models import Chip
+        from instances.models import ChipCapacity
+        from instances.pool_full import pool_room_changed
         from instances.reservations import rows_check_soon
 
         post_save.connect(rows_check_soon, sender=Chip, dispatch_uid="instances.rows_check_soon")
+        # A chip or a capacity row saved here (connected, promoted, a cap raised) may give a full pool room: this
+        # process's routing stops taking the pool for full at once (instances.pool_full).
+        post_save.connect(pool_room_changed, sender=Chip, dispatch_uid="instances.pool_room_changed")
+        post_save.connect(pool_room_changed, sender=ChipCapacity, dispatch_uid="instances.pool_room_changed.cap")

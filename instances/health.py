@@ -32,6 +32,7 @@ from common.texts import Text, stored
 from instances import sessions
 from instances.gateway import GatewayError, InstanceRecord
 from instances.models import GatewayServer, Instance, InstanceLink
+from instances.pool_full import pool_room_changed
 from instances.servers import gateway_for
 
 logger = logging.getLogger(__name__)
@@ -190,8 +191,9 @@ def _write_changes(changed: list[Instance], opened: list[Instance], closed: list
             Instance.objects.filter(pk__in=[i.pk for i in opened]).update(
                 state=S.OPEN, state_changed_at=now, connecting_since=None, restart_requests=0, gone_at=None,
                 closing_by_us_at=None, qr_code="", qr_image="", updated_at=now)
-            Chip.objects.filter(pk__in=[i.chip_id for i in opened], is_connected=False).update(
-                is_connected=True, connection_changed_at=now, updated_at=now)
+            if Chip.objects.filter(pk__in=[i.chip_id for i in opened], is_connected=False).update(
+                    is_connected=True, connection_changed_at=now, updated_at=now):
+                pool_room_changed()  # chips back in the pool (instances.pool_full)
             linked = set(InstanceLink.objects.filter(instance__in=[i.pk for i in opened], ended_at__isnull=True)
                          .values_list("instance_id", flat=True))
             if linked:  # rare: a link was open when the session opened (its webhook was lost)

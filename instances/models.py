@@ -8,6 +8,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -332,6 +333,11 @@ class ChipCapacity(models.Model):
                                    default=_new_contact_buckets)
     new_contact_counts = ArrayField(models.IntegerField(), verbose_name=_("new contacts per bucket"),
                                     default=_new_contact_buckets)
+    # Every bucket's count added up, stale ones too (kept by PostgreSQL): never below the rolling count, so a chip
+    # whose total is under its cap has room without the per-bucket sum (instances.caps.new_contacts_room).
+    new_contact_total = models.GeneratedField(expression=RawSQL(" + ".join(
+        f"GREATEST(COALESCE(new_contact_counts[{i}], 0), 0)" for i in range(1, NEW_CONTACT_BUCKETS + 1)), []),
+        output_field=models.IntegerField(), db_persist=True, verbose_name=_("new contacts in all buckets"))
     signals_since = models.DateTimeField(
         _("delivery figures count from"), null=True, blank=True,
         help_text=_("The early warning judges the chip's delivery outcomes from here (the end of its last rest)."),

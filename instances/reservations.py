@@ -43,12 +43,14 @@ from instances.caps import (
     moments,
     new_contact_bucket,
     new_contacts_annotation,
+    new_contacts_room,
     rule_version,
     usage_annotations,
     usage_now,
 )
 from instances.kinds import MESSAGE_KINDS, kind_policy
 from instances.models import ChipCapacity, RoutingPolicy
+from instances.pool_full import pool_room_changed
 
 logger = logging.getLogger(__name__)
 TABLE = ChipCapacity._meta.db_table
@@ -149,7 +151,7 @@ def room(now: datetime, *, kind: str | None = None, new_contact: bool = False, k
     if new_contact:
         qs = (qs.filter(Q(restricted_until__isnull=True) | Q(restricted_until__lte=now))
               .annotate(new_used=new_contacts_annotation(now))
-              .filter(new_used__lt=F("cap_new_contacts_per_day")))
+              .filter(new_contacts_room()))
     return qs
 
 
@@ -223,13 +225,13 @@ def _order(qs: QuerySet, strategy: str) -> QuerySet:
 
 
 def capacity_take_best(now: datetime, *, strategy: str, kind: str, exclude: set[int],
-                       then: tuple[str, list] | None = None, wait_if_held: bool = True) -> tuple | None:
+                       then: tuple[str, list] | None = None) -> tuple | None:
     """One new contact's message on the best chip with room (the strategy's order; rows held by other requests
-    skipped, then — `wait_if_held` — waited for if that left none): (chip id, phone, instance name) — or `then`'s
-    row — or None when no chip can take it."""
+    skipped, then waited for if that left none): (chip id, phone, instance name) — or `then`'s row — or None when
+    no chip can take it."""
     key = (kind, True, True, SENDING, True, strategy, then and then[0], rule_version(SENDING, kind), len(exclude))
     inputs = {"exclude": sorted(exclude), "then_params": then[1] if then else []}
-    rows = _take(key, now, **inputs) or (_take((*key, "wait"), now, **inputs) if wait_if_held else [])
+    rows = _take(key, now, **inputs) or _take((*key, "wait"), now, **inputs)
     return rows[0] if rows else None
 
 
@@ -282,6 +284,7 @@ def capacity_rows_ensure() -> int:
     missing = [pk for (pk,) in _MISSING_ROWS.fetch(ROW_STATES, now=timezone.now())[0]]
     if missing:
         ChipCapacity.objects.bulk_create([ChipCapacity(chip_id=pk) for pk in missing], ignore_conflicts=True)
+        pool_room_changed()  # chips a pick could not see until now
     return len(missing)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,6 +43,7 @@ from instances.caps import PRODUCTION_STATES, caps_in_effect, hour_window, momen
 from instances.kinds import DEFAULT_KIND, MESSAGE_KINDS, REPLY, kind_policy
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
 from instances.optouts import suppression_blocks
+from instances.pool_full import pool_found_full, pool_known_full
 from instances.reservations import (
     SENDING,
     capacity_room_sql,
@@ -199,15 +199,15 @@ def _fresh_statement(key: tuple, *, now: datetime, contact: str, exclude: list[i
                      expires: datetime) -> tuple[str, list]:
     """The context read (`_context_statement`) and, when it clears the pick (`go`), the new contact's reservation
     on the best chip (instances.reservations) and their binding: one statement."""
-    kind, strategy, check_room = key[:3]
+    kind, strategy = key[:2]
     context_sql, context_params = _context_statement(False, now=now, contact=contact)
     go = "q.b_id IS NULL AND NOT q.is_paused AND q.strategy = %s AND q.binding_ttl_days = %s"
     if suppression_blocks(kind):
         go += " AND NOT q.suppressed"
     take_sql, take_params = capacity_take_sql(now, kind=kind, new_contact=True, strategy=strategy, exclude=exclude,
                                               gate="(SELECT go FROM ctx)")
-    room_sql, room_params = capacity_room_sql(now, kind=kind, exclude=exclude) if check_room else ("", [])
-    locked_out = f"(bound.id IS NULL AND ctx.go AND EXISTS ({room_sql}))" if check_room else "FALSE"
+    room_sql, room_params = capacity_room_sql(now, kind=kind, exclude=exclude)
+    locked_out = f"(bound.id IS NULL AND ctx.go AND EXISTS ({room_sql}))"
     sql = (f"WITH ctx AS (SELECT q.*, {go} AS go FROM ({context_sql}) q), taken AS ({take_sql}), "
            f"bound AS ({_BIND_TAKEN} RETURNING id, chip_id) "
            f"SELECT ctx.*, bound.chip_id AS t_chip, taken.phone AS t_phone, taken.instance_name AS t_instance, "
@@ -219,43 +219,29 @@ def _fresh_statement(key: tuple, *, now: datetime, contact: str, exclude: list[i
 
 _FRESH = StatementCache(_fresh_statement, derive=moments)
 
-# A pick that finds no chip with room tells "no room" from "the chips with room were all held by other requests this
-# instant" (`locked_out`: then it is tried again, waiting for them) by reading the room again, unlocked. A pool
-# that is full for the hour answers every new contact no_capacity, and its rows only lose room until the hour turns
-# (or a chip or a cap is added); so once a refusal found no room at all, this process skips that second read for a
-# kind for FULL_CHECK_SECONDS: in that second a chip that gains room and is held at that very instant could be
-# missed once (a refusal, never a cap passed).
-FULL_CHECK_SECONDS = 1.0
-_full_until: dict[tuple[str, datetime], float] = {}
 
-
-def _pool_known_full(kind: str, now: datetime) -> bool:
-    return _full_until.get((kind, hour_window(now)), 0.0) > time.monotonic()
-
-
-def _pool_found_full(kind: str, now: datetime) -> None:
-    if len(_full_until) > 64:
-        _full_until.clear()
-    _full_until[kind, hour_window(now)] = time.monotonic() + FULL_CHECK_SECONDS
-
-
-def _pick(now: datetime, strategy: str, kind: str, exclude: set[int], then: tuple[str, list] | None = None
-          ) -> tuple | None:
-    """`capacity_take_best`, waiting for the rows other requests hold when it skipped them all — unless this
-    process found the pool full for the kind within FULL_CHECK_SECONDS (see above)."""
-    wait = not _pool_known_full(kind, now)
-    chosen = capacity_take_best(now, strategy=strategy, kind=kind, exclude=exclude, then=then, wait_if_held=wait)
-    if chosen is None and wait:
-        _pool_found_full(kind, now)
+def _pick(now: datetime, strategy: str, kind: str, exclude: set[int], blocked: set[int],
+          then: tuple[str, list] | None = None) -> tuple | None:
+    """`capacity_take_best` (waiting for the rows other requests hold when it skipped them all), unless this process
+    found the pool outside the open circuits (`blocked`) full for the kind within ROUTING_FULL_POOL_SECONDS
+    (instances.pool_full). What `exclude` adds to `blocked` — a contact's own chip that refused them, a half-open
+    chip whose trial another request holds — cannot take a new contact of the kind now either, so a pick that
+    finds no room is remembered for the pool outside `blocked`."""
+    version = rule_version(SENDING, kind)
+    if pool_known_full(kind, now, version, blocked):
+        return None
+    chosen = capacity_take_best(now, strategy=strategy, kind=kind, exclude=exclude, then=then)
+    if chosen is None:
+        pool_found_full(kind, now, version, blocked)
     return chosen
 
 
 def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: Gates) -> RouteDecision | dict | None:
     """A contact new to the pool, in one statement (module docstring, 4): the decision, or the context it read
     (the pick did not run — `go` false — or found no chip with room: `locked_out` when chips with room were held by
-    other requests at that moment, and the pick is tried again waiting for them), or None when this path does not
-    apply (a reply, outside business hours — `open_now` false —, a half-open chip whose trial is free, no policy
-    read yet)."""
+    other requests at that moment, and the pick is tried again waiting for them; or the pool is known full, and only
+    the context is read: instances.pool_full), or None when this path does not apply (a reply, outside business
+    hours — `open_now` false —, a half-open chip whose trial is free, no policy read yet)."""
     policy = _policy_last
     if policy is None or kind == REPLY or not open_now:
         return None
@@ -263,16 +249,18 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: 
     if trial:
         return None
     strategy, ttl_days = policy
-    check_room = not _pool_known_full(kind, now)
-    rows, names = _FRESH.fetch((kind, strategy, check_room, len(blocked), rule_version(SENDING, kind)), now=now,
-                               contact=contact, exclude=sorted(blocked), ttl_days=ttl_days,
-                               expires=now + timedelta(days=ttl_days))
+    version = rule_version(SENDING, kind)
+    if pool_known_full(kind, now, version, blocked):  # the pick would find no room: only the context is read
+        ctx = _context(contact, kind, now)
+        return {**ctx, "go": ctx["b_id"] is None, "locked_out": False}
+    rows, names = _FRESH.fetch((kind, strategy, len(blocked), version), now=now, contact=contact,
+                               exclude=sorted(blocked), ttl_days=ttl_days, expires=now + timedelta(days=ttl_days))
     if not rows:  # no policy row yet
         return None
     ctx = _policy_seen(dict(zip(names, rows[0], strict=True)))
     if ctx["t_binding"] is None:
-        if ctx["go"] and check_room and not ctx["locked_out"]:
-            _pool_found_full(kind, now)
+        if ctx["go"] and not ctx["locked_out"]:
+            pool_found_full(kind, now, version, blocked)
         return ctx
     capacity_taken()
     logger.info("contact bound to chip %s (new contact)", ctx["t_chip"])
@@ -399,16 +387,18 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str, gates: Gates)
         then = (bind, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
         # `go`: `_fresh_route` already ran this pick, and no chip had room (unless the ones with room were held).
         tried = ctx.get("go") and not ctx["locked_out"]
-        chosen = None if tried else _pick(now, ctx["strategy"], kind, exclude, then)
+        chosen = None if tried else _pick(now, ctx["strategy"], kind, exclude, blocked, then)
         if chosen is None and capacity_rows_ensure_due():
-            chosen = _pick(now, ctx["strategy"], kind, exclude, then)
+            chosen = _pick(now, ctx["strategy"], kind, exclude, blocked, then)
         if chosen is None:
             _no_capacity(kind, now)
         logger.info("contact bound to chip %s (new contact)", chosen[0])
         return RouteDecision(chip_id=chosen[0], phone=chosen[1] or "", instance=chosen[2] or "", binding="new",
                              binding_id=chosen[3])
+    if pool_known_full(kind, now, rule_version(SENDING, kind), blocked) and not capacity_rows_ensure_due():
+        _no_capacity(kind, now)  # no chip could take them: refused without opening the move's transaction
     with transaction.atomic():  # a move (release, bind, tell the app) or a pick that may have to undo a trial
-        return _bind_elsewhere(contact, now, ctx, kind, exclude, trial, move_reason, ttl)
+        return _bind_elsewhere(contact, now, ctx, kind, exclude, gates, move_reason, ttl)
 
 
 def _no_capacity(kind: str, now: datetime) -> None:
@@ -420,13 +410,13 @@ def _no_capacity(kind: str, now: datetime) -> None:
     )
 
 
-def _bind_elsewhere(contact: str, now: datetime, ctx: dict, kind: str, exclude: set[int], trial: set[int],
+def _bind_elsewhere(contact: str, now: datetime, ctx: dict, kind: str, exclude: set[int], gates: Gates,
                     move_reason: str | Callable[[], str | None], ttl: timedelta) -> RouteDecision:
     """`move_reason`: why the contact leaves their chip, or how to read it (the chip refused: `_why_not`)."""
     bound = ctx["b_id"] is not None
-    chosen = _take_best(now, ctx["strategy"], kind, exclude, trial)
+    chosen = _take_best(now, ctx["strategy"], kind, exclude, gates)
     if chosen is None and capacity_rows_ensure_due():
-        chosen = _take_best(now, ctx["strategy"], kind, exclude, trial)
+        chosen = _take_best(now, ctx["strategy"], kind, exclude, gates)
     if chosen is None:
         _no_capacity(kind, now)
     if callable(move_reason):
@@ -467,14 +457,15 @@ def _bind(contact: str, chip_id: int, *, now: datetime, ttl: timedelta, previous
     return row[0]
 
 
-def _take_best(now: datetime, strategy: str, kind: str, exclude: set[int], trial: set[int]) -> tuple | None:
+def _take_best(now: datetime, strategy: str, kind: str, exclude: set[int], gates: Gates) -> tuple | None:
     """The best chip with room, reserved. While some chip is half-open its pick runs in a savepoint: a trial
     another request leased first undoes this one's reservation and the next chip is tried."""
+    blocked, trial = gates
     for _attempt in range(MAX_CANDIDATES):
         if not trial:
-            return _pick(now, strategy, kind, exclude)
+            return _pick(now, strategy, kind, exclude, blocked)
         savepoint = transaction.savepoint()
-        chosen = _pick(now, strategy, kind, exclude)
+        chosen = _pick(now, strategy, kind, exclude, blocked)
         if chosen is None or _gate(chosen[0], trial, now):
             transaction.savepoint_commit(savepoint)
             return chosen

@@ -23,6 +23,7 @@ from common.statements import StatementCache
 from common.texts import Text
 from instances.bindings import bindings_release
 from instances.models import DeliveryEvent, Instance, InstanceLink
+from instances.pool_full import pool_room_changed
 
 logger = logging.getLogger(__name__)
 
@@ -37,8 +38,9 @@ S = Instance.State
 
 def _set_connected(chip_id: int, connected: bool, now: datetime) -> None:
     # Plain field update: never touches the protected status column, so it cannot race a transition.
-    Chip.objects.filter(pk=chip_id).exclude(is_connected=connected).update(
-        is_connected=connected, connection_changed_at=now, updated_at=now)
+    if Chip.objects.filter(pk=chip_id).exclude(is_connected=connected).update(
+            is_connected=connected, connection_changed_at=now, updated_at=now) and connected:
+        pool_room_changed()  # a chip back in the pool: this process's routing stops taking it for full
 
 
 # An open session with nothing left to clear (what an "open" report changes otherwise), and one that is connecting

@@ -90,13 +90,13 @@ def _fresh_send_circuits():
 
 @pytest.fixture(autouse=True)
 def _no_pool_known_full():
-    """What a process knows of a full pool (instances.routing._full_until) is about its own moment and hour: a
-    test's refusals never skip a check because another test filled its pool."""
-    from instances import routing
+    """What a process knows of a full pool (instances.pool_full) is about its own moment and hour: a test's
+    decisions never skip a pick because another test filled its pool."""
+    from instances.pool_full import pool_room_changed
 
-    routing._full_until.clear()
+    pool_room_changed()
     yield
-    routing._full_until.clear()
+    pool_room_changed()
 
 
 @pytest.fixture(autouse=True)

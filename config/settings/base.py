@@ -306,6 +306,9 @@ CIRCUIT_GATES_CACHE_SECONDS = env.float("CIRCUIT_GATES_CACHE_SECONDS", default=1
 # After this many reservations a process has the capacity table vacuumed (instances.reservations: its hot rows'
 # old versions slow every pick down); 0: leave it to autovacuum.
 CAPACITY_VACUUM_EVERY = env.int("CAPACITY_VACUUM_EVERY", default=1000)
+# How long a process remembers that a pick found no chip with room for a kind (instances.pool_full): new contacts
+# of that kind are refused without the pick meanwhile; room that comes back elsewhere is seen that much later.
+ROUTING_FULL_POOL_SECONDS = env.float("ROUTING_FULL_POOL_SECONDS", default=1.0)
 # Early warning per production chip (instances.health_signals → chipfarm.brain), over the last hour and 24 h:
 # thresholds as watch,rest,stop. Failed share: failed sends / attempted (a level when it reaches the value).
 # Delivered share (24 h only: receipts take time): delivered / sent (a level when it falls below the value).

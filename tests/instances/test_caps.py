@@ -232,10 +232,14 @@ def test_every_binding_takes_the_policy_rows_ttl_which_the_setting_only_seeds(se
 
 
 def test_the_sql_and_python_new_contact_counts_agree_on_any_buckets(make_production_chip):
+    """…and the pick's room for a new contact agrees with them: the all-bucket total it tries first
+    (`new_contact_total`) is never below the rolling count, so a stale bucket never blocks a chip nor lets it
+    pass its cap."""
     import random
 
     from instances.caps import epoch_hour, new_contacts_annotation, new_contacts_used
     from instances.models import NEW_CONTACT_BUCKETS
+    from instances.reservations import room
 
     rng = random.Random(7)
     chip = make_production_chip()
@@ -246,7 +250,13 @@ def test_the_sql_and_python_new_contact_counts_agree_on_any_buckets(make_product
         # Buckets written at any hour up to 60 before now (some in the window, some stale), or never.
         capacity.new_contact_hours = [rng.choice([0, hour - rng.randrange(0, 60)]) for _ in range(NEW_CONTACT_BUCKETS)]
         capacity.new_contact_counts = [rng.randrange(0, 9) for _ in range(NEW_CONTACT_BUCKETS)]
-        capacity.save(update_fields=["new_contact_hours", "new_contact_counts"])
+        used = new_contacts_used(capacity, now)
+        capacity.max_new_contacts_per_day = used + rng.choice([0, 1, 2])  # at the cap, or under it
+        capacity.save(update_fields=["new_contact_hours", "new_contact_counts", "max_new_contacts_per_day"])
         in_sql = (ChipCapacity.objects.filter(pk=capacity.pk).annotate(n=new_contacts_annotation(now))
                   .values_list("n", flat=True).get())
-        assert in_sql == new_contacts_used(capacity, now), trial
+        assert in_sql == used, trial
+        capacity.refresh_from_db(fields=["new_contact_total"])
+        assert capacity.new_contact_total == sum(capacity.new_contact_counts) >= used, trial
+        has_room = room(now, new_contact=True).filter(pk=capacity.pk).exists()
+        assert has_room == (used < capacity.max_new_contacts_per_day), trial

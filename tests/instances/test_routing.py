@@ -278,34 +278,3 @@ def test_a_pick_that_finds_every_chip_with_room_held_waits_for_them_instead_of_r
             thread.join(timeout=10)
     assert outcome["decision"].chip_id == free.pk, outcome
     assert ChipCapacity.objects.get(chip=free).hour_count == used + 1
-
-
-@pytest.mark.django_db(transaction=True)
-def test_a_pool_found_full_is_not_read_twice_per_refusal_for_a_second(make_production_chip, monkeypatch):
-    """Telling "no room" from "rooms held" reads the room again; once a refusal found none at all, the next
-    refusals of that kind within FULL_CHECK_SECONDS are one plain statement — and capacity that comes back is
-    still taken at once (the pick itself runs every time)."""
-    from django.test.utils import CaptureQueriesContext
-
-    from instances import routing
-
-    with time_machine.travel(BUSINESS_TIME, tick=False):
-        chip = make_production_chip(per_hour=20)
-        contact_route(contact=contact(1))
-        ChipCapacity.objects.filter(chip=chip).update(hour_count=20, hour_window=BUSINESS_TIME)
-        with CaptureQueriesContext(connection) as first, pytest.raises(RoutingRefused):
-            contact_route(contact=contact(2))
-        with CaptureQueriesContext(connection) as second, pytest.raises(RoutingRefused):
-            contact_route(contact=contact(3))
-        assert "AS locked_out" in first.captured_queries[0]["sql"]
-        assert "EXISTS" in first.captured_queries[0]["sql"].split("AS t_binding,")[1]
-        assert "FALSE AS locked_out" in second.captured_queries[0]["sql"]
-        ChipCapacity.objects.filter(chip=chip).update(hour_count=0)  # room again (an operator raised the cap, say)
-        assert contact_route(contact=contact(4)).chip_id == chip.pk
-        monkeypatch.setattr(routing, "FULL_CHECK_SECONDS", 0.0)
-        routing._full_until.clear()
-        ChipCapacity.objects.filter(chip=chip).update(hour_count=20)
-        for n in (5, 6):
-            with CaptureQueriesContext(connection) as refused, pytest.raises(RoutingRefused):
-                contact_route(contact=contact(n))
-            assert "FALSE AS locked_out" not in refused.captured_queries[0]["sql"]
