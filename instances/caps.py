@@ -27,6 +27,7 @@ from dataclasses import dataclass, fields
 from datetime import date, datetime
 
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.db.models import Case, ExpressionWrapper, F, IntegerField, Q, Value, When
 from django.db.models.expressions import RawSQL
 from django.db.models.functions import Coalesce
@@ -157,8 +158,19 @@ def caps_in_effect(chip: Chip, capacity: ChipCapacity | None = None) -> Caps:
 def rule_version(statuses: Iterable[str] | None, kind: str | None) -> tuple:
     """What the rule's SQL holds besides the moment: the branches' caps (settings, the warming plans) and the
     kind's policy. Part of the key of a compiled capacity statement (common.statements), so a changed plan or
-    setting compiles a new one."""
-    return tuple(_branches(statuses)), kind_policy(kind) if kind is not None else None
+    setting compiles a new one. A version without the warming plans (production chips: every route decision asks
+    for it) holds settings only, and is kept until a setting changes."""
+    key = (statuses if statuses is None else tuple(statuses), kind)
+    version = _settings_versions.get(key)
+    if version is None:
+        version = tuple(_branches(statuses)), kind_policy(kind) if kind is not None else None
+        if statuses is not None and not set(key[0]) & set(PHASE_PLAN_STATES):
+            _settings_versions[key] = version
+    return version
+
+
+_settings_versions: dict[tuple, tuple] = {}
+setting_changed.connect(lambda **_: _settings_versions.clear(), weak=False, dispatch_uid="caps.rule_version")
 
 
 def caps_annotations(*, chip_path: str = "", capacity_path: str = "capacity__",

@@ -66,6 +66,7 @@ BINDING_COLUMNS = ("contact, chip_id, origin, previous_chip_id, move_reason, las
 # A new contact's binding on the chip a reservation took (its CTE is `taken`); RETURNING is the caller's.
 _BIND_TAKEN = (f"INSERT INTO {ContactBinding._meta.db_table} ({BINDING_COLUMNS}) SELECT %s, taken.chip_id, %s, NULL, "
                f"'', %s, %s, NULL, %s, %s FROM taken")
+_BIND_NEW = f"{_BIND_TAKEN} RETURNING chip_id, (SELECT phone FROM taken), (SELECT instance_name FROM taken), id"
 _BINDING_TOUCH = (f"UPDATE {ContactBinding._meta.db_table} AS b SET last_used_at = %s, expires_at = %s, "
                   f"updated_at = %s FROM taken WHERE b.id = %s RETURNING b.id")
 
@@ -236,6 +237,13 @@ def _pick(now: datetime, strategy: str, kind: str, exclude: set[int], blocked: s
     return chosen
 
 
+def _pick_new(contact: str, now: datetime, strategy: str, kind: str, exclude: set[int], blocked: set[int],
+              ttl: timedelta) -> tuple | None:
+    """`_pick` for a contact new to the pool, their binding written in the same statement."""
+    then = (_BIND_NEW, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
+    return _pick(now, strategy, kind, exclude, blocked, then)
+
+
 def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: Gates) -> RouteDecision | dict | None:
     """A contact new to the pool, in one statement (module docstring, 4): the decision, or the context it read
     (the pick did not run — `go` false — or found no chip with room: `locked_out` when chips with room were held by
@@ -252,7 +260,8 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: 
     version = rule_version(SENDING, kind)
     if pool_known_full(kind, now, version, blocked):  # the pick would find no room: only the context is read
         ctx = _context(contact, kind, now)
-        return {**ctx, "go": ctx["b_id"] is None, "locked_out": False}
+        ctx.update(go=ctx["b_id"] is None, locked_out=False)
+        return ctx
     rows, names = _FRESH.fetch((kind, strategy, len(blocked), version), now=now, contact=contact,
                                exclude=sorted(blocked), ttl_days=ttl_days, expires=now + timedelta(days=ttl_days))
     if not rows:  # no policy row yet
@@ -383,13 +392,11 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str, gates: Gates)
     if bound and move_reason != "binding expired":  # (a refusal's reason is not: the chip refused)
         exclude.add(ctx["b_chip"])
     if not bound and not trial:  # a new contact: the pick, the reservation and the binding in one statement
-        bind = f"{_BIND_TAKEN} RETURNING chip_id, (SELECT phone FROM taken), (SELECT instance_name FROM taken), id"
-        then = (bind, [contact, ContactBinding.Origin.ROUTED, now, now + ttl, now, now])
         # `go`: `_fresh_route` already ran this pick, and no chip had room (unless the ones with room were held).
         tried = ctx.get("go") and not ctx["locked_out"]
-        chosen = None if tried else _pick(now, ctx["strategy"], kind, exclude, blocked, then)
+        chosen = None if tried else _pick_new(contact, now, ctx["strategy"], kind, exclude, blocked, ttl)
         if chosen is None and capacity_rows_ensure_due():
-            chosen = _pick(now, ctx["strategy"], kind, exclude, blocked, then)
+            chosen = _pick_new(contact, now, ctx["strategy"], kind, exclude, blocked, ttl)
         if chosen is None:
             _no_capacity(kind, now)
         logger.info("contact bound to chip %s (new contact)", chosen[0])

@@ -94,6 +94,12 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 # PostgreSQL plans each once per connection. Off behind a pooler in transaction mode that does not track prepared
 # statements (PgBouncer before 1.21).
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
+if DATABASE_PREPARED_STATEMENTS:
+    # ...once: as a generic plan from the first run, not after five custom plans each planned afresh (PostgreSQL's
+    # default; a route decision's statement takes longer to plan than to run). Only prepared statements are
+    # planned this way: the rest of the ORM binds on the client. Set when connecting (a SET could roll back).
+    _options = DATABASES["default"].setdefault("OPTIONS", {})
+    _options["options"] = f"{_options.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
