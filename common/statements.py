@@ -28,7 +28,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 Build = Callable[..., tuple[str, list]]
 Derive = Callable[[datetime], dict[str, Any]]
@@ -48,15 +48,16 @@ def _cursor() -> Any:
     placeholders as it is (nothing to parse per call). Only these cursors prepare: the rest of the ORM keeps
     Django's client-side binding. The psycopg cursor is made once per connection (kept on it, so it goes with
     it) and wrapped afresh by Django each time; the caller does not close it."""
-    connection.ensure_connection()
-    raw = connection.connection
+    wrapper = connections[DEFAULT_DB_ALIAS]  # the calling thread's: looked up once (`connection` looks up each time)
+    wrapper.ensure_connection()
+    raw = wrapper.connection
     cursor = getattr(raw, _RAW_CURSOR, None)
     if cursor is None or cursor.closed:
         if raw.prepare_threshold != 0:
             raw.prepare_threshold = 0  # prepare on first use; client-binding cursors never prepare
         cursor = _prepared_cursor_class()(raw)
         setattr(raw, _RAW_CURSOR, cursor)
-    return connection._prepare_cursor(cursor)
+    return wrapper._prepare_cursor(cursor)
 
 
 class EncodedSQL(bytes):
