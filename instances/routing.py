@@ -17,7 +17,9 @@ the same transaction:
 
 Caps hold under any concurrency because the reservation's own WHERE decides, on the newest row version; no
 savepoint, no re-read, no lost update. A chip's send circuit (instances.circuit, in Redis) is read at most once a
-second per process (CIRCUIT_GATES_CACHE_SECONDS); a half-open chip's one trial is leased before it is used.
+second per process (CIRCUIT_GATES_CACHE_SECONDS); a half-open chip's one trial is leased before it is used. A pool
+a pick found full is remembered for a second per process (instances.pool_full): meanwhile a new contact, or one
+leaving their chip, is refused after the read of (1) alone.
 """
 
 from __future__ import annotations
