@@ -18,8 +18,9 @@ What is remembered is keyed by everything else that decides the pick:
 A chip that gains room in this second by other means — an operator raising a cap, a chip connecting or promoted,
 a restriction ending — is seen by this process at once when the change is made here (`pool_room_changed`: on
 Chip's and ChipCapacity's post_save; a chip connected by its session's report or the health check; a new-contact
-allowance raised; missing capacity rows created), and otherwise at most ROUTING_FULL_POOL_SECONDS later: a
-request in that time is refused as it would have been a second earlier.
+allowance raised; missing capacity rows created; and a pick that began before such a change is not remembered), and
+otherwise at most ROUTING_FULL_POOL_SECONDS later: a request in that time is refused as it would have been a
+second earlier.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ MAX_ENTRIES = 64
 # (kind, hour window) → {(rule version, chips left out): monotonic time until which the pool is known full}.
 _full_until: dict[tuple[str, datetime], dict[tuple[Hashable, frozenset[int]], float]] = {}
 _lock = threading.Lock()
+_generation = 0  # how many times room came back here: a pick that began before is not remembered
+
+
+def pool_generation() -> int:
+    """Taken before a pick, handed to `pool_found_full`: room that came back while the pick ran wins."""
+    return _generation
 
 
 def pool_known_full(kind: str, now: datetime, version: Hashable, exclude: Iterable[int]) -> bool:
@@ -55,12 +62,15 @@ def pool_known_full(kind: str, now: datetime, version: Hashable, exclude: Iterab
                for (known_version, excluded), until in known)
 
 
-def pool_found_full(kind: str, now: datetime, version: Hashable, exclude: Iterable[int]) -> None:
-    """A pick found no chip with room (see the module docstring); remembered unless the setting is 0."""
+def pool_found_full(kind: str, now: datetime, version: Hashable, exclude: Iterable[int], *, since: int) -> None:
+    """A pick that began at generation `since` found no chip with room (see the module docstring); remembered
+    unless the setting is 0 or room came back in this process meanwhile."""
     seconds = settings.ROUTING_FULL_POOL_SECONDS
     if seconds <= 0:
         return
     with _lock:
+        if since != _generation:
+            return
         if len(_full_until) >= MAX_ENTRIES:
             _full_until.clear()
         found = _full_until.setdefault((kind, hour_window(now)), {})
@@ -71,5 +81,7 @@ def pool_found_full(kind: str, now: datetime, version: Hashable, exclude: Iterab
 
 def pool_room_changed(**_signal: object) -> None:
     """Forget what this process knew of full pools: a chip or a capacity row saved here may have room now."""
+    global _generation
     with _lock:
+        _generation += 1
         _full_until.clear()

@@ -45,7 +45,7 @@ from instances.caps import PRODUCTION_STATES, caps_in_effect, hour_window, momen
 from instances.kinds import DEFAULT_KIND, MESSAGE_KINDS, REPLY, kind_policy
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
 from instances.optouts import suppression_blocks
-from instances.pool_full import pool_found_full, pool_known_full
+from instances.pool_full import pool_found_full, pool_generation, pool_known_full
 from instances.reservations import (
     SENDING,
     capacity_room_sql,
@@ -230,12 +230,12 @@ def _pick(now: datetime, strategy: str, kind: str, exclude: set[int], blocked: s
     (instances.pool_full). What `exclude` adds to `blocked` — a contact's own chip that refused them, a half-open
     chip whose trial another request holds — cannot take a new contact of the kind now either, so a pick that
     finds no room is remembered for the pool outside `blocked`."""
-    version = rule_version(SENDING, kind)
+    version, since = rule_version(SENDING, kind), pool_generation()
     if pool_known_full(kind, now, version, blocked):
         return None
     chosen = capacity_take_best(now, strategy=strategy, kind=kind, exclude=exclude, then=then)
     if chosen is None:
-        pool_found_full(kind, now, version, blocked)
+        pool_found_full(kind, now, version, blocked, since=since)
     return chosen
 
 
@@ -259,7 +259,7 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: 
     if trial:
         return None
     strategy, ttl_days = policy
-    version = rule_version(SENDING, kind)
+    version, since = rule_version(SENDING, kind), pool_generation()
     if pool_known_full(kind, now, version, blocked):  # the pick would find no room: only the context is read
         ctx = _context(contact, kind, now)
         ctx.update(go=ctx["b_id"] is None, locked_out=False)
@@ -271,7 +271,7 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: 
     ctx = _policy_seen(dict(zip(names, rows[0], strict=True)))
     if ctx["t_binding"] is None:
         if ctx["go"] and not ctx["locked_out"]:
-            pool_found_full(kind, now, version, blocked)
+            pool_found_full(kind, now, version, blocked, since=since)
         return ctx
     capacity_taken()
     logger.info("contact bound to chip %s (new contact)", ctx["t_chip"])

@@ -15,7 +15,7 @@ from chips.models import Chip
 from common.exceptions import DomainError
 from instances.caps import rule_version
 from instances.models import ChipCapacity, Instance
-from instances.pool_full import pool_found_full, pool_known_full, pool_room_changed
+from instances.pool_full import pool_found_full, pool_generation, pool_known_full, pool_room_changed
 from instances.reservations import SENDING
 from instances.routing import contact_route
 from instances.sessions import session_opened
@@ -114,7 +114,11 @@ def test_a_bound_contact_keeps_their_chip_and_leaves_it_without_a_transaction(ma
 
 def test_what_is_remembered_is_the_kind_the_hour_the_rule_and_the_chips_left_out(settings):
     now, version = BUSINESS_TIME, rule_version(SENDING, "follow_up")
-    pool_found_full("follow_up", now, version, {1, 2})
+    began = pool_generation()
+    pool_room_changed()  # room came back while that pick ran: what it found is not remembered
+    pool_found_full("follow_up", now, version, {1, 2}, since=began)
+    assert not pool_known_full("follow_up", now, version, {1, 2})
+    pool_found_full("follow_up", now, version, {1, 2}, since=pool_generation())
     assert pool_known_full("follow_up", now + timedelta(minutes=30), version, {1, 2})
     assert pool_known_full("follow_up", now, version, {1, 2, 3})  # more chips left out: still no room
     assert not pool_known_full("follow_up", now, version, {1})  # a circuit closed: chip 2 may have room
@@ -128,5 +132,5 @@ def test_what_is_remembered_is_the_kind_the_hour_the_rule_and_the_chips_left_out
     assert not pool_known_full("follow_up", now, version, {1, 2})
 
     settings.ROUTING_FULL_POOL_SECONDS = 0  # off: nothing is remembered, every refusal runs the pick
-    pool_found_full("follow_up", now, version, {1, 2})
+    pool_found_full("follow_up", now, version, {1, 2}, since=pool_generation())
     assert not pool_known_full("follow_up", now, version, {1, 2})
