@@ -7,6 +7,7 @@ postgres://chipfarm:chipfarm@127.0.0.1:5432/chipfarm_bench), created and migrate
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import statistics
 import sys
@@ -92,15 +93,45 @@ class NullGateway:
         pass
 
 
+class _Worker:
+    """A bench thread that lives across rounds, with its own database connection, as an API or worker thread keeps
+    its connection between requests (CONN_MAX_AGE): a round measures decisions on warm connections, not a new
+    backend's first plans and caches."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self) -> None:
+        from django.db import connection
+
+        while True:
+            job = self.jobs.get()
+            if job is None:
+                connection.close()
+                return
+            job()
+
+
+_workers: list[_Worker] = []
+
+
 def run_threads(n_threads: int, work) -> tuple[float, list]:
-    """Run work(i) in n threads, each with its own (already opened) connection; (seconds, results)."""
+    """Run work(i) in n threads, each with its own (already opened) connection; (seconds, results). Thread i is
+    the same thread, with the same connection, in every call (`_Worker`)."""
+    from django.db import connection
+
+    while len(_workers) < n_threads:
+        _workers.append(_Worker())
     results: list = [None] * n_threads
     errors: list[BaseException] = []
     barrier = threading.Barrier(n_threads + 1)
+    done = threading.Barrier(n_threads + 1)
 
     def target(i: int) -> None:
-        from django.db import connection
-
         try:
             connection.ensure_connection()  # connecting is not part of the measurement
             barrier.wait()
@@ -109,17 +140,25 @@ def run_threads(n_threads: int, work) -> tuple[float, list]:
             errors.append(exc)
             barrier.abort()
         finally:
-            connection.close()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                done.wait()
 
-    threads = [threading.Thread(target=target, args=(i,)) for i in range(n_threads)]
-    for t in threads:
-        t.start()
+    for i in range(n_threads):
+        _workers[i].jobs.put(functools.partial(target, i))
     with contextlib.suppress(threading.BrokenBarrierError):  # a worker failed: its error is raised below
         barrier.wait()
     started = time.perf_counter()
-    for t in threads:
-        t.join()
+    with contextlib.suppress(threading.BrokenBarrierError):
+        done.wait()
     elapsed = time.perf_counter() - started
     if errors:
         raise errors[0]
     return elapsed, results
+
+
+def close_threads() -> None:
+    """Close the bench threads' connections (before a database is dropped or flushed)."""
+    for worker in _workers:
+        worker.jobs.put(None)
+        worker.thread.join()
+    _workers.clear()

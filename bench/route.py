@@ -127,7 +127,7 @@ def main() -> None:
             ChipCapacity.objects.update(hour_window=None, hour_count=0, day_window=None, day_count=0,
                                         last_routed_at=None, hour_prospecting=0, hour_follow_up=0, hour_reply=0,
                                         new_contact_hours=[0] * NEW_CONTACT_BUCKETS,
-                                        new_contact_counts=[0] * NEW_CONTACT_BUCKETS)
+                                        new_contact_counts=[0] * NEW_CONTACT_BUCKETS, new_contact_total=0)
             # The counters were zeroed behind the routing's back, as a new hour would: what this process knew of a
             # full pool (instances.pool_full, keyed by the hour) no longer holds.
             pool_room_changed()

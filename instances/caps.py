@@ -269,9 +269,10 @@ def new_contacts_annotation(now: datetime, *, table: str = ChipCapacity._meta.db
 
 def new_contacts_room(cap: str = "cap_new_contacts_per_day") -> Q:
     """The new-contact cap holds, over a query annotated with `new_used` (`new_contacts_annotation`) and the cap:
-    the total of every bucket (`new_contact_total`, one column) is under it, or else the rolling count is. The
-    total is never below the rolling count, so its test only spares PostgreSQL the per-bucket sum on a chip far
-    from its cap (evaluated first: an OR is tried in order); it never lets a chip pass the cap."""
+    the total of every bucket (`new_contact_total`, one column, written with the buckets) is under it, or else the
+    rolling count is. The total is never below the rolling count, so its test only spares PostgreSQL the
+    per-bucket sum on a chip far from its cap (evaluated first: an OR is tried in order); it never lets a chip
+    pass the cap."""
     return Q(new_contact_total__lt=F(cap)) | Q(new_used__lt=F(cap))
 
 

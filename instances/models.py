@@ -8,7 +8,6 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
-from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -333,11 +332,10 @@ class ChipCapacity(models.Model):
                                    default=_new_contact_buckets)
     new_contact_counts = ArrayField(models.IntegerField(), verbose_name=_("new contacts per bucket"),
                                     default=_new_contact_buckets)
-    # Every bucket's count added up, stale ones too (kept by PostgreSQL): never below the rolling count, so a chip
-    # whose total is under its cap has room without the per-bucket sum (instances.caps.new_contacts_room).
-    new_contact_total = models.GeneratedField(expression=RawSQL(" + ".join(
-        f"GREATEST(COALESCE(new_contact_counts[{i}], 0), 0)" for i in range(1, NEW_CONTACT_BUCKETS + 1)), []),
-        output_field=models.IntegerField(), db_persist=True, verbose_name=_("new contacts in all buckets"))
+    # Every bucket's count added up, stale ones too: never below the rolling count, so a chip whose total is under
+    # its cap has room without the per-bucket sum (instances.caps.new_contacts_room). Written with the buckets, in
+    # the same statement: by a reservation (instances.reservations) and by `save`.
+    new_contact_total = models.IntegerField(_("new contacts in all buckets"), default=0, editable=False)
     signals_since = models.DateTimeField(
         _("delivery figures count from"), null=True, blank=True,
         help_text=_("The early warning judges the chip's delivery outcomes from here (the end of its last rest)."),
@@ -348,13 +346,15 @@ class ChipCapacity(models.Model):
     class Meta:
         verbose_name = _("chip capacity")
         verbose_name_plural = _("chip capacities")
-        constraints = [
-            models.CheckConstraint(condition=Q(hour_count__gte=0) & Q(day_count__gte=0),
-                                   name="chipcapacity_counts_non_negative"),
-        ]
 
     def __str__(self) -> str:
         return _("capacity of chip %(chip)s") % {"chip": self.chip_id}
+
+    def save(self, *args, **kwargs) -> None:
+        self.new_contact_total = sum(max(n or 0, 0) for n in self.new_contact_counts)
+        if (fields := kwargs.get("update_fields")) is not None and "new_contact_counts" in fields:
+            kwargs["update_fields"] = {*fields, "new_contact_total"}
+        super().save(*args, **kwargs)
 
 
 class ContactBindingQuerySet(models.QuerySet["ContactBinding"]):

@@ -3,10 +3,11 @@
 A saturated pool answers no_capacity all day, and each refusal used to run the pick: the caps rule evaluated on
 every production chip (the whole pool, at 10,000 chips), its capacity rows read, their pages pinned against
 the pruning the routed requests need. Once a pick found no chip with room for a kind — confirmed, not because
-the rows with room were held by other requests at that instant (instances.reservations: `capacity_take_best`,
-`capacity_room_sql`) — this process remembers it for ROUTING_FULL_POOL_SECONDS (1 s; 0: never), and within that
-time a new contact of that kind, or a contact leaving its chip, is refused without the pick. Every other check
-still runs: the context read (opt-out, kill switch, binding) and a bound contact's own chip.
+the rows with room were held by other requests at that instant (instances.reservations: `capacity_take_best`
+waits for held rows before it answers none) — this process remembers it for ROUTING_FULL_POOL_SECONDS (1 s; 0:
+never), and within that time a new contact of that kind, or a contact leaving its chip, is refused without the
+pick. Every other check still runs: the context read (opt-out, kill switch, binding) and a bound contact's own
+chip.
 
 What is remembered is keyed by everything else that decides the pick:
 

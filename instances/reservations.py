@@ -121,11 +121,13 @@ def _sets(now: datetime, *, kind: str | None, new_contact: bool, n: str = "1") -
         params.append(hw)
     sets.append(f"day_count = CASE WHEN c.day_window = %s THEN c.day_count ELSE 0 END + {n}")
     params.append(dw)
-    if new_contact:  # this hour's bucket (SQL arrays count from 1)
+    if new_contact:  # this hour's bucket (SQL arrays count from 1); the total loses what a reused bucket held
         i, hour = new_contact_bucket(now) + 1, epoch_hour(now)
         sets += ["new_contact_counts[%s] = CASE WHEN c.new_contact_hours[%s] = %s "
-                 "THEN c.new_contact_counts[%s] ELSE 0 END + 1", "new_contact_hours[%s] = %s"]
-        params += [i, i, hour, i, i, hour]
+                 "THEN c.new_contact_counts[%s] ELSE 0 END + 1", "new_contact_hours[%s] = %s",
+                 "new_contact_total = c.new_contact_total + 1 - CASE WHEN c.new_contact_hours[%s] = %s "
+                 "THEN 0 ELSE GREATEST(COALESCE(c.new_contact_counts[%s], 0), 0) END"]
+        params += [i, i, hour, i, i, hour, i, hour, i]
     sets += ["hour_window = %s", "day_window = %s", "last_routed_at = %s", "updated_at = %s"]
     params += [hw, dw, now, now]
     return ", ".join(sets), params
@@ -233,15 +235,6 @@ def capacity_take_best(now: datetime, *, strategy: str, kind: str, exclude: set[
     inputs = {"exclude": sorted(exclude), "then_params": then[1] if then else []}
     rows = _take(key, now, **inputs) or _take((*key, "wait"), now, **inputs)
     return rows[0] if rows else None
-
-
-def capacity_room_sql(now: datetime, *, kind: str, exclude: list[int] = ()) -> tuple[str, list]:
-    """`SELECT chip_id` of one chip with room for a new contact's message of `kind` outside `exclude`, locking
-    nothing: the pick's own rows (`capacity_take_sql`), for a statement that must tell "no room" from "the rows with
-    room were held by other requests"."""
-    rows = room(now, kind=kind, new_contact=True)
-    query = (rows.exclude(chip_id__in=exclude) if exclude else rows).values("chip_id")[:1].query
-    return query.get_compiler(connection=connection).as_sql()
 
 
 def _missing_rows_statement(key: tuple, *, now: datetime) -> tuple[str, list]:

@@ -48,7 +48,6 @@ from instances.optouts import suppression_blocks
 from instances.pool_full import pool_found_full, pool_generation, pool_known_full
 from instances.reservations import (
     SENDING,
-    capacity_room_sql,
     capacity_rows_ensure_due,
     capacity_take_best,
     capacity_take_on,
@@ -209,15 +208,12 @@ def _fresh_statement(key: tuple, *, now: datetime, contact: str, exclude: list[i
         go += " AND NOT q.suppressed"
     take_sql, take_params = capacity_take_sql(now, kind=kind, new_contact=True, strategy=strategy, exclude=exclude,
                                               gate="(SELECT go FROM ctx)")
-    room_sql, room_params = capacity_room_sql(now, kind=kind, exclude=exclude)
-    locked_out = f"(bound.id IS NULL AND ctx.go AND EXISTS ({room_sql}))"
     sql = (f"WITH ctx AS (SELECT q.*, {go} AS go FROM ({context_sql}) q), taken AS ({take_sql}), "
            f"bound AS ({_BIND_TAKEN} RETURNING id, chip_id) "
            f"SELECT ctx.*, bound.chip_id AS t_chip, taken.phone AS t_phone, taken.instance_name AS t_instance, "
-           f"bound.id AS t_binding, {locked_out} AS locked_out "
-           f"FROM ctx LEFT JOIN taken ON TRUE LEFT JOIN bound ON TRUE")
+           f"bound.id AS t_binding FROM ctx LEFT JOIN taken ON TRUE LEFT JOIN bound ON TRUE")
     return sql, [strategy, ttl_days, *context_params, *take_params, contact, ContactBinding.Origin.ROUTED, now,
-                 expires, now, now, *room_params]
+                 expires, now, now]
 
 
 _FRESH = StatementCache(_fresh_statement, derive=moments)
@@ -248,10 +244,12 @@ def _pick_new(contact: str, now: datetime, strategy: str, kind: str, exclude: se
 
 def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: Gates) -> RouteDecision | dict | None:
     """A contact new to the pool, in one statement (module docstring, 4): the decision, or the context it read
-    (the pick did not run — `go` false — or found no chip with room: `locked_out` when chips with room were held by
-    other requests at that moment, and the pick is tried again waiting for them; or the pool is known full, and only
-    the context is read: instances.pool_full), or None when this path does not apply (a reply, outside business
-    hours — `open_now` false —, a half-open chip whose trial is free, no policy read yet)."""
+    (the pick did not run — `go` false — or found no chip with room it could lock, and `_route_once` tries again,
+    waiting for the rows other requests hold; or the pool is known full, and only the context is read, the pick
+    counted as `tried`: instances.pool_full), or None when this path does not apply (a reply, outside business
+    hours — `open_now` false —, a half-open chip whose trial is free, no policy read yet). What the statement
+    cannot tell — no room, or rooms held by other requests — costs a second statement only on a pick that fails,
+    once a second per process (the full pool is then remembered): the first build asked it in every statement."""
     policy = _policy_last
     if policy is None or kind == REPLY or not open_now:
         return None
@@ -259,10 +257,10 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: 
     if trial:
         return None
     strategy, ttl_days = policy
-    version, since = rule_version(SENDING, kind), pool_generation()
+    version = rule_version(SENDING, kind)
     if pool_known_full(kind, now, version, blocked):  # the pick would find no room: only the context is read
         ctx = _context(contact, kind, now)
-        ctx.update(go=ctx["b_id"] is None, locked_out=False)
+        ctx["tried"] = ctx["b_id"] is None
         return ctx
     rows, names = _FRESH.fetch((kind, strategy, len(blocked), version), now=now, contact=contact,
                                exclude=sorted(blocked), ttl_days=ttl_days, expires=now + timedelta(days=ttl_days))
@@ -270,8 +268,6 @@ def _fresh_route(contact: str, kind: str, now: datetime, open_now: bool, gates: 
         return None
     ctx = _policy_seen(dict(zip(names, rows[0], strict=True)))
     if ctx["t_binding"] is None:
-        if ctx["go"] and not ctx["locked_out"]:
-            pool_found_full(kind, now, version, blocked, since=since)
         return ctx
     capacity_taken()
     logger.info("contact bound to chip %s (new contact)", ctx["t_chip"])
@@ -394,9 +390,9 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str, gates: Gates)
     if bound and move_reason != "binding expired":  # (a refusal's reason is not: the chip refused)
         exclude.add(ctx["b_chip"])
     if not bound and not trial:  # a new contact: the pick, the reservation and the binding in one statement
-        # `go`: `_fresh_route` already ran this pick, and no chip had room (unless the ones with room were held).
-        tried = ctx.get("go") and not ctx["locked_out"]
-        chosen = None if tried else _pick_new(contact, now, ctx["strategy"], kind, exclude, blocked, ttl)
+        # `tried`: the pool is known full (`_fresh_route`); a pick of that statement that found no room is run again
+        # here, waiting for the rows other requests held, so a pool with room never refuses.
+        chosen = None if ctx.get("tried") else _pick_new(contact, now, ctx["strategy"], kind, exclude, blocked, ttl)
         if chosen is None and capacity_rows_ensure_due():
             chosen = _pick_new(contact, now, ctx["strategy"], kind, exclude, blocked, ttl)
         if chosen is None:

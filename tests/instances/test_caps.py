@@ -260,3 +260,30 @@ def test_the_sql_and_python_new_contact_counts_agree_on_any_buckets(make_product
         assert capacity.new_contact_total == sum(capacity.new_contact_counts) >= used, trial
         has_room = room(now, new_contact=True).filter(pk=capacity.pk).exists()
         assert has_room == (used < capacity.max_new_contacts_per_day), trial
+
+
+def test_a_new_contacts_reservation_keeps_the_total_of_the_buckets(make_production_chip):
+    """The all-bucket total is written by the reservation itself (no trigger, no generated column): whatever the
+    buckets held, and whichever bucket the hour reuses, it is their sum after every new contact."""
+    import random
+
+    from instances.caps import epoch_hour
+    from instances.models import NEW_CONTACT_BUCKETS
+    from instances.reservations import capacity_take_on
+
+    rng = random.Random(11)
+    chip = make_production_chip()
+    capacity = ChipCapacity.objects.get(chip=chip)
+    capacity.max_per_hour = capacity.max_per_day = capacity.max_new_contacts_per_day = 10**6
+    start = epoch_hour(BUSINESS_TIME)
+    capacity.new_contact_hours = [rng.choice([0, start - rng.randrange(0, 60)]) for _ in range(NEW_CONTACT_BUCKETS)]
+    capacity.new_contact_counts = [rng.randrange(0, 9) for _ in range(NEW_CONTACT_BUCKETS)]
+    capacity.save()
+    taken = 0
+    for step in range(60):  # an hour at a time, sometimes skipping some: buckets of this round and stale ones
+        now = BUSINESS_TIME + timedelta(hours=step + rng.choice([0, 0, 3]), minutes=rng.randrange(60))
+        for _ in range(rng.randrange(1, 4)):
+            taken += len(capacity_take_on(chip.pk, now, new_contact=True, statuses=None, connected=False))
+        capacity.refresh_from_db()
+        assert capacity.new_contact_total == sum(max(n, 0) for n in capacity.new_contact_counts), step
+    assert taken > 60
