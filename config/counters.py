@@ -21,11 +21,11 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections import Counter
 from typing import Any
 
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.signals import setting_changed
 
 from common.redis import quick_client
 from common.redis import redis_client as shared_client
@@ -53,18 +53,29 @@ def _key(metric: str) -> str:
     return cache.make_and_validate_key(f"counter:{metric}")
 
 
-# The calling thread's cache backend → {metric: (server URL, hash key)}: a hot counter (one per route decision)
-# does not build and validate its key every time. Weak: a backend dropped by a settings change takes its keys.
-_targets: weakref.WeakKeyDictionary[Any, dict[str, tuple[str, str]]] = weakref.WeakKeyDictionary()
+# Per thread: {metric: (server URL, hash key)} of the thread's cache backend as it was at `_generation` — a hot
+# counter (one per route decision) neither looks the backend up nor builds and validates its key every time. A
+# settings change (a test's key prefix) bumps the generation: every thread looks again.
+_local = threading.local()
+_generation = 0
+
+
+def _settings_changed(**_kwargs: Any) -> None:
+    global _generation
+    _generation += 1
+
+
+setting_changed.connect(_settings_changed, weak=False, dispatch_uid="counters.targets")
 
 
 def _target(metric: str) -> tuple[str, str]:
-    backend = caches[DEFAULT_CACHE_ALIAS]
-    known = _targets.get(backend)
-    if known is None:
-        known = _targets.setdefault(backend, {})
+    known = getattr(_local, "targets", None)
+    if known is None or _local.generation != _generation:
+        known, _local.generation = {}, _generation
+        _local.targets = known
     target = known.get(metric)
     if target is None:
+        backend = caches[DEFAULT_CACHE_ALIAS]
         target = known[metric] = (backend._cache._servers[0], _key(metric))
     return target
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.core.signals import setting_changed
 
 PROSPECTING, FOLLOW_UP, REPLY = "prospecting", "follow_up", "reply"
 MESSAGE_KINDS: tuple[str, ...] = (PROSPECTING, FOLLOW_UP, REPLY)
@@ -40,8 +41,15 @@ class KindPolicy:
 
 
 def kind_policy(kind: str) -> KindPolicy:
-    return KindPolicy(kind=kind, min_trust=settings.KIND_MIN_TRUST[kind],
-                      hourly_share=settings.KIND_HOURLY_SHARE[kind])
+    policy = _policies.get(kind)
+    if policy is None:  # read from the settings once (every route decision asks), again when a setting changes
+        policy = _policies[kind] = KindPolicy(kind=kind, min_trust=settings.KIND_MIN_TRUST[kind],
+                                              hourly_share=settings.KIND_HOURLY_SHARE[kind])
+    return policy
+
+
+_policies: dict[str, KindPolicy] = {}
+setting_changed.connect(lambda **_: _policies.clear(), weak=False, dispatch_uid="kinds.kind_policy")
 
 
 def kind_policies() -> dict[str, KindPolicy]:

@@ -34,6 +34,7 @@ from django.utils import timezone
 from chips.models import Chip
 from common.statements import StatementCache
 from instances.caps import (
+    PRODUCTION_STATES,
     caps_annotations,
     caps_in_effect,
     day_window,
@@ -235,6 +236,38 @@ def capacity_take_best(now: datetime, *, strategy: str, kind: str, exclude: set[
     inputs = {"exclude": sorted(exclude), "then_params": then[1] if then else []}
     rows = _take(key, now, **inputs) or _take((*key, "wait"), now, **inputs)
     return rows[0] if rows else None
+
+
+def _refusal_statement(key: tuple, *, now: datetime, chip_id: int) -> tuple[str, list]:
+    kind = key[0]
+    query = (ChipCapacity.objects.filter(chip_id=chip_id)
+             .annotate(**usage_annotations(now, capacity_path=""),
+                       **caps_annotations(chip_path="chip__", capacity_path="", statuses=PRODUCTION_STATES))
+             .annotate(kind_cap=kind_hour_cap_expression(kind))
+             .values_list("used_hour", "used_day", "cap_per_hour", "cap_per_day", f"used_hour_{kind}", "kind_cap",
+                          "chip__trust_score"))
+    return query.query.get_compiler(connection=connection).as_sql()
+
+
+_REFUSAL = StatementCache(_refusal_statement, derive=moments)
+
+
+def capacity_refusal(chip_id: int, now: datetime, *, kind: str, kind_rules: bool = True) -> str | None:
+    """Why a production chip has no room for one more message of `kind` now (a contact's move reason), read back
+    from the rule `room` holds (the caps in effect, the kind's trust minimum and share unless `kind_rules` is off);
+    None when the chip has no capacity row."""
+    rows = _REFUSAL.fetch((kind, rule_version(PRODUCTION_STATES, kind)), now=now, chip_id=chip_id)[0]
+    if not rows:
+        return None
+    used_hour, used_day, per_hour, per_day, used_kind, kind_cap, trust = rows[0]
+    policy = kind_policy(kind)
+    if used_hour >= per_hour or used_day >= per_day:
+        return "chip at its cap"
+    if kind_rules and trust < policy.min_trust:
+        return f"trust {trust} below the {kind} minimum {policy.min_trust}"
+    if kind_rules and used_kind >= kind_cap:
+        return f"chip at its {kind} share of the hour"
+    return "chip at its cap"
 
 
 def _missing_rows_statement(key: tuple, *, now: datetime) -> tuple[str, list]:

@@ -41,13 +41,14 @@ from common.exceptions import DomainError
 from common.statements import StatementCache
 from instances import circuit, hours
 from instances.bindings import contact_moved_emit
-from instances.caps import PRODUCTION_STATES, caps_in_effect, hour_window, moments, rule_version, usage_now
+from instances.caps import PRODUCTION_STATES, moments, rule_version
 from instances.kinds import DEFAULT_KIND, MESSAGE_KINDS, REPLY, kind_policy
 from instances.models import ChipCapacity, ContactBinding, RoutingPolicy
 from instances.optouts import suppression_blocks
 from instances.pool_full import pool_found_full, pool_generation, pool_known_full
 from instances.reservations import (
     SENDING,
+    capacity_refusal,
     capacity_rows_ensure_due,
     capacity_take_best,
     capacity_take_on,
@@ -98,7 +99,8 @@ class RouteDecision:
 
 
 def _seconds_until_next_hour(now: datetime) -> int:
-    return max(1, int((hour_window(now) + timedelta(hours=1) - now).total_seconds()))
+    """Whole seconds to the end of `now`'s hour window (instances.caps.hour_window), at least 1."""
+    return max(1, 3600 - now.minute * 60 - now.second - (1 if now.microsecond else 0))
 
 
 def _policy_refusal(*, is_paused: bool, paused_reason: str, now: datetime, open_now: bool | None = None) -> None:
@@ -335,23 +337,6 @@ def contact_route(*, contact: str, kind: str = DEFAULT_KIND, now: datetime | Non
     raise RoutingRefused("The contact is being routed concurrently; retry.", code="no_capacity", retry_after=1)
 
 
-def _why_not(chip_id: int, now: datetime, *, kind: str, bound_reply: bool) -> str | None:
-    """Why the bound chip refused (the contact's move reason): the caps rule read back in Python, once the contact
-    does move. None: the chip has no capacity row."""
-    capacity = ChipCapacity.objects.select_related("chip").filter(chip_id=chip_id).first()
-    if capacity is None:
-        return None
-    chip, caps, used = capacity.chip, caps_in_effect(capacity.chip, capacity), usage_now(capacity, now)
-    if used.hour >= caps.per_hour or used.day >= caps.per_day:
-        return "chip at its cap"
-    policy = kind_policy(kind)
-    if not bound_reply and chip.trust_score < policy.min_trust:
-        return f"trust {chip.trust_score} below the {kind} minimum {policy.min_trust}"
-    if not bound_reply and used.of_kind(kind) >= policy.hour_cap(caps.per_hour):
-        return f"chip at its {kind} share of the hour"
-    return "chip at its cap"
-
-
 def _gate(chip_id: int, trial: set[int], now: datetime) -> bool:
     """May this chip take a send past its circuit? A half-open chip's one trial is leased here."""
     return chip_id not in trial or circuit.allows(circuit.circuit_acquire(chip_id=chip_id, now=now))
@@ -383,7 +368,7 @@ def _route_once(contact: str, now: datetime, ctx: dict, kind: str, gates: Gates)
                 return RouteDecision(chip_id=chip_id, phone=ctx["b_phone"] or "", instance=ctx["b_instance"] or "",
                                      binding="sticky", binding_id=ctx["b_id"])
             # Why it refused is read only if the contact does move (a saturated pool refuses them instead).
-            move_reason = functools.partial(_why_not, chip_id, now, kind=kind, bound_reply=bound_reply)
+            move_reason = functools.partial(capacity_refusal, chip_id, now, kind=kind, kind_rules=not bound_reply)
 
     # An expired binding's chip may well be picked again; a chip that just refused is not retried.
     exclude = set(blocked)
@@ -417,7 +402,7 @@ def _no_capacity(kind: str, now: datetime) -> None:
 
 def _bind_elsewhere(contact: str, now: datetime, ctx: dict, kind: str, exclude: set[int], gates: Gates,
                     move_reason: str | Callable[[], str | None], ttl: timedelta) -> RouteDecision:
-    """`move_reason`: why the contact leaves their chip, or how to read it (the chip refused: `_why_not`)."""
+    """`move_reason`: why the contact leaves their chip, or how to read it (the chip refused: `capacity_refusal`)."""
     bound = ctx["b_id"] is not None
     chosen = _take_best(now, ctx["strategy"], kind, exclude, gates)
     if chosen is None and capacity_rows_ensure_due():

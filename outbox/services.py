@@ -10,7 +10,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from celery import current_app
@@ -81,13 +81,20 @@ def _subscribed_endpoint_ids(event_type: str) -> list[int]:
     until the batch commits).
     """
     def read() -> tuple[int, ...]:
-        query = Endpoint.objects.enabled().subscribed_to(event_type).order_by("pk").values_list("pk", flat=True)
-        sql, params = query.query.sql_with_params()
         with connection.cursor() as cursor:
-            cursor.execute(f"{sql} FOR KEY SHARE", params)
+            cursor.execute(*_subscribed_sql(event_type))
             return tuple(row[0] for row in cursor.fetchall())
 
     return list(memoized(("subscribed_endpoints", event_type), read))
+
+
+@cache
+def _subscribed_sql(event_type: str) -> tuple[str, tuple]:
+    """The read of `_subscribed_endpoint_ids`, compiled once per type (its SQL and values depend on the type
+    alone; a contact's move emits one on a route decision's path)."""
+    query = Endpoint.objects.enabled().subscribed_to(event_type).order_by("pk").values_list("pk", flat=True)
+    sql, params = query.query.sql_with_params()
+    return f"{sql} FOR KEY SHARE", tuple(params)
 
 
 def event_wanted(type: str) -> bool:
