@@ -220,11 +220,15 @@ def capacity_take_on(chip_id: int, now: datetime, *, kind: str | None = None, ne
 
 
 def _order(qs: QuerySet, strategy: str) -> QuerySet:
+    """The strategy's order of the chips with room. Least loaded: fewest messages today, then this hour; among
+    equally loaded chips the operator's priority, then chance — concurrent picks (every API replica's) spread over
+    them instead of all reaching for the lowest id, where each but one would find the row just taken and re-check
+    it (bench/route.py: about a tenth more decisions a second on 8 threads)."""
     if strategy == RoutingPolicy.Strategy.ROUND_ROBIN:
         return qs.order_by(F("last_routed_at").asc(nulls_first=True), "chip_id")
     if strategy == RoutingPolicy.Strategy.PRIORITY:
         return qs.order_by("-priority", "used_day", "chip_id")
-    return qs.order_by("used_day", "used_hour", "chip_id")
+    return qs.order_by("used_day", "used_hour", "-priority", "?")
 
 
 def capacity_take_best(now: datetime, *, strategy: str, kind: str, exclude: set[int],

@@ -218,12 +218,29 @@ def test_kill_switch_refuses_with_paused_and_resumes(make_production_chip, busin
 
 
 @pytest.mark.parametrize(("strategy", "expected"), [("round_robin", [0, 1, 2, 0]), ("priority", [2, 2, 2, 2]),
-                                                     ("least_loaded", [0, 1, 2, 0])])
+                                                     ("least_loaded", [2, 1, 0, 2])])
 def test_strategies(make_production_chip, business_hours, strategy, expected):
+    """Least loaded: the priority breaks a tie in load."""
     chips = [make_production_chip(per_hour=50, priority=p) for p in (0, 1, 5)]
     RoutingPolicy.objects.update_or_create(id=1, defaults={"strategy": strategy})
     picked = [contact_route(contact=contact(n)).chip_id for n in range(4)]
     assert picked == [chips[i].pk for i in expected]
+
+
+def test_least_loaded_spreads_equally_loaded_chips_by_chance(make_production_chip, business_hours):
+    """Among chips of the same load and priority the pick is random: every chip is taken once before any twice,
+    and not always in the order they were made (concurrent picks do not all reach for the same row)."""
+    from instances.pool_full import pool_room_changed
+
+    chips = [make_production_chip(per_hour=50) for _ in range(4)]
+    orders = set()
+    for attempt in range(12):
+        picked = [contact_route(contact=contact(10 * attempt + n)).chip_id for n in range(4)]
+        assert sorted(picked) == sorted(c.pk for c in chips), picked
+        orders.add(tuple(picked))
+        ChipCapacity.objects.update(hour_count=0, day_count=0, hour_follow_up=0)  # equally loaded again
+        pool_room_changed()
+    assert len(orders) > 1
 
 
 def test_bindings_move_moves_every_current_binding(make_production_chip, business_hours):
