@@ -181,6 +181,9 @@ def caps_annotations(*, chip_path: str = "", capacity_path: str = "capacity__",
     "capacity__" on chips, "chip__" and "" on capacities). `statuses`: the only statuses the query can see.
     """
     branches = _branches(statuses)
+    if statuses is not None and len(branches) == 1 and branches[0].phase is None \
+            and set(statuses) <= set(branches[0].statuses):  # the one branch holds for every row: no CASE
+        return {f"cap_{cap}": branches[0].expression(cap, capacity_path) for cap in CAP_NAMES}
     return {
         f"cap_{cap}": Case(*[When(b.condition(chip_path), then=b.expression(cap, capacity_path)) for b in branches],
                            default=Value(0), output_field=IntegerField())

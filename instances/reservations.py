@@ -244,7 +244,7 @@ def capacity_take_best(now: datetime, *, strategy: str, kind: str, exclude: set[
 
 def _refusal_statement(key: tuple, *, now: datetime, chip_id: int) -> tuple[str, list]:
     kind = key[0]
-    query = (ChipCapacity.objects.filter(chip_id=chip_id)
+    query = (ChipCapacity.objects.filter(chip_id=chip_id, chip__status__in=PRODUCTION_STATES)
              .annotate(**usage_annotations(now, capacity_path=""),
                        **caps_annotations(chip_path="chip__", capacity_path="", statuses=PRODUCTION_STATES))
              .annotate(kind_cap=kind_hour_cap_expression(kind))
