@@ -202,7 +202,8 @@ def _policy_seen(ctx: dict) -> dict:
 def _fresh_statement(key: tuple, *, now: datetime, contact: str, exclude: list[int], ttl_days: int,
                      expires: datetime) -> tuple[str, list]:
     """The context read (`_context_statement`) and, when it clears the pick (`go`), the new contact's reservation
-    on the best chip (instances.reservations) and their binding: one statement."""
+    on the best chip (instances.reservations) and their binding: one statement. (OFFSET 0 keeps the read a
+    subquery of its own: inlined, its opt-out test would be planned and run twice, for `go` and for the row.)"""
     kind, strategy = key[:2]
     context_sql, context_params = _context_statement(False, now=now, contact=contact)
     go = "q.b_id IS NULL AND NOT q.is_paused AND q.strategy = %s AND q.binding_ttl_days = %s"
@@ -210,7 +211,7 @@ def _fresh_statement(key: tuple, *, now: datetime, contact: str, exclude: list[i
         go += " AND NOT q.suppressed"
     take_sql, take_params = capacity_take_sql(now, kind=kind, new_contact=True, strategy=strategy, exclude=exclude,
                                               gate="(SELECT go FROM ctx)")
-    sql = (f"WITH ctx AS (SELECT q.*, {go} AS go FROM ({context_sql}) q), taken AS ({take_sql}), "
+    sql = (f"WITH ctx AS (SELECT q.*, {go} AS go FROM ({context_sql} OFFSET 0) q), taken AS ({take_sql}), "
            f"bound AS ({_BIND_TAKEN} RETURNING id, chip_id) "
            f"SELECT ctx.*, bound.chip_id AS t_chip, taken.phone AS t_phone, taken.instance_name AS t_instance, "
            f"bound.id AS t_binding FROM ctx LEFT JOIN taken ON TRUE LEFT JOIN bound ON TRUE")
