@@ -162,11 +162,12 @@ def capacity_take_sql(now: datetime, *, kind: str | None, new_contact: bool, kin
                       statuses: tuple[str, ...] | None = SENDING, connected: bool = True,
                       strategy: str | None = None, chip_id: int | None = None, exclude: list[int] = (),
                       gate: str | None = None, wait: bool = False) -> tuple[str, list]:
-    """The reservation as one statement: `UPDATE … SET <_sets> … WHERE chip_id = (<the row: `chip_id` if it has
-    room, or the strategy's best with room outside `exclude`> FOR UPDATE [SKIP LOCKED]) RETURNING c.chip_id,
-    ch.phone, ch.instance_name`. `gate`: an SQL condition the pick also needs (a statement that reads its context
-    in the same statement: false, and no row is even looked at). `wait`: a pick waits for the rows other requests
-    hold instead of skipping them (PostgreSQL re-checks the room on each row it waited for)."""
+    """The reservation as one statement: `UPDATE … SET <_sets> … FROM (<the row: `chip_id` if it has room, or the
+    strategy's best with room outside `exclude`> FOR UPDATE [SKIP LOCKED]) AS pick WHERE c.chip_id = pick.chip_id
+    RETURNING c.chip_id, ch.phone, ch.instance_name`. `gate`: an SQL condition the pick also needs (a statement
+    that reads its context in the same statement: false, and no row is even looked at). `wait`: a pick waits for
+    the rows other requests hold instead of skipping them (PostgreSQL re-checks the room on each row it waited
+    for)."""
     rows = room(now, kind=kind, new_contact=new_contact, kind_rules=kind_rules, statuses=statuses,
                 connected=connected)
     if gate is not None:
@@ -180,8 +181,12 @@ def capacity_take_sql(now: datetime, *, kind: str | None, new_contact: bool, kin
     # the rows other requests hold.
     sub += f" FOR UPDATE OF {TABLE}" + (" SKIP LOCKED" if strategy is not None and not wait else "")
     sets, set_params = _sets(now, kind=kind, new_contact=new_contact)
-    sql = (f"UPDATE {TABLE} AS c SET {sets} FROM {Chip._meta.db_table} AS ch WHERE ch.id = c.chip_id "
-           f"AND c.chip_id = ({sub}) RETURNING c.chip_id, ch.phone, ch.instance_name")
+    # The picked row joins the UPDATE as a relation of its own (not `c.chip_id = (<pick>)`): when the row had a newer
+    # version than the statement's snapshot, PostgreSQL re-checks the UPDATE on it (EvalPlanQual) with the pick as
+    # it was — a scalar subquery would be run again there, and might pick another chip (the strategy's ties are
+    # broken by chance), leaving this one not updated: a refusal with room.
+    sql = (f"UPDATE {TABLE} AS c SET {sets} FROM {Chip._meta.db_table} AS ch, ({sub}) AS pick "
+           f"WHERE ch.id = c.chip_id AND c.chip_id = pick.chip_id RETURNING c.chip_id, ch.phone, ch.instance_name")
     return sql, [*set_params, *sub_params]
 
 

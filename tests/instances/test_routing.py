@@ -63,6 +63,40 @@ def test_fifty_threads_never_push_a_chip_over_its_caps(make_production_chip, bus
 
 
 @pytest.mark.django_db(transaction=True)
+def test_threads_racing_for_equally_loaded_chips_are_never_refused_while_there_is_room(make_production_chip,
+                                                                                      business_hours):
+    """Concurrent picks take rows other requests updated a moment before; PostgreSQL re-checks those, and the
+    re-check must keep the row the pick chose (a pick run again there could choose another chip by chance and
+    leave the request refused with room to spare)."""
+    chips = [make_production_chip(per_hour=10**6, per_day=10**6, new_contacts=10**6) for _ in range(4)]
+    results: Counter = Counter()
+    lock = threading.Lock()
+    barrier = threading.Barrier(8)
+
+    def worker(i: int) -> None:
+        try:
+            barrier.wait(timeout=30)
+            for j in range(60):
+                try:
+                    contact_route(contact=contact(i * 1000 + j))
+                    outcome = "routed"
+                except RoutingRefused as exc:
+                    outcome = exc.code
+                with lock:
+                    results[outcome] += 1
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert results == {"routed": 480}
+    assert ChipCapacity.objects.filter(chip__in=chips).aggregate(total=Sum("hour_count"))["total"] == 480
+
+
+@pytest.mark.django_db(transaction=True)
 def test_fifty_threads_never_push_a_chip_over_its_kind_share(make_production_chip, business_hours):
     chips = [make_production_chip(per_hour=7, per_day=9, new_contacts=1000) for _ in range(5)]
     results: Counter = Counter()
