@@ -159,6 +159,14 @@ class ChipCapacityAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False  # one row per chip, written by the pool when the chip is provisioned
 
+    def save_model(self, request, obj, form, change) -> None:
+        """Only what the operator changed: the row's counters were read a moment ago, and a reservation made since
+        would be written back over (a lost update) by a save of every field."""
+        if change and form.changed_data:
+            obj.save(update_fields=[*form.changed_data, "updated_at"])
+        elif not change:
+            super().save_model(request, obj, form, change)
+
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(
             **caps_annotations(chip_path="chip__", capacity_path=""),

@@ -287,3 +287,33 @@ def test_a_new_contacts_reservation_keeps_the_total_of_the_buckets(make_producti
         capacity.refresh_from_db()
         assert capacity.new_contact_total == sum(max(n, 0) for n in capacity.new_contact_counts), step
     assert taken > 60
+
+
+def test_an_operators_edit_of_a_capacity_keeps_the_reservations_made_meanwhile(admin_client, admin_user, rf,
+                                                                                settings):
+    """The admin writes only the fields the operator changed: a reservation made between the page's read of the
+    row and its save is not written back over."""
+    from django.contrib import admin as django_admin
+    from django.forms.models import model_to_dict
+
+    settings.MAX_CHIPS_ACTIVE = 10
+    capacity = ChipCapacity.objects.create(chip=chip_in_state(status=S.ACTIVE), max_per_hour=9)
+    model_admin = django_admin.site._registry[ChipCapacity]
+    request = rf.post("/")
+    request.user = admin_user
+    stale = ChipCapacity.objects.get(pk=capacity.pk)  # the row as the form read it…
+    ChipCapacity.objects.filter(pk=capacity.pk).update(hour_count=5, day_count=5)  # …and a reservation since
+    form_class = model_admin.get_form(request, stale, change=True)
+    data = {k: ("" if v is None else v) for k, v in model_to_dict(stale, fields=form_class.base_fields).items()}
+    form = form_class(data={**data, "max_per_hour": 12}, instance=stale)
+    assert form.is_valid(), form.errors
+    model_admin.save_model(request, form.save(commit=False), form, change=True)
+    capacity.refresh_from_db()
+    assert (capacity.max_per_hour, capacity.hour_count, capacity.day_count) == (12, 5, 5)
+
+    # Through the admin itself: the change is saved.
+    url = reverse("admin:instances_chipcapacity_change", args=[capacity.pk])
+    response = admin_client.post(url, {**data, "max_per_hour": 15})
+    assert response.status_code == 302, response.content[:500]
+    capacity.refresh_from_db()
+    assert (capacity.max_per_hour, capacity.hour_count) == (15, 5)
