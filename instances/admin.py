@@ -152,12 +152,12 @@ class ChipCapacityAdmin(NoDeleteMixin, PhoneSearchMixin, admin.ModelAdmin):
     search_fields = ["chip__phone"]
     phone_search_fields = ("chip__phone",)
     raw_id_fields = ["chip"]
-    readonly_fields = ["caps_in_effect", "hour_window", "hour_count", "day_window", "day_count", "last_routed_at",
-                       "restricted_until"]
+    readonly_fields = ["chip", "caps_in_effect", "hour_window", "hour_count", "day_window", "day_count",
+                       "last_routed_at", "restricted_until"]
     show_full_result_count = False
 
     def has_add_permission(self, request) -> bool:
-        return False  # one row per chip, written by the pool when the chip is provisioned
+        return False  # one row per chip (its primary key), written by the pool when the chip is provisioned
 
     def save_model(self, request, obj, form, change) -> None:
         """Only what the operator changed: the row's counters were read a moment ago, and a reservation made since

@@ -313,7 +313,9 @@ def test_an_operators_edit_of_a_capacity_keeps_the_reservations_made_meanwhile(a
 
     # Through the admin itself: the change is saved.
     url = reverse("admin:instances_chipcapacity_change", args=[capacity.pk])
-    response = admin_client.post(url, {**data, "max_per_hour": 15})
+    other = chip_in_state(status=S.ACTIVE)
+    response = admin_client.post(url, {**data, "max_per_hour": 15, "chip": other.pk})  # the chip is not editable
     assert response.status_code == 302, response.content[:500]
     capacity.refresh_from_db()
     assert (capacity.max_per_hour, capacity.hour_count) == (15, 5)
+    assert not ChipCapacity.objects.filter(chip=other).exists()
