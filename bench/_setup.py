@@ -155,10 +155,3 @@ def run_threads(n_threads: int, work) -> tuple[float, list]:
         raise errors[0]
     return elapsed, results
 
-
-def close_threads() -> None:
-    """Close the bench threads' connections (before a database is dropped or flushed)."""
-    for worker in _workers:
-        worker.jobs.put(None)
-        worker.thread.join()
-    _workers.clear()
