@@ -58,3 +58,16 @@ def test_production_logs_json_lines():
     assert result.returncode == 0, result.stderr
     line = result.stderr.strip().splitlines()[-1]
     assert line.startswith("{") and '"message": "sent to +55*******4321"' in line
+
+
+def test_the_wsgi_process_loads_its_views_up_front_and_keeps_them_out_of_the_collector():
+    """config.wsgi loads the URLconf (every view, the admin) before the first request, and freezes what the process
+    holds then (gc.freeze): a full collection never walks the framework's long-lived objects in a request's time
+    (bench/webhook_ingest.py: a lower p99)."""
+    code = ("import gc, sys; import config.wsgi; "
+            "print(gc.get_freeze_count() > 0, 'instances.views' in sys.modules, 'outbox.admin' in sys.modules)")
+
+    result = _run(code, _production_env())
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True"]
