@@ -26,33 +26,43 @@ def contact(n: int) -> str:
     return f"+55119{n:08d}"
 
 
-@pytest.mark.django_db(transaction=True)
-def test_fifty_threads_never_push_a_chip_over_its_caps(make_production_chip, business_hours, settings):
-    settings.KIND_HOURLY_SHARE = {**settings.KIND_HOURLY_SHARE, "follow_up": 100}  # the whole hour (see below)
-    chips = [make_production_chip(per_hour=7, per_day=9, new_contacts=1000) for _ in range(5)]
+def route_in_threads(n_threads: int, per_thread: int, kind_of=lambda i, j: None) -> Counter:
+    """`n_threads` threads released together, each routing `per_thread` contacts of its own (`kind_of(i, j)`: the
+    message kind, None for the default); the outcomes counted: "routed" or the refusal's code, prefixed by the
+    kind when one is given."""
     results: Counter = Counter()
     lock = threading.Lock()
-    barrier = threading.Barrier(50)
+    barrier = threading.Barrier(n_threads)
 
     def worker(i: int) -> None:
         try:
             barrier.wait(timeout=30)
-            for j in range(4):
+            for j in range(per_thread):
+                kind = kind_of(i, j)
                 try:
-                    contact_route(contact=contact(i * 10 + j))
+                    contact_route(contact=contact(i * 1000 + j), **({"kind": kind} if kind else {}))
                     outcome = "routed"
                 except RoutingRefused as exc:
                     outcome = exc.code
                 with lock:
-                    results[outcome] += 1
+                    results[f"{kind} {outcome}" if kind else outcome] += 1
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(timeout=120)
+    return results
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fifty_threads_never_push_a_chip_over_its_caps(make_production_chip, business_hours, settings):
+    settings.KIND_HOURLY_SHARE = {**settings.KIND_HOURLY_SHARE, "follow_up": 100}  # the whole hour (see below)
+    chips = [make_production_chip(per_hour=7, per_day=9, new_contacts=1000) for _ in range(5)]
+
+    results = route_in_threads(50, 4)
 
     # 5 chips × 7 per hour = 35: exactly that many reservations, never more, the rest refused.
     assert results == {"routed": 35, "no_capacity": 165}
@@ -69,29 +79,9 @@ def test_threads_racing_for_equally_loaded_chips_are_never_refused_while_there_i
     re-check must keep the row the pick chose (a pick run again there could choose another chip by chance and
     leave the request refused with room to spare)."""
     chips = [make_production_chip(per_hour=10**6, per_day=10**6, new_contacts=10**6) for _ in range(4)]
-    results: Counter = Counter()
-    lock = threading.Lock()
-    barrier = threading.Barrier(8)
 
-    def worker(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            for j in range(60):
-                try:
-                    contact_route(contact=contact(i * 1000 + j))
-                    outcome = "routed"
-                except RoutingRefused as exc:
-                    outcome = exc.code
-                with lock:
-                    results[outcome] += 1
-        finally:
-            connection.close()
+    results = route_in_threads(8, 60)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
     assert results == {"routed": 480}
     assert ChipCapacity.objects.filter(chip__in=chips).aggregate(total=Sum("hour_count"))["total"] == 480
 
@@ -99,30 +89,8 @@ def test_threads_racing_for_equally_loaded_chips_are_never_refused_while_there_i
 @pytest.mark.django_db(transaction=True)
 def test_fifty_threads_never_push_a_chip_over_its_kind_share(make_production_chip, business_hours):
     chips = [make_production_chip(per_hour=7, per_day=9, new_contacts=1000) for _ in range(5)]
-    results: Counter = Counter()
-    lock = threading.Lock()
-    barrier = threading.Barrier(50)
 
-    def worker(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            for j in range(4):
-                kind = "prospecting" if (i + j) % 2 else "follow_up"
-                try:
-                    contact_route(contact=contact(i * 10 + j), kind=kind)
-                    outcome = f"{kind} routed"
-                except RoutingRefused as exc:
-                    outcome = f"{kind} {exc.code}"
-                with lock:
-                    results[outcome] += 1
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    results = route_in_threads(50, 4, kind_of=lambda i, j: "prospecting" if (i + j) % 2 else "follow_up")
 
     # Per chip and hour: follow-ups 50 % of 7 = 3, prospecting 25 % of 7 = 1; never more under 50 threads.
     assert results["follow_up routed"] == 15 and results["prospecting routed"] == 5
