@@ -137,6 +137,11 @@ def _kick_key(shard: int) -> str:
 KICK_BACKOFF_SECONDS = 5.0
 _kick_skip_until = 0.0
 
+#: How far the clocks of the process that queued a drain, this process and the worker may disagree (NTP keeps
+#: servers within milliseconds). An error larger than this costs latency, never an event: an event committed after
+#: its drain's last read waits for the sweep's kick.
+KICK_CLOCK_MARGIN_SECONDS = 0.02
+
 
 # shard → until when (this process's monotonic clock) an event stored now is sure to be read by a drain already
 # queued: the webhook does not kick before then (instances.inbox.drain_kick_for_event).
@@ -159,7 +164,9 @@ def drain_kick(shard: int) -> None:
 
     The flag holds the moment its drain was queued for (GATEWAY_EVENT_DRAIN_DELAY_SECONDS after it was set; the
     task's ETA). That drain reads no earlier, so an event committed before then is in its batch: until then, less
-    a margin of half the delay for clocks that disagree, this process's events need no kick of their own."""
+    `KICK_CLOCK_MARGIN_SECONDS` for clocks that disagree, this process's events need no kick of their own. Past
+    that moment each event asks Redis again until the drain has read (the flag is gone), so the margin is kept
+    small: with half the delay, every other event of a steady stream paid a round trip to Redis."""
     global _kick_skip_until
     if time.monotonic() < _kick_skip_until:
         return
@@ -183,7 +190,7 @@ def drain_kick(shard: int) -> None:
             due = float(found)
         except ValueError:
             return
-    covered = due - time.time() - delay / 2
+    covered = due - time.time() - min(delay / 2, KICK_CLOCK_MARGIN_SECONDS)
     if covered > 0:
         _covered_until[shard] = time.monotonic() + covered
 

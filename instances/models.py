@@ -228,8 +228,7 @@ class RoutingPolicy(models.Model):
         row's value, which BINDING_TTL_DAYS only seeds; the router reads it in its context query, a drain batch once."""
         from common.batch import memoized
 
-        days = memoized("ttl", lambda: cls.objects.filter(pk=1).values_list("binding_ttl_days", flat=True).first())
-        return timedelta(days=days if days is not None else cls.load().binding_ttl_days)
+        return timedelta(days=memoized("ttl", lambda: cls.load().binding_ttl_days))
 
 
 class SendingSwitch(models.Model):
