@@ -234,12 +234,18 @@ OPT_IN_PHRASES: tuple[tuple[str, re.Pattern[str]], ...] = tuple((name, re.compil
                     rf"(?:na|nesa|na sua) {_LIST}\b"),
 ))
 _NEGATION = re.compile(r"\b(?:nao|nunca|jamais)\b")
-_KEYWORDS_ORDER, _OPT_IN_KEYWORDS_ORDER = sorted(KEYWORDS), sorted(OPT_IN_KEYWORDS)
 
 
-def _is_keyword(message: str, keyword: str) -> bool:
-    """The message is the keyword, or that one word repeated ("para para para")."""
-    return bool(keyword) and (message == keyword or set(message.split()) == {keyword})
+def _is_keyword(message: str, words: set[str], keyword: str) -> bool:
+    """The message is the keyword, or that one word repeated ("para para para"); `words`: the message's words."""
+    return bool(keyword) and (message == keyword or words == {keyword})
+
+
+def _keyword_of(message: str, words: set[str], keywords: frozenset[str]) -> str | None:
+    """The first keyword, in sorted order, that `_is_keyword` matches: only the message itself or its one repeated
+    word can be one, so two set lookups instead of a pass over every keyword."""
+    found = [k for k in (message, *(words if len(words) == 1 else ())) if k in keywords]
+    return min(found) if found else None
 
 
 @lru_cache(maxsize=256)
@@ -254,11 +260,12 @@ def classify(text: str, *, extra_keywords: Iterable[str] = (), extra_phrases: It
     message = core(text)[:MAX_CHARS]
     if not message:
         return NO_DECISION
-    for keyword in _KEYWORDS_ORDER:
-        if _is_keyword(message, keyword):
-            return Decision(OPT_OUT, f"keyword:{keyword}")
+    words = set(message.split())
+    keyword = _keyword_of(message, words, KEYWORDS)
+    if keyword is not None:
+        return Decision(OPT_OUT, f"keyword:{keyword}")
     for keyword in extra_keywords:
-        if _is_keyword(message, core(keyword)):
+        if _is_keyword(message, words, core(keyword)):
             return Decision(OPT_OUT, f"operator_keyword:{keyword}")
     for name, pattern in PHRASES:
         if pattern.search(message):
@@ -267,9 +274,9 @@ def classify(text: str, *, extra_keywords: Iterable[str] = (), extra_phrases: It
         operator = _operator_pattern(phrase)
         if operator is not None and operator.search(message):
             return Decision(OPT_OUT, f"operator_phrase:{phrase}")
-    for keyword in _OPT_IN_KEYWORDS_ORDER:
-        if _is_keyword(message, keyword):
-            return Decision(OPT_IN, f"optin_keyword:{keyword}")
+    keyword = _keyword_of(message, words, OPT_IN_KEYWORDS)
+    if keyword is not None:
+        return Decision(OPT_IN, f"optin_keyword:{keyword}")
     if not _NEGATION.search(message):
         for name, pattern in OPT_IN_PHRASES:
             if pattern.search(message):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import phonenumbers
 
 
+@lru_cache(maxsize=4096)  # a pure function of its text, and the parse is the dearest part of an inbound message
 def normalize_contact(raw: str) -> str:
     """'5511988887777', '+55 (11) 98888-7777' or '11988887777' → '+5511988887777'; ValueError if invalid."""
     value = (raw or "").strip()

@@ -65,6 +65,17 @@ def test_the_decision_names_its_rule(text, rule):
     assert classify(text).rule == rule
 
 
+def test_every_builtin_keyword_alone_or_repeated_names_itself():
+    for keywords, kind, prefix in ((optout.KEYWORDS, OPT_OUT, "keyword"), (optout.OPT_IN_KEYWORDS, OPT_IN,
+                                                                           "optin_keyword")):
+        for keyword in keywords:
+            assert classify(keyword) == Decision(kind, f"{prefix}:{keyword}"), keyword
+            if " " not in keyword:
+                assert classify(f"{keyword} {keyword.upper()} {keyword}!") == Decision(kind, f"{prefix}:{keyword}")
+    assert classify("para sair").kind is None  # two keywords are not one repeated
+    assert classify("stop stop start").kind is None
+
+
 def test_decision_is_frozen_and_empty_by_default():
     decision = classify("bom dia, tudo certo com o pedido?")
     assert decision == Decision() == optout.NO_DECISION
