@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -222,28 +222,26 @@ def on_messages_update(instance: Instance, data: Any, now: datetime) -> None:
         _apply_ack(key_id, status, now)
 
 
-def _ack_update(status: str) -> tuple[dict[str, Any], list[str]] | None:
-    """What a receipt of `status` writes on our message, and the statuses it leaves alone (never backwards: a late
-    DELIVERY_ACK after READ changes nothing); None for a status that moves nothing."""
+def _ack_update(status: str, now: datetime) -> tuple[dict[str, Any], list[str]] | None:
+    """What a receipt of `status` writes on our message at `now`, and the statuses it leaves alone (never backwards:
+    a late DELIVERY_ACK after READ changes nothing); None for a status that moves nothing."""
     S = OutboundMessage.Status  # noqa: N806
     if status == "DELIVERY_ACK":
-        return {"status": S.DELIVERED, "delivered_at": None}, [S.READ, S.DELIVERED]
+        return {"status": S.DELIVERED, "delivered_at": now, "updated_at": now}, [S.READ, S.DELIVERED]
     if status in ("READ", "PLAYED"):
-        return {"status": S.READ, "read_at": None}, [S.READ]
+        return {"status": S.READ, "read_at": now, "updated_at": now}, [S.READ]
     if status == "ERROR":
-        return {"status": S.FAILED, "error": "WhatsApp reported a delivery error"}, [S.FAILED]
+        return {"status": S.FAILED, "error": "WhatsApp reported a delivery error", "updated_at": now}, [S.FAILED]
     return None
 
 
 def _ack_statement(status: str, *, now: datetime, key_id: str) -> tuple[str, list]:
     """The receipt's UPDATE of our message (`_ack_update`), compiled from the ORM, answering the rows it moved."""
-    from django.db import connection
     from django.db.models.sql import UpdateQuery
 
-    values, unless = _ack_update(status)
-    values = {name: (now if value is None else value) for name, value in values.items()} | {"updated_at": now}
-    qs = OutboundMessage.objects.filter(evolution_message_id=key_id).exclude(status__in=unless)
-    query = qs.query.chain(UpdateQuery)
+    values, unless = _ack_update(status, now)
+    query = OutboundMessage.objects.filter(evolution_message_id=key_id).exclude(status__in=unless).query
+    query = query.chain(UpdateQuery)
     query.add_update_values(values)
     sql, params = query.get_compiler(connection=connection).as_sql()
     return f"{sql} RETURNING {OutboundMessage._meta.db_table}.id", list(params)
@@ -255,7 +253,7 @@ _ACK = StatementCache(_ack_statement)
 def _apply_ack(key_id: str, status: str, now: datetime) -> None:
     """Move our message on by its receipt (`_ack_update`: one prepared statement) and tell the business app
     (`message.status`)."""
-    if _ack_update(status) is None:
+    if _ack_update(status, now) is None:
         return
     rows, _names = _ACK.fetch(status, now=now, key_id=key_id)
     if rows and event_wanted("message.status"):  # the rows are read only for an app that listens

@@ -136,6 +136,33 @@ def test_acks_update_the_message_and_record_outcomes(post, make_production_chip)
     assert kinds == ["server_ack", "delivered", "read"]
 
 
+def test_a_late_ack_never_moves_a_message_back_and_costs_one_statement(make_production_chip):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from instances.webhooks import _apply_ack
+
+    chip = make_production_chip()
+    message = OutboundMessage.objects.create(idempotency_key="k2", contact="+5511988887777", chip=chip, text="oi",
+                                             status="sent", evolution_message_id="3EB0LATE")
+    other = OutboundMessage.objects.create(idempotency_key="k3", contact="+5511988887777", chip=chip, text="oi",
+                                           status="sent", evolution_message_id="3EB0OTHER")
+    now = timezone.now()
+    for status, expected in (("READ", "read"), ("DELIVERY_ACK", "read"), ("PLAYED", "read"), ("ERROR", "failed"),
+                             ("DELIVERY_ACK", "delivered"), ("SERVER_ACK", "delivered")):
+        with CaptureQueriesContext(connection) as ctx:
+            _apply_ack("3EB0LATE", status, now)
+        message.refresh_from_db()
+        assert message.status == expected, status
+        on_messages = [q["sql"] for q in ctx.captured_queries if "instances_outboundmessage" in q["sql"]]
+        # One UPDATE, and no read of the rows back: no endpoint listens for message.status.
+        assert [sql.split()[0] for sql in on_messages] == ([] if status == "SERVER_ACK" else ["UPDATE"]), status
+    assert message.error == "WhatsApp reported a delivery error" and message.read_at == now
+    other.refresh_from_db()
+    assert other.status == "sent"  # only the acknowledged message moves
+
+
 def test_463_timelock_restricts_the_chip_from_new_contacts(post, make_production_chip, business_hours):
     chip = make_production_chip(per_hour=50)
     contact_route(contact="+5511988880001")
