@@ -175,7 +175,13 @@ def capacity_take_sql(now: datetime, *, kind: str | None, new_contact: bool, kin
     if strategy is None:
         chosen = rows.filter(chip_id=chip_id).values("chip_id")
     else:
-        chosen = _order(rows.exclude(chip_id__in=exclude) if exclude else rows, strategy).values("chip_id")[:1]
+        candidates = rows.exclude(chip_id__in=exclude) if exclude else rows
+        # A pick that waits locks each row it tries, in its order, and keeps the lock of one it then finds full
+        # (PostgreSQL re-checks a row it waited for, and moves on to the next). In the strategy's order — which
+        # changes with every reservation, and breaks ties by chance — two waiting picks could each hold a row the
+        # other waits for: a deadlock, broken only after deadlock_timeout (1 s; bench/route.py fell from ~3,000 to
+        # ~600 decisions/s in the runs where it happened). So waiting picks all take the rows in one order, by id.
+        chosen = (candidates.order_by("chip_id") if wait else _order(candidates, strategy)).values("chip_id")[:1]
     sub, sub_params = chosen.query.get_compiler(connection=connection).as_sql()
     # FOR UPDATE written here, so the statement also runs in autocommit (it is its own transaction); a pick skips
     # the rows other requests hold.

@@ -95,3 +95,30 @@ def test_a_prepared_statement_reads_back_its_columns_and_rows_on_every_call():
                                                       [name, now]))
     for n, now in enumerate(MOMENTS):
         assert cache.fetch("k", now=now, name=f"n{n}") == ([(f"n{n}", now, 1)], ["who", "at", "one"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_nobody_logs_runs_on_psycopg_with_djangos_errors_and_checks():
+    from django.db import IntegrityError, connection, transaction
+    from django.db.transaction import TransactionManagementError
+    from django.test.utils import CaptureQueriesContext
+
+    from common.statements import Statement
+
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE statement_fast_path (id integer PRIMARY KEY)")
+    insert = Statement("INSERT INTO statement_fast_path (id) VALUES (%s) RETURNING id")
+    assert not connection.queries_logged and not connection.execute_wrappers  # the fast path
+    assert insert.fetchone([7]) == (7,)
+    with pytest.raises(IntegrityError):  # psycopg's UniqueViolation, translated as Django's cursor would
+        insert.fetchone([7])
+    with transaction.atomic():
+        with pytest.raises(IntegrityError), transaction.atomic():
+            insert.fetchone([7])
+        connection.needs_rollback = True  # a failed statement inside the block: Django refuses the next one
+        with pytest.raises(TransactionManagementError):
+            insert.fetchone([8])
+        connection.needs_rollback = False
+    with CaptureQueriesContext(connection) as ctx:  # someone reads the statements: Django's cursor logs it
+        assert insert.fetchone([9]) == (9,)
+    assert [q["sql"].split()[0] for q in ctx.captured_queries] == ["INSERT"]

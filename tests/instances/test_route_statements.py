@@ -209,3 +209,64 @@ def test_a_process_that_made_many_reservations_has_the_capacity_table_vacuumed(m
         assert vacuums() == before + 1
     while reservations._vacuum_running:  # its connection is closed before the test database is torn down
         time.sleep(0.05)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_picks_that_wait_for_held_rows_take_them_in_one_order(make_production_chip):
+    """A pick whose skip-locked try found every row with room held waits for them — locking each row it tries and
+    keeping the lock of one it then finds full. Two such picks in different orders (the strategy's, broken by
+    chance) could each hold a row the other waits for: a deadlock that PostgreSQL breaks only after a second. They
+    all wait in one order, by id: here the pick waits for the lower id while the least loaded chip is free again."""
+    import threading
+
+    from django.db import connections, transaction
+
+    from instances.caps import day_window
+    from instances.reservations import capacity_take_best
+
+    low, high = sorted((make_production_chip(per_hour=20) for _ in range(2)), key=lambda chip: chip.pk)
+    now = BUSINESS_TIME + timedelta(minutes=5)
+    ChipCapacity.objects.filter(chip=low).update(day_window=day_window(now), day_count=7)  # `high` is least loaded
+    release = {chip.pk: threading.Event() for chip in (low, high)}
+    held = threading.Barrier(3)
+    chosen: list = []
+
+    def hold(chip_id: int) -> None:
+        try:
+            with transaction.atomic():
+                ChipCapacity.objects.select_for_update().get(chip_id=chip_id)
+                held.wait()
+                release[chip_id].wait(10)
+        finally:
+            connections.close_all()
+
+    def pick() -> None:
+        try:
+            chosen.append(capacity_take_best(now, strategy="least_loaded", kind="follow_up", exclude=set()))
+        finally:
+            connections.close_all()
+
+    holders = [threading.Thread(target=hold, args=(chip.pk,)) for chip in (low, high)]
+    for t in holders:
+        t.start()
+    held.wait()
+    picker = threading.Thread(target=pick)
+    picker.start()
+
+    def waiting() -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND "
+                           "wait_event_type = 'Lock' AND query LIKE 'UPDATE instances_chipcapacity%%'")
+            return cursor.fetchone()[0] == 1
+
+    deadline = time.monotonic() + 10
+    while not waiting() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    release[high.pk].set()  # the least loaded chip is free: a pick in the strategy's order would take it now
+    time.sleep(0.5)
+    assert not chosen and waiting()  # still waiting for the lowest id
+    release[low.pk].set()
+    picker.join(10)
+    for t in holders:
+        t.join(10)
+    assert [row[0] for row in chosen] == [low.pk]
