@@ -6,9 +6,15 @@ import re
 import uuid
 from collections.abc import Callable
 
+from django.conf import settings
+from django.contrib.auth import middleware as auth_middleware
+from django.contrib.messages import middleware as message_middleware
+from django.contrib.sessions import middleware as session_middleware
 from django.core.signals import request_finished
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
+from django.middleware import clickjacking, csrf, locale
+from django.utils import translation
 
 from config.logging import request_id
 
@@ -69,3 +75,59 @@ class MachineBodyLimitMiddleware:
                 return JsonResponse({"code": "body_too_large", "message": "The request body is too large.",
                                      "field": "body"}, status=413)
         return self.get_response(request)
+
+
+
+# --- the gateways' webhooks pass by what only a person's browser needs ---------------------------------------
+
+#: The endpoints only the gateways post to (Evolution's events, Salvy's): authenticated by a shared secret or a
+#: signature, never by a session or a cookie, answered with JSON no browser renders. They are the pool's busiest
+#: door (every message event of every chip), so the middleware that serves people — sessions, the user, flash
+#: messages, the language of Accept-Language, the CSRF cookie, the framing header — lets them pass untouched
+#: (about a quarter of a webhook's time in Django). Host validation (CommonMiddleware), the security headers and
+#: the request id still apply.
+GATEWAY_WEBHOOK_PATHS = frozenset({"/webhooks/evolution", "/webhooks/salvy"})
+
+
+def is_gateway_webhook(request: HttpRequest) -> bool:
+    return request.path_info in GATEWAY_WEBHOOK_PATHS
+
+
+class PassesGatewayWebhooks:
+    """Mixed into a browser middleware (first): a gateway webhook request goes straight to the next layer."""
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_gateway_webhook(request):
+            return self.get_response(request)
+        return super().__call__(request)
+
+
+class SessionMiddleware(PassesGatewayWebhooks, session_middleware.SessionMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(PassesGatewayWebhooks, csrf.CsrfViewMiddleware):
+    """The webhooks are csrf_exempt: no CSRF cookie is read or set for them (process_view lets them through)."""
+
+
+class AuthenticationMiddleware(PassesGatewayWebhooks, auth_middleware.AuthenticationMiddleware):
+    pass
+
+
+class MessageMiddleware(PassesGatewayWebhooks, message_middleware.MessageMiddleware):
+    pass
+
+
+class XFrameOptionsMiddleware(PassesGatewayWebhooks, clickjacking.XFrameOptionsMiddleware):
+    pass
+
+
+class LocaleMiddleware(locale.LocaleMiddleware):
+    """A gateway webhook is answered in the site's language (LANGUAGE_CODE), whatever its headers say or the
+    thread's previous request chose."""
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if is_gateway_webhook(request):
+            translation.activate(settings.LANGUAGE_CODE)
+            return self.get_response(request)
+        return super().__call__(request)
