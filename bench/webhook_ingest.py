@@ -1,7 +1,7 @@
 """Evolution webhook events per second and latency through a real HTTP server, against a no-op baseline.
 
 The Django app runs under gunicorn in a subprocess (2 workers x 4 threads, gthread) on the bench database;
-a pool of client threads (httpx, keep-alive) POSTs /webhooks/evolution with the X-Webhook-Secret header.
+a pool of client threads (keep-alive) POSTs /webhooks/evolution with the X-Webhook-Secret header.
 Each round posts N distinct, realistic envelopes (shaped like the fake Evolution's: messages.upsert
 inbound, messages.update acks of messages we sent, connection.update open) plus 10 % re-sent byte for byte,
 in random order (so some duplicates race their original). The baseline is the same number of requests from
@@ -13,7 +13,13 @@ and prints how long that took. At the end the database is checked: one WebhookRe
 all applied, one DeliveryEvent per inbound message and per ack, no event applied twice, every acked OutboundMessage
 updated. Queries per event are counted in process (Django's test client, then the drain).
 
+The clients share the machine's cores with the server, the worker and PostgreSQL (the real gateway posts from its
+own machine), so they are as light as Python allows: the standard library's http.client, about a quarter of the
+CPU per request that httpx spends (`--client httpx` measures with httpx instead). The CPU each side spent per
+request (the server's processes, the worker's, PostgreSQL's, the clients') is printed for both phases.
+
     .venv/bin/python bench/webhook_ingest.py [--events 2000] [--clients 8] [--rounds 3] [--chips 20]
+                                             [--client stdlib|httpx]
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from _load import StdlibClient, cpu_per_request, cpu_seconds
 from _setup import BENCH_DB, ROOT, median, setup_django
 
 DUPLICATE_SHARE = 0.10
@@ -163,13 +170,22 @@ def _kind_label(body: bytes) -> str:
 # ----------------------------------------------------------------------------------------------- the load
 
 
+CLIENT = "stdlib"  # or "httpx" (--client)
+
+
+def _client(base_url: str):
+    if CLIENT == "httpx":
+        import httpx
+
+        return httpx.Client(base_url=base_url, timeout=30.0)
+    return StdlibClient(base_url, timeout=30.0)
+
+
 def timed(base_url: str, n_clients: int, n_requests: int, make_request,
           by_label: dict[str, list[float]] | None = None, label=None) -> tuple[float, list[float], Counter]:
     """Client c sends requests c, c + n_clients, ... (make_request(http, i) -> answer) over its own keep-alive
     connection; returns (wall seconds, every request's latency, answers). With `label(i)`, each latency is also
     added to `by_label[label(i)]`."""
-    import httpx
-
     latencies: list[list[float]] = [[] for _ in range(n_clients)]
     labelled: list[list[tuple[str, float]]] = [[] for _ in range(n_clients)]
     answers: list[Counter] = [Counter() for _ in range(n_clients)]
@@ -178,7 +194,7 @@ def timed(base_url: str, n_clients: int, n_requests: int, make_request,
 
     def client(c: int) -> None:
         try:
-            with httpx.Client(base_url=base_url, timeout=30.0) as http:
+            with _client(base_url) as http:
                 http.get("/health")  # open the connection before the clock starts
                 barrier.wait()
                 for i in range(c, n_requests, n_clients):
@@ -268,7 +284,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="client threads")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chips", type=int, default=20, help="chips (instances) the events are spread over")
+    parser.add_argument("--client", choices=("stdlib", "httpx"), default="stdlib", help="the clients' HTTP library")
     args = parser.parse_args()
+    global CLIENT
+    CLIENT = args.client
     setup_django()
 
     from django.conf import settings
@@ -314,6 +333,8 @@ def main() -> None:
     proc = start_server(port, log, secret, queue)
     worker = start_worker(log, secret, queue)
     lags: list[float] = []
+    groups = {"server": proc.pid, "worker": worker.pid}  # each started in a session of its own
+    cpu: dict[str, list[dict[str, float]]] = {"webhook": [], "health": []}
 
     hook_rates, hook_p50, hook_p99, base_rates, base_p50, base_p99 = [], [], [], [], [], []
     by_kind: dict[str, list[float]] = {}  # every round's webhook latencies by kind of event
@@ -340,15 +361,19 @@ def main() -> None:
             for i in order:  # a re-sent event is labelled as such (whichever of the two arrives first)
                 label_of.append(_kind_label(bodies[i]) + (" (re-sent)" if i in seen else ""))
                 seen.add(i)
+            before = cpu_seconds(groups)
             elapsed, lat, got = timed(base_url, args.clients, n_requests, post, by_kind, label_of.__getitem__)
+            cpu["webhook"].append(cpu_per_request(before, cpu_seconds(groups), n_requests))
             answers.update(got)
             hook_rates.append(n_requests / elapsed)
             hook_p50.append(statistics.median(lat))
             hook_p99.append(p99(lat))
             lags.append(wait_applied(started=time.perf_counter()))
 
+            before = cpu_seconds(groups)
             elapsed, lat, got = timed(base_url, args.clients, n_requests,
                                       lambda http, i: http.get("/health").status_code)
+            cpu["health"].append(cpu_per_request(before, cpu_seconds(groups), n_requests))
             bad_health += sum(v for k, v in got.items() if k != 200)
             base_rates.append(n_requests / elapsed)
             base_p50.append(statistics.median(lat))
@@ -387,7 +412,8 @@ def main() -> None:
     ms = 1000
     print("=" * 100)
     print(f"bench/webhook_ingest.py: gunicorn config.wsgi (2 workers x 4 threads) on {base_url}, "
-          f"{args.clients} httpx client threads (keep-alive), {args.rounds} rounds, medians")
+          f"{args.clients} client threads ({'httpx' if CLIENT == 'httpx' else 'http.client'}, keep-alive), "
+          f"{args.rounds} rounds, medians")
     print(f"per round: {args.events} distinct events + {n_dups} duplicates (10 %, same bytes, random order) = "
           f"{n_requests} POST /webhooks/evolution; mix over {args.chips} instances: "
           + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) + " (all rounds)")
@@ -401,6 +427,9 @@ def main() -> None:
     print("webhook latency by event (all rounds): " + "; ".join(
         f"{name} n={len(lat)} p50 {statistics.median(lat) * ms:.1f} ms p99 {p99(lat) * ms:.1f} ms"
         for name, lat in sorted(by_kind.items()) if len(lat) >= 2))
+    print("CPU per request (µs; the drain's work is the worker's): " + "; ".join(
+        f"{phase}: " + ", ".join(f"{name} {median([r[name] for r in rows]) * 1e6:.0f}" for name in rows[0])
+        for phase, rows in cpu.items()))
     print(f"answers: {dict(sorted(answers.items(), key=str))}; GET /health non-200: {bad_health}")
     print(f"duplicates posted: {dups}; distinct events posted: {distinct} -> "
           f"WebhookReceipt rows {receipts} (expected {expected_receipts}), "
