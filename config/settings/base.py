@@ -55,10 +55,10 @@ MIDDLEWARE = [
     "config.middleware.SessionMiddleware",
     "config.middleware.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "config.middleware.CsrfViewMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
     "config.middleware.AuthenticationMiddleware",
     "config.middleware.MessageMiddleware",
-    "config.middleware.XFrameOptionsMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes requires: it turns a login it flagged as locked out into the lockout page.
     "axes.middleware.AxesMiddleware",
 ]
