@@ -8,7 +8,9 @@ appends a row nobody reads back while the batch runs (its DeliveryEvent). Inside
 - `memoized(key, read)` reads once per key and reuses the value for the rest of the scope;
 - `insert_later(row)` keeps an unsaved model instance and inserts all of them, per model in the order given, with
   one `bulk_create` when the scope ends (before the transaction commits; nothing when it fails); a row whose id
-  is needed at once is numbered from its model's sequence.
+  is needed at once is numbered from its model's sequence;
+- `after_batch(key, items, flush)` gathers what the events hand on (the business app's deliveries to queue) and
+  calls `flush` once with all of it, when the rows are in.
 
 Outside a scope, every `memoized` call reads and `insert_later` saves at once, so callers need not know.
 
@@ -38,6 +40,7 @@ class _Scope:
     memo: dict[Hashable, Any] = field(default_factory=dict)
     rows: dict[type[models.Model], list[models.Model]] = field(default_factory=dict)
     ids: dict[type[models.Model], list[int]] = field(default_factory=dict)
+    later: dict[Hashable, tuple[Callable[[list], None], list]] = field(default_factory=dict)
 
 
 _scope: ContextVar[_Scope | None] = ContextVar("chipfarm_batch", default=None)
@@ -52,6 +55,8 @@ def batch_scope() -> Iterator[None]:
         yield
         for model, rows in scope.rows.items():
             model.objects.bulk_create(rows)
+        for flush, items in scope.later.values():
+            flush(items)
     finally:
         _scope.reset(token)
 
@@ -64,6 +69,21 @@ def memoized(key: Hashable, read: Callable[[], T]) -> T:
     if key not in scope.memo:
         scope.memo[key] = read()
     return scope.memo[key]
+
+
+def batching() -> bool:
+    """Is a `batch_scope` open (rows given to `insert_later` wait for its end)?"""
+    return _scope.get() is not None
+
+
+def after_batch(key: Hashable, items: list, flush: Callable[[list], None]) -> None:
+    """`flush(every item given under key)`, once, when the scope ends (its rows inserted, before it commits); at
+    once outside a scope. The first `flush` given for a key is the one called."""
+    scope = _scope.get()
+    if scope is None:
+        flush(list(items))
+        return
+    scope.later.setdefault(key, (flush, []))[1].extend(items)
 
 
 def insert_later(row: models.Model, *, numbered: bool = False) -> None:

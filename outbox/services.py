@@ -19,7 +19,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from common.batch import memoized
+from common.batch import after_batch, batching, insert_later, memoized
 from common.exceptions import DomainError, InvalidInput, NotFound
 from common.inbound import strip_nul
 from common.texts import Text
@@ -123,9 +123,19 @@ def event_emit(*, type: str, data: dict[str, Any], at: datetime | None = None) -
     if not endpoint_ids:
         return None
     payload = _json_ready(data)
+    now = timezone.now()
+    if batching():
+        # A drain batch (common.batch): the event and its deliveries go in with the batch's other rows, and the
+        # batch queues its deliveries with one task, not one per event.
+        event = Event(type=type, data=payload, occurred_at=at or now, created_at=now)
+        insert_later(event, numbered=True)
+        rows = [Delivery(event=event, endpoint_id=pk, next_attempt_at=now, created_at=now) for pk in endpoint_ids]
+        for row in rows:
+            insert_later(row, numbered=True)
+        after_batch(DELIVER_TASK, [row.pk for row in rows], _deliver_after_commit)
+        return event
     # Inside the caller's transaction no savepoint is needed (the rows go with the fact or not at all).
     with transaction.atomic(savepoint=False):
-        now = timezone.now()
         event = Event.objects.create(type=type, data=payload, occurred_at=at or now, created_at=now)
         rows = Delivery.objects.bulk_create(
             [Delivery(event=event, endpoint_id=pk, next_attempt_at=now, created_at=now) for pk in endpoint_ids])

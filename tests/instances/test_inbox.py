@@ -129,6 +129,44 @@ def test_a_batch_reads_the_policy_the_endpoints_and_the_opt_out_rules_once(post,
     assert Event.objects.filter(type="message.received").count() == 10
 
 
+def test_a_batch_tells_the_app_with_one_insert_per_table_and_one_queued_task(post, chip, settings,
+                                                                             django_capture_on_commit_callbacks):
+    """With the business app subscribed, a batch's events and deliveries go in with the batch's rows, and the
+    deliveries of the whole batch are queued with one task on commit (not two INSERTs and a publish per event)."""
+    import base64
+
+    import redis
+    from django.test.utils import CaptureQueriesContext
+
+    from instances.models import RoutingPolicy
+    from outbox.models import Delivery, Endpoint, Event
+
+    RoutingPolicy.load()
+    endpoint = Endpoint.objects.create(url="https://app.example.com/hooks")
+    for n in range(10):
+        body = inbound(chip.instance_name, f"3B{n:02d}", text=f"oi {n}")
+        body["data"]["key"]["remoteJid"] = f"55119888801{n:02d}@s.whatsapp.net"
+        assert post(body) == "accepted"
+    queue = settings.CELERY_TASK_DEFAULT_QUEUE
+    broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    broker.delete(queue)
+    with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as drained:
+        assert drain_all() == 10
+    sql = [q["sql"] for q in drained.captured_queries]
+    for table in ("outbox_event", "outbox_delivery"):
+        assert sum(q.startswith(f'INSERT INTO "{table}"') for q in sql) == 1, table
+    events = Event.objects.filter(type="message.received")
+    assert events.count() == 10
+    deliveries = sorted(Delivery.objects.filter(endpoint=endpoint, event__in=events).values_list("pk", flat=True))
+    assert len(deliveries) == 10
+    messages = [json.loads(m) for m in broker.lrange(queue, 0, -1)]
+    broker.delete(queue)
+    deliver = [m for m in messages if m["headers"]["task"] == "outbox.deliver"]
+    assert len(deliver) == 1
+    args, _kwargs, _embed = json.loads(base64.b64decode(deliver[0]["body"]))
+    assert sorted(args[0]) == deliveries
+
+
 def test_a_batch_scope_reads_once_and_inserts_at_its_end_and_outside_one_everything_is_at_once(chip):
     from django.db import transaction
 
