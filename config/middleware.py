@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Callable
@@ -77,7 +78,6 @@ class MachineBodyLimitMiddleware:
         return self.get_response(request)
 
 
-
 # --- the gateways' webhooks pass by what only a person's browser needs ---------------------------------------
 
 #: The endpoints only the gateways post to (Evolution's events, Salvy's): authenticated by a shared secret or a
@@ -86,11 +86,18 @@ class MachineBodyLimitMiddleware:
 #: messages, the language of Accept-Language — lets them pass untouched (a fifth of a webhook's time in Django).
 #: Host validation (CommonMiddleware), CSRF (the webhooks are exempt), the framing and security headers and the
 #: request id still apply: `check --deploy` asks for Django's own CSRF and clickjacking middleware by name.
-GATEWAY_WEBHOOK_PATHS = frozenset({"/webhooks/evolution", "/webhooks/salvy"})
+GATEWAY_WEBHOOKS = ("webhook-evolution", "webhook-salvy")  # their names in config.urls
+
+
+@functools.cache
+def gateway_webhook_paths() -> frozenset[str]:
+    from django.urls import reverse
+
+    return frozenset(reverse(name) for name in GATEWAY_WEBHOOKS)
 
 
 def is_gateway_webhook(request: HttpRequest) -> bool:
-    return request.path_info in GATEWAY_WEBHOOK_PATHS
+    return request.path_info in gateway_webhook_paths()
 
 
 class PassesGatewayWebhooks:

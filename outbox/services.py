@@ -124,21 +124,20 @@ def event_emit(*, type: str, data: dict[str, Any], at: datetime | None = None) -
         return None
     payload = _json_ready(data)
     now = timezone.now()
+    event = Event(type=type, data=payload, occurred_at=at or now, created_at=now)
+    rows = [Delivery(event=event, endpoint_id=pk, next_attempt_at=now, created_at=now) for pk in endpoint_ids]
     if batching():
         # A drain batch (common.batch): the event and its deliveries go in with the batch's other rows, and the
         # batch queues its deliveries with one task, not one per event.
-        event = Event(type=type, data=payload, occurred_at=at or now, created_at=now)
         insert_later(event, numbered=True)
-        rows = [Delivery(event=event, endpoint_id=pk, next_attempt_at=now, created_at=now) for pk in endpoint_ids]
         for row in rows:
             insert_later(row, numbered=True)
         after_batch(DELIVER_TASK, [row.pk for row in rows], _deliver_after_commit)
         return event
     # Inside the caller's transaction no savepoint is needed (the rows go with the fact or not at all).
     with transaction.atomic(savepoint=False):
-        event = Event.objects.create(type=type, data=payload, occurred_at=at or now, created_at=now)
-        rows = Delivery.objects.bulk_create(
-            [Delivery(event=event, endpoint_id=pk, next_attempt_at=now, created_at=now) for pk in endpoint_ids])
+        event.save(force_insert=True)
+        Delivery.objects.bulk_create(rows)
         _deliver_after_commit([row.pk for row in rows])
     return event
 
