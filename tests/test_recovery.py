@@ -44,3 +44,71 @@ def test_web_and_worker_recover_after_postgresql_drops_their_connections(live_se
         assert http.get("/api/v1/chips", headers=headers).status_code == 200
         assert chip_run_transition.apply_async(args=[chip.pk, "ban"], queue=celery_worker_queue).get(
             timeout=30) == Chip.Status.BANNED
+
+
+# --- the health check of a reused connection (common.postgresql) -------------------------------------------
+
+def _admin():
+    db = connection.settings_dict
+    return psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"],
+                           dbname=db["NAME"], autocommit=True)
+
+
+def _next_request_first_query(monkeypatch) -> tuple[int, int]:
+    """What a request does to the connection at its start (Django's request_started), then its first query:
+    returns (how many times Django's `SELECT 1` check ran, the server process that answered)."""
+    from django.db import close_old_connections
+
+    checks = []
+    real = connection.is_usable
+    monkeypatch.setattr(connection, "is_usable", lambda: checks.append(1) or real())
+    close_old_connections()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    monkeypatch.undo()
+    return len(checks), pid
+
+
+def _wait_until_readable(timeout: float = 5.0) -> None:
+    import select
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not select.select([connection.connection.pgconn.socket], [], [], 0.05)[0]:
+        assert time.monotonic() < deadline, "the server's close never reached the socket"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_reused_connection_the_server_said_nothing_on_is_not_asked_select_1(monkeypatch):
+    with connection.cursor() as cursor:  # the previous request
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    assert connection.health_check_enabled
+    assert _next_request_first_query(monkeypatch) == (0, pid)  # Django's backend: (1, pid)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_the_server_closed_is_checked_and_replaced_before_the_first_query(monkeypatch):
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    with _admin() as admin:  # what a restart, pg_terminate_backend or idle_session_timeout does
+        admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+    _wait_until_readable()
+    checks, new_pid = _next_request_first_query(monkeypatch)
+    assert checks == 1 and new_pid != pid  # the request's own query ran on a new connection, no error
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_with_something_to_read_gets_the_full_check_and_is_kept(monkeypatch):
+    with connection.cursor() as cursor:
+        cursor.execute("LISTEN chipfarm_test_channel")
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+    with _admin() as admin:
+        admin.execute("NOTIFY chipfarm_test_channel")
+    _wait_until_readable()
+    assert _next_request_first_query(monkeypatch) == (1, pid)  # alive: Django's SELECT 1 answered, kept
+    with connection.cursor() as cursor:
+        cursor.execute("UNLISTEN *")

@@ -87,6 +87,9 @@ DATABASES = {
 }
 if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
     raise ImproperlyConfigured("DATABASE_URL must point at PostgreSQL (advisory locks, SKIP LOCKED).")
+# Django's backend, with its health check asking the kernel first (common.postgresql: no `SELECT 1` round trip
+# per request on a connection the server has not closed).
+DATABASES["default"]["ENGINE"] = "common.postgresql"
 # Short-lived connections are re-opened after a PostgreSQL restart; health checks drop dead ones.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
