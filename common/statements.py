@@ -200,6 +200,11 @@ class Statement:
         with _executed(self.numbered, self.sql, params) as cursor:
             return cursor.fetchone()
 
+    def execute(self, params: list) -> int:
+        """Run it for its effect: the number of rows it changed."""
+        with _executed(self.numbered, self.sql, params) as cursor:
+            return cursor.rowcount
+
 
 class StatementCache:
     """Shapes of one statement (key → SQL and where each parameter comes from), safe across threads."""

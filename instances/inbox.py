@@ -310,8 +310,14 @@ def _handle(row: WebhookReceipt, instances: dict[int, Instance]) -> None:
     HANDLERS[row.event](instances[row.instance_id], row.data, row.received_at)
 
 
+_MARK_APPLIED = Statement(
+    f"UPDATE {WebhookReceipt._meta.db_table} SET applied_at = %s, outcome = '{WebhookReceipt.Outcome.PROCESSED}' "
+    f"WHERE id = ANY(%s::bigint[])")
+
+
 def _mark_applied(ids: list[int], now: datetime) -> None:
-    WebhookReceipt.objects.filter(pk__in=ids).update(applied_at=now, outcome=WebhookReceipt.Outcome.PROCESSED)
+    """One statement whatever the batch's size (prepared: the ORM's `pk__in` built and bound one per id)."""
+    _MARK_APPLIED.execute([now, ids])
 
 
 def receipts_sweep(*, older_than: timedelta = timedelta(seconds=5), now: datetime | None = None) -> list[int]:

@@ -118,8 +118,9 @@ def test_a_batch_reads_the_policy_the_endpoints_and_the_opt_out_rules_once(post,
     sql = [q["sql"] for q in drained.captured_queries]
     for table in ("instances_routingpolicy", "outbox_endpoint", "instances_optoutrule"):
         assert sum(f'FROM "{table}"' in q for q in sql) == 1, table
-    # The ten messages' delivery events go in with one INSERT, inside the batch's transaction.
-    assert sum(q.startswith('INSERT INTO "instances_deliveryevent"') for q in sql) == 1
+    # The ten messages' delivery events go in with one COPY, inside the batch's transaction.
+    assert sum(q.startswith('COPY "instances_deliveryevent"') for q in sql) == 1
+    assert not any(q.startswith('INSERT INTO "instances_deliveryevent"') for q in sql)
     assert DeliveryEvent.objects.filter(chip=chip, kind="inbound").count() == 10
     # Each of the 10 messages still bound its contact and told the app.
     from instances.models import ContactBinding
@@ -154,7 +155,8 @@ def test_a_batch_tells_the_app_with_one_insert_per_table_and_one_queued_task(pos
         assert drain_all() == 10
     sql = [q["sql"] for q in drained.captured_queries]
     for table in ("outbox_event", "outbox_delivery"):
-        assert sum(q.startswith(f'INSERT INTO "{table}"') for q in sql) == 1, table
+        assert sum(q.startswith(f'COPY "{table}"') for q in sql) == 1, table
+        assert not any(q.startswith(f'INSERT INTO "{table}"') for q in sql), table
     events = Event.objects.filter(type="message.received")
     assert events.count() == 10
     deliveries = sorted(Delivery.objects.filter(endpoint=endpoint, event__in=events).values_list("pk", flat=True))
@@ -187,6 +189,52 @@ def test_a_batch_scope_reads_once_and_inserts_at_its_end_and_outside_one_everyth
     assert not DeliveryEvent.objects.filter(message_id="B").exists()  # a failed batch inserts nothing
     insert_later(DeliveryEvent(chip=chip, kind="inbound", message_id="C", occurred_at=timezone.now()))
     assert DeliveryEvent.objects.filter(message_id="C").exists()  # outside a scope: at once
+
+
+def test_a_batch_stores_its_rows_as_saving_them_one_by_one_would(chip):
+    """rows_copy (COPY) against Model.save: defaults, auto_now_add, JSON through the field's encoder, a row that
+    names a parent numbered in the same batch, and rows with and without an id of their own."""
+    from datetime import UTC, datetime
+    from decimal import Decimal
+
+    from django.db import transaction
+
+    from common.batch import batch_scope, insert_later
+    from outbox.models import Delivery, Endpoint, Event
+
+    endpoint = Endpoint.objects.create(url="https://app.example.com/hooks")
+    at = datetime(2026, 12, 1, 12, 30, tzinfo=UTC)
+    data = {"when": at, "amount": Decimal("1.50"), "text": "olá \\ \t tab", "none": None}
+
+    def rows():
+        event = Event(type="message.received", data=data, occurred_at=at)
+        return [event, Delivery(event=event, endpoint=endpoint, next_attempt_at=at),
+                DeliveryEvent(chip=chip, kind="inbound", message_id="M1", remote="5511", occurred_at=at)]
+
+    saved = rows()
+    with transaction.atomic():
+        for row in saved:
+            row.save(force_insert=True)
+    batched = rows()
+    with transaction.atomic(), batch_scope():
+        insert_later(batched[0], numbered=True)
+        insert_later(batched[1], numbered=True)
+        insert_later(batched[2])  # takes its id from the table's sequence
+    assert batched[2].pk is None and not batched[2]._state.adding
+
+    def stored(model, **lookup):
+        values = model.objects.filter(**lookup).values()
+        return [{k: v for k, v in row.items() if k not in ("id", "event_id", "created_at",
+                                                            "updated_at")} for row in values]
+
+    for model, lookup in ((Event, {}), (Delivery, {}), (DeliveryEvent, {"message_id": "M1"})):
+        first, second = stored(model, **lookup)
+        assert first == second, model
+    assert Event.objects.get(pk=batched[0].pk).data == {"when": "2026-12-01T12:30:00Z", "amount": "1.50",
+                                                        "text": "olá \\ \t tab", "none": None}
+    assert Delivery.objects.get(pk=batched[1].pk).event_id == batched[0].pk  # named its parent, numbered first
+    stamped = DeliveryEvent.objects.filter(message_id="M1").values_list("created_at", flat=True)
+    assert all(value is not None for value in stamped)  # auto_now_add
 
 
 def test_an_event_for_an_instance_we_do_not_know_is_not_stored(post):
