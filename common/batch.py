@@ -68,6 +68,9 @@ def rows_copy(model: type[models.Model], rows: list[models.Model]) -> None:
     Python). Rows with an id keep it; the others take theirs from the column's sequence and are not told it (as
     the scope's contract says, nothing reads them back). No signals are sent, as with bulk_create."""
     fields = [f for f in model._meta.concrete_fields if not f.generated]
+    if any(f.db_default is not models.NOT_PROVIDED for f in fields):  # a default the database computes
+        model.objects.bulk_create(rows)
+        return
     table = connection.ops.quote_name(model._meta.db_table)
     for with_pk in (True, False):
         group = [row for row in rows if (row.pk is not None) is with_pk]

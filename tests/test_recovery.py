@@ -13,12 +13,14 @@ from tests.factories import chip_in_state
 
 
 def _drop_all_connections(dbname: str) -> int:
-    """What a PostgreSQL restart does to our sessions: every backend of the database is terminated."""
+    """What a PostgreSQL restart does to our sessions: every backend of the database is terminated, and gone
+    before the server takes connections again (the shutdown waits for them: so does this, up to 5 s each)."""
     db = connection.settings_dict
     with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"],
                          dbname="postgres", autocommit=True) as admin:
         rows = admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s "
+            "AND pid <> pg_backend_pid()",
             [dbname],
         ).fetchall()
     return len(rows)
