@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
+from collections import Counter
 
 
 class _Answer:
@@ -70,3 +74,45 @@ def cpu_seconds(groups: dict[str, int]) -> dict[str, float]:
 
 def cpu_per_request(before: dict[str, float], after: dict[str, float], n: int) -> dict[str, float]:
     return {name: (after[name] - before[name]) / n for name in after}
+
+
+def start_consumer(port: int, secret: str, log, cwd) -> subprocess.Popen:
+    """The business app's end of the outbox (sandbox.consumer, verifying each delivery's signature), in a process
+    and session of its own so that its CPU is counted apart."""
+    cmd = [sys.executable, "-m", "sandbox.consumer", "--port", str(port), "--secret", secret, "--log-level", "warning"]
+    return subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_told(*, started: float, timeout: float = 300.0) -> float:
+    """--subscribed: seconds until every event recorded for the app has been delivered to it (or given up)."""
+    from outbox.models import Delivery
+
+    while Delivery.objects.filter(status=Delivery.Status.PENDING).exists():
+        if time.perf_counter() - started > timeout:
+            raise RuntimeError(f"deliveries still pending after {timeout:.0f} s")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+def consumer_accepted(consumer_url: str) -> Counter:
+    """--subscribed: how many times the consumer accepted each event (by its webhook-id)."""
+    import httpx
+
+    got = httpx.get(consumer_url + "/__fake__/received", timeout=30).json()["received"]
+    return Counter(r["headers"].get("webhook-id") for r in got if r["status"] == 204)
+
+
+def told_report(ids: Counter, expected: Counter) -> tuple[str, bool]:
+    """--subscribed: what the app was told — events by type against the events applied, deliveries by status,
+    and the distinct events the consumer accepted (`ids`: each once, by its webhook-id)."""
+    from django.db.models import Count
+
+    from outbox.models import Delivery, Event
+
+    by_type = Counter(dict(Event.objects.order_by().values_list("type").annotate(n=Count("id"))))
+    statuses = Counter(dict(Delivery.objects.order_by().values_list("status").annotate(n=Count("id"))))
+    ok = (all(by_type[k] == v for k, v in expected.items()) and set(statuses) == {Delivery.Status.DELIVERED}
+          and len(ids) == sum(by_type.values()) and max(ids.values(), default=1) == 1)
+    return (f"told the app: events {dict(sorted(by_type.items()))} (expected {dict(sorted(expected.items()))}), "
+            f"deliveries {dict(statuses)}, accepted by the consumer {len(ids)} distinct, "
+            f"{sum(ids.values()) - len(ids)} twice"), ok

@@ -18,8 +18,13 @@ own machine), so they are as light as Python allows: the standard library's http
 CPU per request that httpx spends (`--client httpx` measures with httpx instead). The CPU each side spent per
 request (the server's processes, the worker's, PostgreSQL's, the clients') is printed for both phases.
 
+With `--subscribed` the business app is subscribed to every event (sandbox.consumer in its own process, checking
+signatures): the drain also records message.received and message.status for it, and the worker delivers them;
+each round then waits for every delivery too, and the check adds: one event per inbound message and per ack,
+every delivery done, each accepted by the consumer once.
+
     .venv/bin/python bench/webhook_ingest.py [--events 2000] [--clients 8] [--rounds 3] [--chips 20]
-                                             [--client stdlib|httpx]
+                                             [--client stdlib|httpx] [--subscribed]
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-from _load import StdlibClient, cpu_per_request, cpu_seconds
+from _load import StdlibClient, consumer_accepted, cpu_per_request, cpu_seconds, start_consumer, told_report, wait_told
 from _setup import BENCH_DB, ROOT, median, setup_django
 
 DUPLICATE_SHARE = 0.10
@@ -62,6 +67,7 @@ def _env(secret: str, queue: str) -> dict[str, str]:
         "LOG_LEVEL": "WARNING",
         "EVOLUTION_WEBHOOK_SECRET": secret,
         "CELERY_TASK_DEFAULT_QUEUE": queue,  # the webhook's kicks reach the bench's own worker
+        "WEBHOOK_ALLOW_PRIVATE_TARGETS": "true",  # the consumer of --subscribed listens on loopback
     }
 
 
@@ -285,6 +291,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chips", type=int, default=20, help="chips (instances) the events are spread over")
     parser.add_argument("--client", choices=("stdlib", "httpx"), default="stdlib", help="the clients' HTTP library")
+    parser.add_argument("--subscribed", action="store_true",
+                        help="the business app subscribed to every event: the worker also tells it each message "
+                             "and receipt (message.received, message.status) through the outbox")
     args = parser.parse_args()
     global CLIENT
     CLIENT = args.client
@@ -334,6 +343,14 @@ def main() -> None:
     worker = start_worker(log, secret, queue)
     lags: list[float] = []
     groups = {"server": proc.pid, "worker": worker.pid}  # each started in a session of its own
+    if args.subscribed:
+        from outbox.models import Endpoint
+
+        consumer_port = free_port()
+        endpoint = Endpoint.objects.create(url=f"http://127.0.0.1:{consumer_port}/hooks", description="bench")
+        consumer = start_consumer(consumer_port, endpoint.secret, log, ROOT)
+        groups["consumer"] = consumer.pid
+    told_lags: list[float] = []
     cpu: dict[str, list[dict[str, float]]] = {"webhook": [], "health": []}
 
     hook_rates, hook_p50, hook_p99, base_rates, base_p50, base_p99 = [], [], [], [], [], []
@@ -369,6 +386,8 @@ def main() -> None:
             hook_p50.append(statistics.median(lat))
             hook_p99.append(p99(lat))
             lags.append(wait_applied(started=time.perf_counter()))
+            if args.subscribed:
+                told_lags.append(wait_told(started=time.perf_counter()))
 
             before = cpu_seconds(groups)
             elapsed, lat, got = timed(base_url, args.clients, n_requests,
@@ -378,9 +397,12 @@ def main() -> None:
             base_rates.append(n_requests / elapsed)
             base_p50.append(statistics.median(lat))
             base_p99.append(p99(lat))
+        accepted = consumer_accepted(f"http://127.0.0.1:{consumer_port}") if args.subscribed else None
     finally:
         stop_server(proc)
         stop_server(worker)
+        if args.subscribed:
+            stop_server(consumer)
         log.close()
         os.unlink(log.name)
 
@@ -406,12 +428,16 @@ def main() -> None:
     from config.celery import app
 
     app.conf.task_default_queue = queue  # the counting's kicks go to the bench's queue, not a running pool's
+    if args.subscribed:  # before the counting below adds events of its own
+        told, told_ok = told_report(accepted, Counter({
+            "message.received": kinds["inbound"], "message.status": kinds["ack DELIVERY_ACK"] + kinds["ack READ"]}))
     per_event = queries_per_event(instances, sent[args.rounds * n_acks:], rng)
 
     h, b = median(hook_rates), median(base_rates)
     ms = 1000
     print("=" * 100)
     print(f"bench/webhook_ingest.py: gunicorn config.wsgi (2 workers x 4 threads) on {base_url}, "
+          f"{'the business app subscribed (sandbox.consumer), ' if args.subscribed else ''}"
           f"{args.clients} client threads ({'httpx' if CLIENT == 'httpx' else 'http.client'}, keep-alive), "
           f"{args.rounds} rounds, medians")
     print(f"per round: {args.events} distinct events + {n_dups} duplicates (10 %, same bytes, random order) = "
@@ -439,6 +465,9 @@ def main() -> None:
           f"of the round's last POST (median), receipts not applied or given up: {not_applied}")
     print("queries per event (in process, Django test client): "
           + ", ".join(f"{k}: webhook {w:.0f} + drain {d:.1f}" for k, (w, d) in per_event.items()))
+    if args.subscribed:
+        print(f"{told}; every delivery done within {median(told_lags):.1f} s of the drain (median)")
+        exactly_once = exactly_once and told_ok
     print(f"each distinct event applied exactly once: {'yes' if exactly_once else 'NO'}")
     print("=" * 100)
     from instances.models import ContactBinding
