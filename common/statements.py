@@ -46,7 +46,10 @@ def _raw_cursor(wrapper: Any) -> Any:
     """The psycopg cursor of `wrapper`'s connection that binds parameters on the server, so psycopg can prepare
     the statement, and takes the statement with its $1…$n placeholders as it is (nothing to parse per call). Only
     these cursors prepare: the rest of the ORM keeps Django's client-side binding. It is made once per connection
-    (kept on it, so it goes with it); the caller does not close it."""
+    (kept on it, so it goes with it); the caller does not close it. The connection gets the health check Django's
+    own cursors get (common.postgresql: a poll of its socket), so a statement of a request that comes first on a
+    connection PostgreSQL closed runs on a new one instead of failing."""
+    wrapper.close_if_health_check_failed()
     wrapper.ensure_connection()
     raw = wrapper.connection
     cursor = getattr(raw, _RAW_CURSOR, None)

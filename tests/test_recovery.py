@@ -114,3 +114,20 @@ def test_a_connection_with_something_to_read_gets_the_full_check_and_is_kept(mon
     assert _next_request_first_query(monkeypatch) == (1, pid)  # alive: Django's SELECT 1 answered, kept
     with connection.cursor() as cursor:
         cursor.execute("UNLISTEN *")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prepared_statement_first_on_a_closed_connection_runs_on_a_new_one(monkeypatch):
+    """common.statements runs on the psycopg cursor itself (no Django cursor): it gets the same check."""
+    from django.db import close_old_connections
+
+    from common.statements import Statement
+
+    backend_pid = Statement("SELECT pg_backend_pid()")
+    (pid,) = backend_pid.fetchone([])
+    with _admin() as admin:
+        admin.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])
+    _wait_until_readable()
+    close_old_connections()  # the next request starts
+    (new_pid,) = backend_pid.fetchone([])  # before: psycopg.OperationalError (the server closed the connection)
+    assert new_pid != pid
