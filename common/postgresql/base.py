@@ -1,13 +1,15 @@
 """Django's PostgreSQL backend, with a health check that asks the kernel before it asks the server (W2 7/7).
 
 With CONN_HEALTH_CHECKS, Django runs `SELECT 1` before the first query of every request and every task on a
-reused connection: a round trip that cost a webhook or a `GET /health` as much client CPU as its own statement
-(140 µs of the 1,440 µs a request costs the server, on this project's 2-core machine). A connection PostgreSQL
-has closed — a restart, `pg_terminate_backend`, `idle_session_timeout` — has something to read: the server's
-`FATAL` message and the end of the stream. So the check first polls the socket without waiting: nothing to read
-on a connection libpq holds as good and idle means it is the live connection it was, and the round trip is
-skipped. Anything else — something to read (a notice, a notification, the close), a transaction left open, a
-connection libpq marks bad — gets Django's own check, which drops a dead connection and opens a new one.
+reused connection: a round trip that cost a `GET /health` or an API call as much client CPU as its own statement
+(a third of `GET /health`'s CPU in process, on this project's 2-core machine); the prepared statements
+(common.statements: the webhook's INSERT) had no check at all, and failed on a closed connection. A connection
+PostgreSQL has closed — a restart, `pg_terminate_backend`, `idle_session_timeout` — has something to read: the
+server's `FATAL` message and the end of the stream. So the check first polls the socket without waiting:
+nothing to read on a connection libpq holds as good and idle means it is the live connection it was, and the
+round trip is skipped. Anything else — something to read (a notice, a notification, the close), a transaction
+left open, a connection libpq marks bad — gets Django's own check, which drops a dead connection and opens a new
+one.
 
 What neither check sees at once is a peer that vanished without closing (a host gone, a firewall's silent drop):
 `SELECT 1` would then wait for TCP's timeout just as the request's own statement does.
