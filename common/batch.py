@@ -82,8 +82,7 @@ def rows_copy(model: type[models.Model], rows: list[models.Model]) -> None:
             for row in group:
                 row._prepare_related_fields_for_save(operation_name="bulk_create")  # a parent numbered after
                 copy.write_row([f.get_db_prep_save(f.pre_save(row, True), connection) for f in columns])
-        for row in group:
-            row._state.adding, row._state.db = False, connection.alias
+                row._state.adding, row._state.db = False, connection.alias
 
 
 def memoized(key: Hashable, read: Callable[[], T]) -> T:

@@ -311,7 +311,7 @@ def _handle(row: WebhookReceipt, instances: dict[int, Instance]) -> None:
 
 
 _MARK_APPLIED = Statement(
-    f"UPDATE {WebhookReceipt._meta.db_table} SET applied_at = %s, outcome = '{WebhookReceipt.Outcome.PROCESSED}' "
+    f"UPDATE {WebhookReceipt._meta.db_table} SET applied_at = %s, outcome = '{WebhookReceipt.Outcome.PROCESSED.value}' "
     f"WHERE id = ANY(%s::bigint[])")
 
 

@@ -12,12 +12,17 @@ from chips.tasks import chip_run_transition
 from tests.factories import chip_in_state
 
 
+def _admin(dbname: str | None = None):
+    """A connection of our own, beside Django's (to the test database unless `dbname`)."""
+    db = connection.settings_dict
+    return psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"],
+                           dbname=dbname or db["NAME"], autocommit=True)
+
+
 def _drop_all_connections(dbname: str) -> int:
     """What a PostgreSQL restart does to our sessions: every backend of the database is terminated, and gone
     before the server takes connections again (the shutdown waits for them: so does this, up to 5 s each)."""
-    db = connection.settings_dict
-    with psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"],
-                         dbname="postgres", autocommit=True) as admin:
+    with _admin("postgres") as admin:
         rows = admin.execute(
             "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE datname = %s "
             "AND pid <> pg_backend_pid()",
@@ -49,12 +54,6 @@ def test_web_and_worker_recover_after_postgresql_drops_their_connections(live_se
 
 
 # --- the health check of a reused connection (common.postgresql) -------------------------------------------
-
-def _admin():
-    db = connection.settings_dict
-    return psycopg.connect(host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"],
-                           dbname=db["NAME"], autocommit=True)
-
 
 def _next_request_first_query(monkeypatch) -> tuple[int, int]:
     """What a request does to the connection at its start (Django's request_started), then its first query:
@@ -117,7 +116,7 @@ def test_a_connection_with_something_to_read_gets_the_full_check_and_is_kept(mon
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_prepared_statement_first_on_a_closed_connection_runs_on_a_new_one(monkeypatch):
+def test_a_prepared_statement_first_on_a_closed_connection_runs_on_a_new_one():
     """common.statements runs on the psycopg cursor itself (no Django cursor): it gets the same check."""
     from django.db import close_old_connections
 

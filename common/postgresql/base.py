@@ -39,9 +39,10 @@ def quiet(connection) -> bool:
 
 class DatabaseWrapper(base.DatabaseWrapper):
     def close_if_health_check_failed(self) -> None:
-        """Django's check, unless the connection is `quiet`: then it is taken as checked for this request."""
+        """Django's check, unless the connection is `quiet`: then it is taken as checked for this request (a
+        pooled connection is not checked either way: Django leaves that to the pool)."""
         if (self.connection is not None and self.health_check_enabled and not self.health_check_done
-                and not self.pool and quiet(self.connection)):
+                and quiet(self.connection)):
             self.health_check_done = True
             return
         super().close_if_health_check_failed()
