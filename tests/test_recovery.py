@@ -45,12 +45,38 @@ def test_web_and_worker_recover_after_postgresql_drops_their_connections(live_se
         assert _drop_all_connections(connection.settings_dict["NAME"]) >= 1
         connection.close()  # this test's own session was dropped too
 
-        # The next request and the next task reconnect by themselves (CONN_HEALTH_CHECKS; Celery's
-        # Django fixup closes stale connections around each task).
+        # The next request and the next task reconnect by themselves (CONN_HEALTH_CHECKS: the worker's kept
+        # connection is checked before each task's first query, as a request's is).
         assert http.get("/health").status_code == 200
         assert http.get("/api/v1/chips", headers=headers).status_code == 200
         assert chip_run_transition.apply_async(args=[chip.pk, "ban"], queue=celery_worker_queue).get(
             timeout=30) == Chip.Status.BANNED
+
+
+def _backends_busy_since(moment) -> set[tuple[int, object]]:
+    """(pid, backend_start) of the test database's client sessions, other than ours, active since `moment`."""
+    with _admin() as admin:
+        return set(admin.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND pid <> %s AND state_change >= %s",
+            [connection.connection.info.backend_pid, moment],
+        ).fetchall())
+
+
+@pytest.mark.integration
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_keeps_its_database_connection_from_one_task_to_the_next(celery_worker_queue):
+    """Celery's Django fixup used to close the connection after every task: each task paid a new PostgreSQL
+    session before its first query (config.celery sets CELERY_DB_REUSE_MAX)."""
+    chip = chip_in_state(status=Chip.Status.ACTIVE)
+    served = []
+    for transition, status in (("cool_down", Chip.Status.COOLING), ("ban", Chip.Status.BANNED)):
+        with _admin() as admin:
+            moment = admin.execute("SELECT clock_timestamp()").fetchone()[0]
+        assert chip_run_transition.apply_async(args=[chip.pk, transition], queue=celery_worker_queue).get(
+            timeout=30) == status
+        served.append(_backends_busy_since(moment))
+    assert len(served[0]) == 1 and served[1] == served[0]
 
 
 # --- the health check of a reused connection (common.postgresql) -------------------------------------------
