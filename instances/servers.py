@@ -7,6 +7,9 @@ never both take the last slot). Everything else asks for the client of the insta
 
 from __future__ import annotations
 
+import os
+import threading
+
 from django.db import transaction
 from django.db.models import Count
 from django.utils.translation import gettext as _
@@ -25,6 +28,26 @@ def gateway_for(server: GatewayServer | None, **options) -> Gateway:
     """A client of `server` (the seed server when None). Close it after use."""
     server = server or GatewayServer.default()
     return gateway(base_url=server.url, api_key=server.key, **options)
+
+
+_kept: dict[tuple[int, int | None], tuple[tuple[str, str], Gateway]] = {}
+_kept_lock = threading.Lock()
+
+
+def gateway_kept(server: GatewayServer | None) -> Gateway:
+    """A client of `server` (the seed server when None) kept for the life of the process: its connections are
+    reused from one call to the next (a batch sender's new client per batch paid new connections, and TLS
+    handshakes, for every batch). Shared by threads; never closed by the caller. A forked child builds its own;
+    a server whose URL or key changed gets a new client, the old one closed."""
+    server = server or GatewayServer.default()
+    slot, address = (os.getpid(), server.pk), (server.url, server.key)
+    with _kept_lock:
+        kept = _kept.get(slot)
+        if kept is None or kept[0] != address:
+            if kept is not None:
+                kept[1].close()
+            kept = _kept[slot] = (address, gateway_for(server))
+        return kept[1]
 
 
 def gateway_for_instance(name: str, **options) -> Gateway:

@@ -12,6 +12,7 @@ leaves claimed rows that `release_stale_claims` marks failed (never re-sent: sen
 from __future__ import annotations
 
 import logging
+import os
 import random
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +28,7 @@ from instances import circuit, hours
 from instances.gateway import Gateway, GatewayError, SendResult
 from instances.reservations import capacity_reserve_batch
 from instances.restriction import is_restricted
-from instances.servers import gateway_for
+from instances.servers import gateway_kept
 from instances.services import send_failure_observed
 from warmer.models import ChipDailyMetrics, WarmingAction
 from warmer.texts import REPLIES
@@ -146,13 +147,14 @@ def _pairs_that_talked(pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
 
 def _send_all(actions: list[WarmingAction], client: Gateway | None,
               concurrency: int) -> dict[int, SendResult | GatewayError]:
-    """The HTTP part, concurrently (no database here): one gateway client per server the batch touches."""
+    """The HTTP part, concurrently (no database here): the process's kept client of each server the batch touches
+    (instances.servers.gateway_kept), on the process's kept threads."""
     clients: dict[int | None, Gateway] = {}
     for action in actions:
         instance = getattr(action.chip, "instance", None)
         key = instance.server_id if instance is not None else None
         if client is None and key not in clients:
-            clients[key] = gateway_for(instance.server if instance is not None else None)
+            clients[key] = gateway_kept(instance.server if instance is not None else None)
 
     def send(action: WarmingAction) -> tuple[int, SendResult | GatewayError]:
         instance = getattr(action.chip, "instance", None)
@@ -163,14 +165,22 @@ def _send_all(actions: list[WarmingAction], client: Gateway | None,
         except GatewayError as exc:
             return action.pk, exc
 
-    try:
-        if len(actions) <= 1:
-            return dict(map(send, actions))
-        with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(actions)))) as pool:
-            return dict(pool.map(send, actions))
-    finally:
-        for own in clients.values():
-            own.close()
+    if len(actions) <= 1:
+        return dict(map(send, actions))
+    return dict(_senders(concurrency).map(send, actions))
+
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _senders(size: int) -> ThreadPoolExecutor:
+    """The process's sending threads, `size` of them, kept from batch to batch (starting them per batch cost more
+    than a send); a forked child starts its own."""
+    key = (os.getpid(), max(1, size))
+    pool = _pools.get(key)
+    if pool is None:
+        pool = _pools[key] = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="warmer-send")
+    return pool
 
 
 _COUNTERS = ("new_peers", "replies_sent", "send_failures", "sent")

@@ -79,3 +79,16 @@ def test_a_server_that_stops_answering_takes_only_its_chips_out_of_routing_until
     assert not ChipAlert.objects.open().filter(kind="gateway_server_down").exists()
     big.refresh_from_db()
     assert big.is_reachable
+
+
+def test_a_servers_kept_client_is_reused_until_its_key_changes():
+    from instances.servers import gateway_kept
+
+    server = GatewayServer.objects.create(name="evo-kept", base_url="http://127.0.0.1:9", api_key="first")
+    kept = gateway_kept(server)
+    assert gateway_kept(GatewayServer.objects.get(pk=server.pk)) is kept  # the same connections, call after call
+    server.api_key = "second"
+    server.save()
+    renewed = gateway_kept(server)
+    assert renewed is not kept and kept._http.is_closed and not renewed._http.is_closed
+    assert renewed._http.headers["apikey"] == "second"
