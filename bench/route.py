@@ -12,6 +12,7 @@ A deadlock detected by PostgreSQL inside contact_route is counted and reported, 
 After every round the caps are verified (ChipCapacity counters and the decisions actually returned, per
 chip); the round is then reset (bindings deleted, counters zeroed) so every round does the same work. The
 threads (and their connections) live across rounds, as an API's do; one round of each is run first, unmeasured.
+The CPU each phase spent per operation is printed: this process's (the threads, Python) and PostgreSQL's.
 
     .venv/bin/python bench/route.py [--chips 50] [--contacts 600] [--sticky 0.2] [--threads 8] [--rounds 5]
                                     [--per-hour 10] [--per-day 50] [--new-contacts 40]
@@ -24,6 +25,7 @@ import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
+from _load import cpu_per_request, cpu_seconds
 from _setup import median, run_threads, setup_django
 
 # A Tuesday, 10:00 in São Paulo (13:00 UTC): inside business hours, not a holiday.
@@ -178,9 +180,12 @@ def main() -> None:
         route_rates, update_rates, routed_counts, refused_counts, error_counts = [], [], [], [], []
         totals: Counter = Counter()
         over_rows_total = over_decisions_total = mismatches = 0
+        cpu = {"route": Counter(), "update": Counter()}  # CPU seconds of this process and PostgreSQL, per phase
         for _ in range(args.rounds):
             reset_round()
+            before = cpu_seconds({})
             elapsed, results = run_threads(n_threads, route_work)
+            cpu["route"].update(cpu_per_request(before, cpu_seconds({}), 1))
             outcomes: Counter = sum((r[0] for r in results), Counter())
             per_chip: Counter = sum((r[1] for r in results), Counter())
             routed = sum(per_chip.values())
@@ -195,7 +200,9 @@ def main() -> None:
             recorded = sum(ChipCapacity.objects.filter(chip_id__in=chips).values_list("hour_count", flat=True))
             mismatches += int(recorded != routed)
 
+            before = cpu_seconds({})
             elapsed, counts = run_threads(n_threads, update_work)
+            cpu["update"].update(cpu_per_request(before, cpu_seconds({}), 1))
             update_rates.append(sum(counts) / elapsed)
         reset_round()
 
@@ -218,6 +225,10 @@ def main() -> None:
           f"refused: {refused_codes or 'none'}; errors: deadlock detected {totals['deadlock']}")
     print(f"queries per decision : new contact {queries['new']:.0f}, sticky {queries['sticky']:.0f}, refused "
           f"{queries['refused']:.0f} (statements sent, BEGIN/COMMIT included; median of 20 each, one thread)")
+    n = requests_per_round * args.rounds
+    print(f"CPU per operation    : decision: this process {cpu['route']['clients'] / n * 1e6:.0f} µs, postgresql "
+          f"{cpu['route']['postgresql'] / n * 1e6:.0f} µs; UPDATE: this process "
+          f"{cpu['update']['clients'] / n * 1e6:.0f} µs, postgresql {cpu['update']['postgresql'] / n * 1e6:.0f} µs")
     print(f"cap violations       : {over_rows_total + over_decisions_total} (capacity rows over a cap: "
           f"{over_rows_total}, chips with more reservations than a cap: {over_decisions_total}); rounds where "
           f"recorded reservations != decisions: {mismatches}")
