@@ -26,7 +26,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from _load import cpu_per_request, cpu_seconds
-from _setup import median, run_threads, setup_django
+from _setup import analyze, median, run_threads, setup_django
 
 # A Tuesday, 10:00 in São Paulo (13:00 UTC): inside business hours, not a holiday.
 BUSINESS_TIME = datetime(2026, 11, 24, 13, 0, tzinfo=UTC)
@@ -72,6 +72,7 @@ def main() -> None:
             chips.append(chip.pk)
         assert Chip.objects.filter(pk__in=chips, status=Chip.Status.ACTIVE, is_connected=True).count() == args.chips
         policy = RoutingPolicy.load()
+        analyze()
 
         contacts = [f"+55119{n:08d}" for n in range(args.contacts)]
         # Thread i routes its own contacts; every 1/sticky-th of them is routed again a little later (sticky path).
