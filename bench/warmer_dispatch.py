@@ -26,7 +26,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from _setup import ROOT, NullGateway, QueryCounter, setup_django
+from _setup import ROOT, NullGateway, QueryCounter, analyze, setup_django
 
 NOON = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)  # a Tuesday, 12:00 in São Paulo
 API_KEY = "bench-evolution-key"
@@ -99,6 +99,7 @@ def main() -> None:
                           text=f"bench message {i}", day=NOON.date(), due_at=NOON - timedelta(seconds=i % 600))
             for i in range(args.rows)
         ], batch_size=5000)
+        analyze()
 
         # Baseline: the raw sendText rate of the fake from the same number of worker processes.
         sample = min(2000, args.rows)

@@ -47,7 +47,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 from _load import StdlibClient, consumer_accepted, cpu_per_request, cpu_seconds, start_consumer, told_report, wait_told
-from _setup import BENCH_DB, ROOT, median, setup_django
+from _setup import BENCH_DB, ROOT, analyze, median, setup_django
 
 DUPLICATE_SHARE = 0.10
 MIX = (("messages.upsert", 0.6), ("messages.update", 0.3), ("connection.update", 0.1))
@@ -331,6 +331,7 @@ def main() -> None:
                                     chip_id=inst["chip_id"], text="Olá!", status=OutboundMessage.Status.SENT,
                                     evolution_message_id=key_id))
     OutboundMessage.objects.bulk_create(rows, batch_size=1000)
+    analyze()
 
     n_dups = int(args.events * DUPLICATE_SHARE)
     n_requests = args.events + n_dups
