@@ -65,13 +65,19 @@ def _count_task_failure(sender=None, **kwargs) -> None:
 
 @task_prerun.connect
 @task_postrun.connect
-def _close_old_connections(sender=None, **kwargs) -> None:
+def _close_old_connections(sender=None, state: str | None = None, **kwargs) -> None:
     """Around each task a worker runs, what Django does around each request: drop a connection past
     CONN_MAX_AGE or left unusable by an error, and check a kept one before its first query (CONN_HEALTH_CHECKS).
-    Not for a task run in process (`apply()`, eager): that one runs on its caller's connection, perhaps inside
-    the caller's transaction, which it must not close (as Celery's own fixup, and Django's test client)."""
+    After a task that did not succeed (`state`, task_postrun's), its connections are closed: what it may have left
+    on the session — an advisory lock a time limit cut off before its release — goes with them, as it did when
+    every task closed its connection. Not for a task run in process (`apply()`, eager): that one runs on its
+    caller's connection, perhaps inside the caller's transaction, which it must not close (as Celery's own fixup,
+    and Django's test client)."""
     if getattr(getattr(sender, "request", None), "is_eager", False):
         return
-    from django.db import close_old_connections
+    from django.db import close_old_connections, connections
 
-    close_old_connections()
+    if state is not None and state != "SUCCESS":
+        connections.close_all()
+    else:
+        close_old_connections()

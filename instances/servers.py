@@ -35,10 +35,11 @@ _kept_lock = threading.Lock()
 
 
 def gateway_kept(server: GatewayServer | None) -> Gateway:
-    """A client of `server` (the seed server when None) kept for the life of the process: its connections are
-    reused from one call to the next (a batch sender's new client per batch paid new connections, and TLS
-    handshakes, for every batch). Shared by threads; never closed by the caller. A forked child builds its own;
-    a server whose URL or key changed gets a new client, the old one closed."""
+    """A client of `server` (the seed server when None) kept for the life of the process: a connection is reused
+    by the next call while it is warm (httpx keeps an idle one 5 s: the batches of one dispatch run, not one run
+    and the next a minute later), where a new client per batch paid new connections, and TLS handshakes, for
+    every batch. Shared by threads; never closed by the caller. A forked child builds its own; a server whose URL
+    or key changed gets a new client, the old one closed."""
     server = server or GatewayServer.default()
     slot, address = (os.getpid(), server.pk), (server.url, server.key)
     with _kept_lock:

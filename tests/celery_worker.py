@@ -32,6 +32,7 @@ def celery_worker(*, prefix: str, log_dir: Path, extra_env: dict[str, str] | Non
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "DATABASE_URL": f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
         "CELERY_TASK_DEFAULT_QUEUE": queue,
+        "PGAPPNAME": queue,  # libpq names the worker's sessions after its queue (pg_stat_activity.application_name)
         **(extra_env or {}),
     }
     log_path = log_dir / f"{queue}.log"

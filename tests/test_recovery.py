@@ -53,14 +53,11 @@ def test_web_and_worker_recover_after_postgresql_drops_their_connections(live_se
             timeout=30) == Chip.Status.BANNED
 
 
-def _backends_busy_since(moment) -> set[tuple[int, object]]:
-    """(pid, backend_start) of the test database's client sessions, other than ours, active since `moment`."""
+def _worker_sessions(queue: str) -> set[tuple[int, object]]:
+    """(pid, backend_start) of the sessions of the test worker serving `queue` (tests.celery_worker names them)."""
     with _admin() as admin:
         return set(admin.execute(
-            "SELECT pid, backend_start FROM pg_stat_activity WHERE datname = current_database() "
-            "AND backend_type = 'client backend' AND pid <> pg_backend_pid() AND pid <> %s AND state_change >= %s",
-            [connection.connection.info.backend_pid, moment],
-        ).fetchall())
+            "SELECT pid, backend_start FROM pg_stat_activity WHERE application_name = %s", [queue]).fetchall())
 
 
 @pytest.mark.integration
@@ -69,14 +66,31 @@ def test_the_worker_keeps_its_database_connection_from_one_task_to_the_next(cele
     """Celery's Django fixup used to close the connection after every task: each task paid a new PostgreSQL
     session before its first query (config.celery sets CELERY_DB_REUSE_MAX)."""
     chip = chip_in_state(status=Chip.Status.ACTIVE)
+    with _admin() as admin:  # the worker's next task starts a session: its CONN_MAX_AGE cannot end between the two
+        admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = %s",
+                      [celery_worker_queue])
     served = []
     for transition, status in (("cool_down", Chip.Status.COOLING), ("ban", Chip.Status.BANNED)):
-        with _admin() as admin:
-            moment = admin.execute("SELECT clock_timestamp()").fetchone()[0]
         assert chip_run_transition.apply_async(args=[chip.pk, transition], queue=celery_worker_queue).get(
             timeout=30) == status
-        served.append(_backends_busy_since(moment))
+        served.append(_worker_sessions(celery_worker_queue))
     assert len(served[0]) == 1 and served[1] == served[0]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_task_that_failed_its_session_is_closed_and_what_it_held_released():
+    """A kept connection would keep a session-level advisory lock a time limit cut off before its release."""
+    from config.celery import _close_old_connections
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_lock(74211)")
+    session = connection.connection.info.backend_pid
+    _close_old_connections(sender=chip_run_transition, state="SUCCESS")
+    assert connection.connection is not None and connection.connection.info.backend_pid == session
+    _close_old_connections(sender=chip_run_transition, state="FAILURE")
+    assert connection.connection is None
+    with _admin() as admin:
+        assert admin.execute("SELECT pg_try_advisory_lock(74211)").fetchone()[0]
 
 
 # --- the health check of a reused connection (common.postgresql) -------------------------------------------

@@ -5,8 +5,11 @@
     (one query) → the sends, concurrently, bounded (a thread pool; the typing pause is the gateway's own `delay`,
     so no worker sleeps) → results, metrics and the peers' replies written in bulk.
 
-Any number of dispatchers can sweep at once: a claimed row is never sent twice, and a worker that dies mid-batch
-leaves claimed rows that `release_stale_claims` marks failed (never re-sent: sendText is not idempotent).
+A run (`warming_dispatch_due`, the beat's task) sends batch after batch while actions are due, within
+WARMER_DISPATCH_BUDGET_SECONDS: a backlog (the morning's first minute, a worker that was down) goes out in one run
+rather than a batch a minute. Any number of dispatchers can sweep at once: a claimed row is never sent twice, and
+a worker that dies mid-batch leaves claimed rows that `release_stale_claims` marks failed (never re-sent: sendText
+is not idempotent).
 """
 
 from __future__ import annotations
@@ -14,9 +17,11 @@ from __future__ import annotations
 import logging
 import os
 import random
+import threading
+import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
@@ -46,7 +51,7 @@ class DispatchReport:
     failed: int = 0
 
 
-# What the dispatch reads of a claimed action and its rows (a chip row alone has 16 timestamps to parse: loading
+# What the dispatch reads of a claimed action and its rows (a chip row alone has 14 timestamps to parse: loading
 # every column was a fifth of the bookkeeping's CPU). The gateway server is loaded whole (a handful of rows).
 _LOADED = ("chip_id", "peer_id", "kind", "text", "day", "typing_ms", "due_at", "chip__status", "chip__is_connected",
            "chip__instance_name", "chip__capacity__restricted_until", "chip__instance__server", "peer__phone",
@@ -134,6 +139,20 @@ def warming_dispatch(*, limit: int = 100, now: datetime | None = None, client: G
     return report
 
 
+def warming_dispatch_due(*, limit: int = 100, budget_seconds: float | None = None) -> DispatchReport:
+    """`warming_dispatch` batch after batch while a batch comes back full, starting none after `budget_seconds`
+    (WARMER_DISPATCH_BUDGET_SECONDS); what became of every action it claimed. (A peer's reply is planned at least
+    90 s ahead: a run never chases its own replies.)"""
+    budget = settings.WARMER_DISPATCH_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    deadline, total = time.monotonic() + budget, DispatchReport()
+    while True:
+        report = warming_dispatch(limit=limit)
+        for field in fields(DispatchReport):
+            setattr(total, field.name, getattr(total, field.name) + getattr(report, field.name))
+        if report.claimed < limit or time.monotonic() >= deadline:
+            return total
+
+
 def _pairs_that_talked(pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
     """Of these (chip, peer) pairs, those that exchanged a sent message before, in either direction: one query."""
     if not pairs:
@@ -148,7 +167,7 @@ def _pairs_that_talked(pairs: set[tuple[int, int]]) -> set[tuple[int, int]]:
 def _send_all(actions: list[WarmingAction], client: Gateway | None,
               concurrency: int) -> dict[int, SendResult | GatewayError]:
     """The HTTP part, concurrently (no database here): the process's kept client of each server the batch touches
-    (instances.servers.gateway_kept), on the process's kept threads."""
+    (instances.servers.gateway_kept: the batches of one run reuse its connections), on the process's kept threads."""
     clients: dict[int | None, Gateway] = {}
     for action in actions:
         instance = getattr(action.chip, "instance", None)
@@ -171,16 +190,18 @@ def _send_all(actions: list[WarmingAction], client: Gateway | None,
 
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
 
 def _senders(size: int) -> ThreadPoolExecutor:
     """The process's sending threads, `size` of them, kept from batch to batch (starting them per batch cost more
     than a send); a forked child starts its own."""
     key = (os.getpid(), max(1, size))
-    pool = _pools.get(key)
-    if pool is None:
-        pool = _pools[key] = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="warmer-send")
-    return pool
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="warmer-send")
+        return pool
 
 
 _COUNTERS = ("new_peers", "replies_sent", "send_failures", "sent")

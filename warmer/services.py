@@ -214,7 +214,12 @@ def typing_ms(text: str) -> int:
 
 # --- the dispatcher: warmer/dispatch.py (batched, concurrent sends) ------------------------------------------
 
-from warmer.dispatch import DispatchReport, release_stale_claims, warming_dispatch  # noqa: E402, F401
+from warmer.dispatch import (  # noqa: E402, F401
+    DispatchReport,
+    release_stale_claims,
+    warming_dispatch,
+    warming_dispatch_due,
+)
 
 # --- the trust score ------------------------------------------------------------------------------------
 

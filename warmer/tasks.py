@@ -21,11 +21,12 @@ def plan_day() -> dict:
 
 @shared_task(name="warmer.dispatch", ignore_result=True, soft_time_limit=50, time_limit=58)
 def dispatch(limit: int = 100) -> dict:
-    """Every minute: send due warming actions (claimed with SKIP LOCKED; several workers are safe)."""
-    from warmer.services import release_stale_claims, warming_dispatch
+    """Every minute: send the due warming actions, batch after batch (claimed with SKIP LOCKED; several workers
+    are safe)."""
+    from warmer.services import release_stale_claims, warming_dispatch_due
 
     release_stale_claims()
-    report = warming_dispatch(limit=limit)
+    report = warming_dispatch_due(limit=limit)
     return report.__dict__
 
 

@@ -263,6 +263,9 @@ HEALTH_CHECK_CONCURRENCY = env.int("HEALTH_CHECK_CONCURRENCY", default=50)
 WARMER_TYPING_MS_MAX = env.int("WARMER_TYPING_MS_MAX", default=4000)
 # Warming sends in flight at once per dispatcher (the gateway holds each call for its typing delay).
 WARMER_DISPATCH_CONCURRENCY = env.int("WARMER_DISPATCH_CONCURRENCY", default=8)
+# A dispatch run (one a minute) sends batch after batch while actions are due, starting no batch after this many
+# seconds: a batch may then take its sends' read timeout (20 s + the typing delay) within the task's 50 s limit.
+WARMER_DISPATCH_BUDGET_SECONDS = env.float("WARMER_DISPATCH_BUDGET_SECONDS", default=20.0)
 
 
 def _int_list(name: str, default: str, *, length: int | None = None, ascending: bool | None = None) -> list[int]:

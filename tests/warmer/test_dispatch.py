@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from instances.caps import caps_in_effect
 from instances.models import ChipCapacity
 from warmer.models import ChipDailyMetrics, PhasePlan, WarmingAction
-from warmer.services import phase_plans, release_stale_claims, warming_dispatch
+from warmer.services import phase_plans, release_stale_claims, warming_dispatch, warming_dispatch_due
 
 pytestmark = pytest.mark.django_db
 NOON = datetime(2026, 11, 24, 15, 0, tzinfo=UTC)  # a Tuesday, 12:00 in São Paulo
@@ -129,3 +129,19 @@ def test_a_failure_streak_is_ended_by_a_send_that_goes_through(warming_pool, fak
         assert report.sent == 1, list(WarmingAction.objects.values_list("status", "note"))
         state = circuit.circuit_state(chip_id=subject.pk, now=NOON)
     assert (state.state, state.failures) == (circuit.CLOSED, 0)  # a third failure now would not open it
+
+
+def test_a_run_sends_batch_after_batch_while_actions_are_due_and_starts_none_past_its_budget(warming_pool,
+                                                                                              fake_evolution):
+    with time_machine.travel(NOON, tick=False):
+        (subject,), (peer,) = warming_pool(warming=1, peers=1)
+        phase_plans()
+        PhasePlan.objects.update(messages_per_day=1000)
+        due(subject, peer, 25, prefix="backlog")
+        report = warming_dispatch_due(limit=10)  # three batches: 10, 10, then 5 (not full: the run ends)
+        assert (report.claimed, report.sent) == (25, 25)
+        assert len(fake_evolution.sent_messages) == 25
+        due(subject, peer, 25, prefix="later")
+        report = warming_dispatch_due(limit=10, budget_seconds=0)  # the first batch only
+    assert (report.claimed, report.sent) == (10, 10)
+    assert WarmingAction.objects.filter(status="planned", text__startswith="later").count() == 15
