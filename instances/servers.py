@@ -30,8 +30,17 @@ def gateway_for(server: GatewayServer | None, **options) -> Gateway:
     return gateway(base_url=server.url, api_key=server.key, **options)
 
 
-_kept: dict[tuple[int, int | None], tuple[tuple[str, str], Gateway]] = {}
+_kept: dict[int | None, tuple[tuple[str, str], Gateway]] = {}  # server id → (its URL and key, its client)
 _kept_lock = threading.Lock()
+
+
+def _kept_forget_in_child() -> None:  # a forked worker builds its own clients: its parent's sockets are not its own
+    global _kept_lock
+    _kept.clear()
+    _kept_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_kept_forget_in_child)
 
 
 def gateway_kept(server: GatewayServer | None) -> Gateway:
@@ -41,13 +50,13 @@ def gateway_kept(server: GatewayServer | None) -> Gateway:
     every batch. Shared by threads; never closed by the caller. A forked child builds its own; a server whose URL
     or key changed gets a new client, the old one closed."""
     server = server or GatewayServer.default()
-    slot, address = (os.getpid(), server.pk), (server.url, server.key)
+    address = (server.url, server.key)
     with _kept_lock:
-        kept = _kept.get(slot)
+        kept = _kept.get(server.pk)
         if kept is None or kept[0] != address:
             if kept is not None:
                 kept[1].close()
-            kept = _kept[slot] = (address, gateway_for(server))
+            kept = _kept[server.pk] = (address, gateway_for(server))
         return kept[1]
 
 

@@ -14,10 +14,10 @@ is not idempotent).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
-import threading
 import time
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -189,19 +189,14 @@ def _send_all(actions: list[WarmingAction], client: Gateway | None,
     return dict(_senders(concurrency).map(send, actions))
 
 
-_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
-
-
+@functools.cache
 def _senders(size: int) -> ThreadPoolExecutor:
     """The process's sending threads, `size` of them, kept from batch to batch (starting them per batch cost more
     than a send); a forked child starts its own."""
-    key = (os.getpid(), max(1, size))
-    with _pools_lock:
-        pool = _pools.get(key)
-        if pool is None:
-            pool = _pools[key] = ThreadPoolExecutor(max_workers=key[1], thread_name_prefix="warmer-send")
-        return pool
+    return ThreadPoolExecutor(max_workers=max(1, size), thread_name_prefix="warmer-send")
+
+
+os.register_at_fork(after_in_child=_senders.cache_clear)
 
 
 _COUNTERS = ("new_peers", "replies_sent", "send_failures", "sent")
